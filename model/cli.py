@@ -1,0 +1,47 @@
+"""The ``arinext`` command line.
+
+Each package registers its own sub-commands (``model``: info, import-checkpoint; ``training``:
+train, evaluate, export, synth-speech-commands; ``service``: serve). Registering must not import
+torch: command bodies import what they need, so ``arinext serve`` runs in the torch-free image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+# Packages whose ``cli.register(subparsers)`` adds sub-commands; a package missing from an
+# install (none today) simply contributes nothing.
+_COMMAND_PACKAGES = ("model.commands", "training.cli", "service.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every package's sub-commands."""
+    parser = argparse.ArgumentParser(
+        prog="arinext",
+        description="Train, export and serve AudioRepInceptionNeXt audio classifiers.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMAND_PACKAGES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Log-mel front-end in numpy, shared by training and serving.
+
+Reproduces the authors' librosa pipeline (STFT with a short Hann window centred in a 2048-point
+frame, magnitude, HTK mel filterbank without area normalisation, ``log(mel + 1e-6)``) and their
+clip selection, without librosa or torch so the serving image stays slim.
+
+Speed: only ``win_length`` of the 2048 samples of each frame are non-zero, and a shift in time
+changes only the phase of the FFT, so the magnitude is the FFT of the bare windowed segment
+zero-padded to ``n_fft``. That skips the framing of mostly-zero buffers.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+from scipy import fft as sp_fft
+
+from model.audio_config import AudioConfig
+
+__all__ = [
+    "mel_filterbank",
+    "log_mel",
+    "view_starts",
+    "clip_view",
+    "log_mel_views",
+    "fit_frames",
+]
+
+
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+
+
+@lru_cache(maxsize=16)
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float
+) -> np.ndarray:
+    """Triangular HTK-mel filters, peak 1 (no area normalisation), shape (n_mels, n_fft//2+1)."""
+    fft_freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    mel_points = np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2)
+    hz_points = _mel_to_hz(mel_points)
+    widths = np.diff(hz_points)
+    ramps = hz_points[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper)).astype(np.float32)
+    weights.setflags(write=False)
+    return weights
+
+
+@lru_cache(maxsize=16)
+def _hann(win_length: int) -> np.ndarray:
+    """Periodic Hann window, as scipy.signal.get_window('hann', n) and librosa use."""
+    n = np.arange(win_length, dtype=np.float64)
+    window = (0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)).astype(np.float32)
+    window.setflags(write=False)
+    return window
+
+
+def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """Log-mel spectrogram of a mono float waveform, shape (frames, n_mels), float32.
+
+    ``frames = 1 + len(samples) // hop`` (librosa's ``center=True`` with zero padding).
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"expected a mono waveform, got shape {samples.shape}")
+    n_fft, hop, win = cfg.n_fft, cfg.hop_length, cfg.win_length
+    if win > n_fft:
+        raise ValueError(f"window ({win} samples) longer than n_fft ({n_fft})")
+    frames = 1 + len(samples) // hop
+    half = n_fft // 2
+    # Zero-pad as center=True does; then each frame's non-zero part starts at t*hop + offset.
+    offset = (n_fft - win) // 2
+    needed = (frames - 1) * hop + n_fft
+    padded = np.zeros(needed, dtype=np.float32)
+    take = min(len(samples), needed - half)
+    padded[half : half + take] = samples[:take]
+    segments = as_strided(
+        padded[offset:],
+        shape=(frames, win),
+        strides=(hop * padded.strides[0], padded.strides[0]),
+        writeable=False,
+    )
+    spectrum = sp_fft.rfft(segments * _hann(win), n=n_fft, axis=1)
+    magnitude = np.abs(spectrum)
+    fb = mel_filterbank(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.mel_fmax)
+    mel = magnitude @ fb.T
+    return np.log(mel + np.float32(cfg.log_offset), dtype=np.float32)
+
+
+def fit_frames(spec: np.ndarray, num_frames: int) -> np.ndarray:
+    """Pad a short spectrogram by repeating its last frame (as the reference does), or crop."""
+    if spec.shape[0] >= num_frames:
+        return spec[:num_frames]
+    pad = np.repeat(spec[-1:], num_frames - spec.shape[0], axis=0)
+    return np.concatenate([spec, pad], axis=0)
+
+
+def view_starts(num_samples: int, cfg: AudioConfig, views: int | None = None) -> list[int]:
+    """Start samples of ``views`` evenly spaced test views (one view when the clip is short)."""
+    views = cfg.test_views if views is None else views
+    clip = cfg.clip_samples
+    if num_samples <= clip:
+        return [0]
+    return [int(round(s)) for s in np.linspace(0, num_samples - clip, views)]
+
+
+def clip_view(samples: np.ndarray, start: int, cfg: AudioConfig) -> np.ndarray:
+    """Log-mel of the view starting at ``start``, exactly ``num_frames`` frames.
+
+    A long clip is cut to ``clip_samples - 1`` samples (the reference's slice, which is what
+    makes the frame counts come out at exactly 512 / 416); a short one is used whole and padded.
+    """
+    clip = cfg.clip_samples
+    if len(samples) < clip:
+        spec = log_mel(samples, cfg)
+    else:
+        spec = log_mel(samples[start : start + clip - 1], cfg)
+    return fit_frames(spec, cfg.num_frames)
+
+
+def log_mel_views(samples: np.ndarray, cfg: AudioConfig, views: int | None = None) -> np.ndarray:
+    """Evenly spaced test views as a network batch, shape (views, 1, num_frames, n_mels)."""
+    starts = view_starts(len(samples), cfg, views)
+    return np.stack([clip_view(samples, s, cfg) for s in starts])[:, None]

@@ -1,0 +1,151 @@
+"""The artifact format: a directory holding ``model.onnx`` and ``manifest.json``.
+
+The manifest is what lets a server run a model it knows nothing about: the ONNX input/outputs,
+each head's labels and activation, and the front-end settings the model was trained with. This
+module is the only place that knows the schema; it imports no torch so the service can use it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from model.audio_config import AudioConfig
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MODEL_FILE",
+    "MANIFEST_FILE",
+    "INPUT_NAME",
+    "ArtifactError",
+    "HeadSpec",
+    "Provenance",
+    "Manifest",
+    "sha256_file",
+    "read_manifest",
+    "write_manifest",
+    "verify_artifact",
+]
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+INPUT_NAME = "logmel"
+
+Reparameterized = Literal["none", "paper", "full"]
+
+
+class ArtifactError(ValueError):
+    """An artifact directory that must not be served: missing, malformed, tampered or too new."""
+
+
+class HeadSpec(BaseModel):
+    """One classification head: which ONNX output, which labels, which activation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    output: str = Field(min_length=1, description="ONNX output name holding this head's logits")
+    labels: list[str] = Field(min_length=1, description="class names in output order")
+    activation: Literal["softmax", "sigmoid"] = "softmax"
+
+
+class Provenance(BaseModel):
+    """Where the weights came from and how the artifact was made."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str | None = Field(default=None, description="checkpoint or run directory")
+    command: str | None = None
+    created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    arinext_version: str | None = None
+
+
+class Manifest(BaseModel):
+    """Everything needed to serve ``model.onnx``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    architecture: str
+    reparameterized: Reparameterized
+    frontend: AudioConfig
+    input: str = INPUT_NAME
+    heads: list[HeadSpec] = Field(min_length=1)
+    num_params: int = Field(ge=0)
+    gflops: float = Field(ge=0, description="multiply-adds per view, in billions")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    provenance: Provenance = Field(default_factory=Provenance)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    extra: dict[str, Any] = Field(default_factory=dict, description="e.g. the data recipe")
+
+    @model_validator(mode="after")
+    def _unique_heads(self) -> Manifest:
+        names = [h.name for h in self.heads]
+        outputs = [h.output for h in self.heads]
+        if len(set(names)) != len(names) or len(set(outputs)) != len(outputs):
+            raise ValueError("head names and outputs must be unique")
+        return self
+
+    def head(self, name: str) -> HeadSpec:
+        """The head called ``name``."""
+        for head in self.heads:
+            if head.name == name:
+                return head
+        raise KeyError(name)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(directory: Path | str) -> Manifest:
+    """Parse and validate ``manifest.json``; refuses newer format versions."""
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no manifest (is {directory} an artifact directory?)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable manifest: {exc}") from exc
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise ArtifactError(
+            f"{path}: format_version {version!r} not supported (this build reads 1..{FORMAT_VERSION})"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ArtifactError(f"{path}: invalid manifest: {exc}") from exc
+
+
+def write_manifest(directory: Path | str, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` (pretty, stable key order) and return its path."""
+    path = Path(directory) / MANIFEST_FILE
+    path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def verify_artifact(directory: Path | str) -> Manifest:
+    """Read the manifest and check that ``model.onnx`` is the file it describes."""
+    manifest = read_manifest(directory)
+    model_path = Path(directory) / MODEL_FILE
+    if not model_path.is_file():
+        raise ArtifactError(f"{model_path}: missing")
+    actual = sha256_file(model_path)
+    if actual != manifest.sha256:
+        raise ArtifactError(
+            f"{model_path}: sha256 {actual} does not match the manifest's {manifest.sha256}"
+        )
+    return manifest

@@ -1,0 +1,1 @@
+"""FastAPI inference service over re-parameterised ONNX artifacts (no torch)."""

@@ -1,0 +1,1 @@
+"""Training, evaluation and export of AudioRepInceptionNeXt models on the paper's datasets."""
