@@ -15,9 +15,8 @@ from collections.abc import Sequence
 
 __all__ = ["main", "build_parser"]
 
-# Packages whose ``cli.register(subparsers)`` adds sub-commands; a package missing from an
-# install (none today) simply contributes nothing.
-_COMMAND_PACKAGES = ("model.commands", "training.cli", "service.cli")
+# Modules whose ``register(subparsers)`` adds sub-commands.
+_COMMAND_PACKAGES = ("model.commands", "training.cli", "training.synth_speech", "service.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,468 @@
+"""AudioRepInceptionNeXt: a single-stream CNN with re-parameterisable multi-scale band mixers.
+
+Lau, Rehman, Po, "AudioRepInceptionNeXt: A lightweight single-stream architecture for efficient
+audio recognition", Neurocomputing 2024 (arXiv 2404.13551).
+
+Input is a log-mel spectrogram ``[N, 1, T, F]`` (T time frames, F = 128 mel bins). The network is
+a ResNet-50-like hierarchy whose block replaces the 3x3 conv by two cascaded mixers: parallel
+depthwise T-axis kernels (21, 11, 3) plus identity, then the same along F, followed by a 1x1
+inverted bottleneck. After training, every mixer collapses into one depthwise 21-tap conv
+(:func:`model.reparam.reparameterize_model`), which is the model the paper benchmarks.
+
+Written bottom-up: conv+BN unit -> mixer -> block -> stage -> stem -> model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from model.reparam import fuse_conv_bn, pad_kernel_to
+
+__all__ = [
+    "DEFAULT_HEADS",
+    "AudioRepInceptionNeXt",
+    "ConvBN",
+    "InceptionNeXtBlock",
+    "InceptionNeXtStage",
+    "InvertedBottleneck",
+    "MultiScaleMixer",
+    "Stem",
+    "authors_key_map",
+    "make_linear_heads",
+]
+
+DEFAULT_HEADS: Mapping[str, int] = MappingProxyType({"default": 309})
+
+MixerAxis = Literal["time", "freq", "both"]
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    first, second = value
+    return int(first), int(second)
+
+
+def _same(kernel_shape: tuple[int, int]) -> tuple[int, int]:
+    """Padding that keeps T and F unchanged for an odd kernel at stride 1."""
+    return kernel_shape[0] // 2, kernel_shape[1] // 2
+
+
+def _load(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:
+    """Fill a freshly built (biased) conv with computed, detached values."""
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+    return conv
+
+
+class ConvBN(nn.Module):
+    """Conv2d (no bias) followed by BatchNorm2d.
+
+    It is the unit every foldable conv of the network is built from, so the full fold is a
+    local rewrite: ``reparameterize(fold_identity=True)`` replaces ``conv``+``bn`` by one biased
+    conv named ``fused``. At the paper's level (``fold_identity=False``) BNs outside the mixers
+    stay, which keeps the paper's parameter count, so the call is then a no-op.
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        kernel_size: int | Sequence[int] = 1,
+        stride: int | Sequence[int] = 1,
+        padding: int | Sequence[int] = 0,
+        groups: int = 1,
+        zero_init_gamma: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_chans,
+            out_chans,
+            _pair(kernel_size),
+            stride=_pair(stride),
+            padding=_pair(padding),
+            groups=groups,
+            bias=False,
+        )
+        self.bn = nn.BatchNorm2d(out_chans)
+        # MSRA fill as in the reference; a zero final gamma makes each residual block start as
+        # the identity, which the reference relies on for stable early training.
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_gamma:
+            nn.init.zeros_(self.bn.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if hasattr(self, "fused"):
+            return self.fused(x)
+        return self.bn(self.conv(x))
+
+    def fused_kernel(self) -> tuple[Tensor, Tensor]:
+        """Kernel and bias of this unit as one conv, whichever form it is in."""
+        if hasattr(self, "fused"):
+            return self.fused.weight, self.fused.bias
+        return fuse_conv_bn(self.conv.weight, self.conv.bias, self.bn)
+
+    def reparameterize(self, fold_identity: bool = False) -> None:
+        """Fold the BN into the conv, but only for the full fold (see class docstring)."""
+        if not fold_identity or hasattr(self, "fused"):
+            return
+        weight, bias = self.fused_kernel()
+        conv = self.conv
+        fused = nn.Conv2d(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=True,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        self.fused = _load(fused, weight, bias)
+        del self.conv, self.bn
+
+
+class MultiScaleMixer(nn.Module):
+    """``ReLU(x + sum_k BN(DWConv_k(x)))`` with depthwise kernels along one axis (or both).
+
+    ``axis="time"`` gives k x 1 kernels, ``"freq"`` 1 x k, ``"both"`` k x k (the paper's 2D
+    ablation). Branches are named ``k<size>``. ``reparameterize()`` merges all branches into
+    one depthwise conv ``fused`` of the largest size; the identity add stays in ``forward``
+    (the paper's form) unless ``fold_identity=True`` moves it into the centre tap.
+    """
+
+    def __init__(
+        self, channels: int, kernel_sizes: Sequence[int] = (21, 11, 3), axis: MixerAxis = "time"
+    ) -> None:
+        super().__init__()
+        sizes = tuple(int(k) for k in kernel_sizes)
+        if not sizes or len(set(sizes)) != len(sizes) or any(k % 2 == 0 for k in sizes):
+            raise ValueError(f"kernel sizes must be distinct and odd, got {kernel_sizes}")
+        if axis not in ("time", "freq", "both"):
+            raise ValueError(f"unknown mixer axis {axis!r}")
+        self.channels = channels
+        self.kernel_sizes = sizes
+        self.axis = axis
+        self.identity_folded = False
+        for k in sizes:
+            shape = self._kernel_shape(k)
+            branch = ConvBN(channels, channels, shape, padding=_same(shape), groups=channels)
+            self.add_module(f"k{k}", branch)
+        self.act = nn.ReLU(inplace=True)
+
+    def _kernel_shape(self, k: int) -> tuple[int, int]:
+        return {"time": (k, 1), "freq": (1, k), "both": (k, k)}[self.axis]
+
+    def _merged_kernel(self) -> tuple[Tensor, Tensor]:
+        """Sum of the BN-folded branch kernels, each zero-padded to the largest along its axis."""
+        size = max(self.kernel_sizes)
+        axes = {"time": (2,), "freq": (3,), "both": (2, 3)}[self.axis]
+        weights, biases = [], []
+        for k in self.kernel_sizes:
+            weight, bias = getattr(self, f"k{k}").fused_kernel()
+            for axis in axes:
+                weight = pad_kernel_to(weight, size, axis)
+            weights.append(weight)
+            biases.append(bias)
+        return torch.stack(weights).sum(0), torch.stack(biases).sum(0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if hasattr(self, "fused"):
+            y = self.fused(x)
+            if not self.identity_folded:
+                y = y + x
+        else:
+            y = x
+            for k in self.kernel_sizes:
+                y = y + getattr(self, f"k{k}")(x)
+        return self.act(y)
+
+    def reparameterize(self, fold_identity: bool = False) -> None:
+        """Merge the branches into ``fused``; repeat calls only add what is still missing."""
+        if not hasattr(self, "fused"):
+            weight, bias = self._merged_kernel()
+            shape = self._kernel_shape(max(self.kernel_sizes))
+            fused = nn.Conv2d(
+                self.channels,
+                self.channels,
+                shape,
+                padding=_same(shape),
+                groups=self.channels,
+                bias=True,
+                device=weight.device,
+                dtype=weight.dtype,
+            )
+            self.fused = _load(fused, weight, bias)
+            for k in self.kernel_sizes:
+                delattr(self, f"k{k}")
+        if fold_identity and not self.identity_folded:
+            kh, kw = self.fused.weight.shape[-2:]
+            with torch.no_grad():
+                self.fused.weight[:, 0, kh // 2, kw // 2] += 1.0
+            self.identity_folded = True
+
+
+class InvertedBottleneck(nn.Module):
+    """1x1 expansion (C -> E*C), ReLU, 1x1 projection back to C; last BN gamma starts at 0."""
+
+    def __init__(self, channels: int, expansion: int = 4) -> None:
+        super().__init__()
+        hidden = channels * expansion
+        self.fc1 = ConvBN(channels, hidden)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = ConvBN(hidden, channels, zero_init_gamma=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class InceptionNeXtBlock(nn.Module):
+    """``ReLU(shortcut(x) + body(x))``; the body's first 1x1 conv carries the stride.
+
+    body = 1x1 ConvBN + ReLU -> time mixer -> frequency mixer -> inverted bottleneck
+    (``mixer="2d"``: one mixer of k x k kernels instead of the two band mixers).
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        stride: int = 1,
+        kernel_sizes: Sequence[int] = (21, 11, 3),
+        expansion: int = 4,
+        mixer: Literal["band", "2d"] = "band",
+    ) -> None:
+        super().__init__()
+        if in_chans != out_chans or stride != 1:
+            self.shortcut: nn.Module = ConvBN(in_chans, out_chans, 1, stride=stride)
+        else:
+            self.shortcut = nn.Identity()
+        self.conv_in = ConvBN(in_chans, out_chans, 1, stride=stride)
+        self.act_in = nn.ReLU(inplace=True)
+        if mixer == "band":
+            self.time_mixer = MultiScaleMixer(out_chans, kernel_sizes, "time")
+            self.freq_mixer = MultiScaleMixer(out_chans, kernel_sizes, "freq")
+            self._mixer_names: tuple[str, ...] = ("time_mixer", "freq_mixer")
+        elif mixer == "2d":
+            self.mixer = MultiScaleMixer(out_chans, kernel_sizes, "both")
+            self._mixer_names = ("mixer",)
+        else:
+            raise ValueError(f"mixer must be 'band' or '2d', got {mixer!r}")
+        self.mlp = InvertedBottleneck(out_chans, expansion)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.act_in(self.conv_in(x))
+        for name in self._mixer_names:
+            y = getattr(self, name)(y)
+        y = self.mlp(y)
+        return self.act(self.shortcut(x) + y)
+
+
+class InceptionNeXtStage(nn.Module):
+    """``depth`` blocks at one width; the first one changes width and applies the stride."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chans: int,
+        depth: int,
+        stride: int = 1,
+        kernel_sizes: Sequence[int] = (21, 11, 3),
+        expansion: int = 4,
+        mixer: Literal["band", "2d"] = "band",
+    ) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(
+            *(
+                InceptionNeXtBlock(
+                    in_chans if i == 0 else out_chans,
+                    out_chans,
+                    stride if i == 0 else 1,
+                    kernel_sizes,
+                    expansion,
+                    mixer,
+                )
+                for i in range(depth)
+            )
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.blocks(x)
+
+
+class Stem(ConvBN):
+    """Strided conv + BN + ReLU + 3x3/2 max-pool: T and F reduced 4x before the stages.
+
+    A ``ConvBN`` subclass so that ``stem.bn`` is the stem's BN (the one BN fine-tuning keeps
+    trainable) and so that the full fold turns it into ``stem.fused``.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, kernel_size: Sequence[int] = (5, 7)) -> None:
+        kt, kf = _pair(kernel_size)
+        super().__init__(in_chans, out_chans, (kt, kf), stride=2, padding=(kt // 2, kf // 2))
+        self.act = nn.ReLU(inplace=True)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(self.act(super().forward(x)))
+
+
+def make_linear_heads(num_features: int, heads: Mapping[str, int], like: Tensor) -> nn.ModuleDict:
+    """One ``Linear(num_features, classes)`` per head, N(0, 0.01) weights as in the reference.
+
+    Created on ``like``'s device and dtype so that ``reset_heads`` on a moved model just works.
+    """
+    if not heads:
+        raise ValueError("at least one head is required")
+    layers = {}
+    for name, classes in heads.items():
+        if not name.isidentifier() or int(classes) < 1:
+            raise ValueError(f"bad head {name!r}: {classes!r}")
+        linear = nn.Linear(num_features, int(classes), device=like.device, dtype=like.dtype)
+        nn.init.normal_(linear.weight, std=0.01)
+        nn.init.zeros_(linear.bias)
+        layers[name] = linear
+    return nn.ModuleDict(layers)
+
+
+class AudioRepInceptionNeXt(nn.Module):
+    """Stem, four stages of C, 2C, 4C, 8C channels, global average pool, dropout, linear heads.
+
+    ``forward`` returns ``{head name: logits}`` in the order of ``heads`` (never softmax, also in
+    eval mode); global pooling over T and F means any number of frames works.
+    """
+
+    def __init__(
+        self,
+        *,
+        width: int = 64,
+        depths: Sequence[int] = (3, 4, 6, 3),
+        kernel_sizes: Sequence[int] = (21, 11, 3),
+        stem_kernel: Sequence[int] = (5, 7),
+        expansion: int = 4,
+        mixer: Literal["band", "2d"] = "band",
+        heads: Mapping[str, int] = DEFAULT_HEADS,
+        dropout: float = 0.5,
+        in_chans: int = 1,
+    ) -> None:
+        super().__init__()
+        self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
+        self.mixer_kind = mixer
+        self.stem = Stem(in_chans, width, stem_kernel)
+        dims = [width * 2**i for i in range(len(depths))]
+        stages = []
+        prev = width
+        for i, (depth, dim) in enumerate(zip(depths, dims, strict=True)):
+            stages.append(
+                InceptionNeXtStage(
+                    prev, dim, depth, 1 if i == 0 else 2, self.kernel_sizes, expansion, mixer
+                )
+            )
+            prev = dim
+        self.stages = nn.Sequential(*stages)
+        self.num_features = prev
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head_names: list[str] = []
+        self.reset_heads(heads)
+
+    def reset_heads(self, heads: Mapping[str, int]) -> None:
+        """Replace the linear head(s) by freshly initialised ones (fine-tuning on a new task)."""
+        self.heads = make_linear_heads(self.num_features, heads, like=next(self.stem.parameters()))
+        self.head_names = list(self.heads)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Pooled embedding ``[N, 8C]`` (before dropout and heads)."""
+        x = self.stages(self.stem(x))
+        return self.pool(x).flatten(1)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        features = self.dropout(self.forward_features(x))
+        return {name: head(features) for name, head in self.heads.items()}
+
+
+# --- authors' checkpoint naming -----------------------------------------------------------------
+
+_AUTHORS_SIZE_SUFFIX = ("", "_medium", "_small")  # large, medium, small kernel
+_BLOCK_KEY = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.(.+)$")
+_PARAM_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _authors_unit(unit: str, kernel_sizes: tuple[int, ...]) -> tuple[str, str] | None:
+    """Authors' (conv name, BN name) inside ``branch2``/block for one of our ConvBN paths."""
+    fixed = {
+        "shortcut": ("branch1", "branch1_bn"),
+        "conv_in": ("branch2.a_head", "branch2.a_head_bn"),
+        "mlp.fc1": ("branch2.c", "branch2.c_bn"),
+        "mlp.fc2": ("branch2.d", "branch2.d_bn"),
+    }
+    if unit in fixed:
+        return fixed[unit]
+    for mixer, letter in (("time_mixer", "a"), ("freq_mixer", "b")):
+        for position, k in enumerate(sorted(kernel_sizes, reverse=True)):
+            if unit == f"{mixer}.k{k}":
+                suffix = _AUTHORS_SIZE_SUFFIX[position]
+                return f"branch2.{letter}{suffix}", f"branch2.{letter}_bn{suffix}"
+    return None
+
+
+def _authors_key(key: str, kernel_sizes: tuple[int, ...], head_names: list[str]) -> str:
+    path, _, param = key.rpartition(".")
+    if param not in _PARAM_SUFFIXES:
+        raise KeyError(key)
+    if path == "stem.conv":
+        return f"s1.pathway0_stem.conv.{param}"
+    if path == "stem.bn":
+        return f"s1.pathway0_stem.bn.{param}"
+    if path.startswith("heads."):
+        name = path.removeprefix("heads.")
+        projection = "projection" if len(head_names) == 1 else f"projection_{name}"
+        return f"head.{projection}.{param}"
+    match = _BLOCK_KEY.match(key)
+    if match is None:
+        raise KeyError(key)
+    stage, block, rest = int(match[1]), int(match[2]), match[3]
+    prefix = f"s{stage + 2}.pathway0_res{block}."
+    inner = rest.rpartition(".")[0]
+    for mixer, letter in (("time_mixer", "a"), ("freq_mixer", "b")):
+        if inner == f"{mixer}.fused":
+            return f"{prefix}branch2.{letter}_reparam.{param}"
+    unit, _, part = inner.rpartition(".")
+    names = _authors_unit(unit, kernel_sizes)
+    if names is None or part not in ("conv", "bn"):
+        raise KeyError(key)
+    return prefix + (names[0] if part == "conv" else names[1]) + f".{param}"
+
+
+def authors_key_map(model: AudioRepInceptionNeXt) -> dict[str, str]:
+    """Map the authors' (PySlowFast-style) state-dict keys to ``model``'s state-dict keys.
+
+    Works for the train form and for the paper-merged form (``reparameterize_model`` with
+    ``fold_identity=False``): in the merged form ``...branch2.a_reparam.*``/``b_reparam.*`` map
+    to ``time_mixer.fused.*``/``freq_mixer.fused.*`` and the authors' branch keys, which a merged
+    checkpoint still carries, have no entry (the importer drops them). Authors' naming:
+    ``branch2.a_head`` first 1x1, ``a``/``a_medium``/``a_small`` time kernels (large to small),
+    ``b*`` frequency kernels, ``c``/``d`` the inverted bottleneck, ``branch1`` the shortcut;
+    one head is ``head.projection``, several are ``head.projection_<name>``.
+    Raises ``ValueError`` for forms the authors never saved (2D mixer, full fold).
+    """
+    if model.mixer_kind != "band" or len(model.kernel_sizes) != 3:
+        raise ValueError("the authors' layout exists only for band mixers with three kernels")
+    for module in model.modules():
+        if isinstance(module, MultiScaleMixer) and module.identity_folded:
+            raise ValueError("identity-folded mixers have no counterpart in the authors' layout")
+        if isinstance(module, ConvBN) and hasattr(module, "fused"):
+            raise ValueError("fully folded conv+BN units have no authors' counterpart")
+    return {
+        _authors_key(key, model.kernel_sizes, model.head_names): key for key in model.state_dict()
+    }

@@ -1,0 +1,79 @@
+"""Structural re-parameterisation helpers (RepVGG / MobileOne / FastViT style).
+
+Every multi-branch or conv+BN module of the project owns a ``reparameterize(fold_identity=...)``
+method that rewrites itself into its inference form; this module holds the arithmetic they share
+and the model-level driver. The maths is the paper's Sec. III-C (Lau, Rehman, Po, Neurocomputing
+2024, arXiv 2404.13551): fold BN into the preceding conv, zero-pad small kernels to the large size
+along their own axis, and sum.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["fuse_conv_bn", "pad_kernel_to", "reparameterize_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def fuse_conv_bn(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Return the kernel and bias of ``bn(conv(x))`` as one conv (inference statistics).
+
+    Kept differentiable (plain tensor ops, no ``no_grad``) so that it can also serve
+    training-time tricks; callers that build modules from it detach the result themselves.
+    """
+    std = (bn.running_var + bn.eps).sqrt()
+    gamma = bn.weight if bn.weight is not None else torch.ones_like(std)
+    beta = bn.bias if bn.bias is not None else torch.zeros_like(std)
+    scale = gamma / std
+    fused_weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    conv_bias = bias if bias is not None else torch.zeros_like(bn.running_mean)
+    fused_bias = beta + (conv_bias - bn.running_mean) * scale
+    return fused_weight, fused_bias
+
+
+def pad_kernel_to(kernel: Tensor, size: int, axis: int) -> Tensor:
+    """Zero-pad ``kernel`` symmetrically along ``axis`` only, so that it has ``size`` taps.
+
+    A k x 1 kernel must stay k x 1 in the other axis, otherwise summing it into a 21 x 1 kernel
+    would misalign the centre tap; hence per-axis padding rather than padding to a square.
+    """
+    axis = axis % kernel.dim()
+    extra = size - kernel.shape[axis]
+    if extra < 0 or extra % 2:
+        raise ValueError(
+            f"cannot centre a {kernel.shape[axis]}-tap kernel in {size} taps along axis {axis}"
+        )
+    # F.pad lists (before, after) pairs starting from the last axis.
+    pads = [0, 0] * (kernel.dim() - axis - 1) + [extra // 2, extra // 2]
+    return F.pad(kernel, pads)
+
+
+def _reparameterize_tree(module: nn.Module, fold_identity: bool) -> None:
+    # Parents first: a mixer consumes its branches and deletes them, so they are not visited.
+    if hasattr(module, "reparameterize"):
+        module.reparameterize(fold_identity=fold_identity)
+    for child in list(module.children()):
+        _reparameterize_tree(child, fold_identity)
+
+
+def reparameterize_model(
+    model: nn.Module, inplace: bool = False, fold_identity: bool = False
+) -> nn.Module:
+    """Turn a trained model into its inference form and return it in eval mode.
+
+    ``fold_identity=False`` is the paper's level: only the multi-scale mixers are merged (identity
+    add kept, other BNs kept). ``fold_identity=True`` is the full fold: identity folded into the
+    centre tap and every remaining BN folded into its conv, leaving a plain conv/ReLU graph.
+    The model is deep-copied unless ``inplace`` so the trainable form survives.
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    _reparameterize_tree(model, fold_identity)
+    logger.debug("re-parameterised %s (fold_identity=%s)", type(model).__name__, fold_identity)
+    return model.eval()

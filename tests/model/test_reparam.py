@@ -1,0 +1,214 @@
+"""Re-parameterisation is exact: RepVGG's verify trick with non-trivial BN statistics."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import pytest
+import torch
+from torch import nn
+
+from model.inception_next import ConvBN, InvertedBottleneck, MultiScaleMixer
+from model.registry import create_model
+from model.reparam import fuse_conv_bn, pad_kernel_to, reparameterize_model
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads of a 2-thread
+    pool slow these small forwards down by up to 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _randomise_batchnorm(model: nn.Module, frames: int = 512, seed: int = 0) -> nn.Module:
+    """Random affine params, statistics calibrated on noise and then perturbed.
+
+    With default statistics (mean 0, var 1, gamma 1, beta 0) a BN is nearly the identity and
+    fusion bugs hide; calibrating first keeps activations O(1) so 1e-4 is a meaningful bound
+    (the perturbation stays small because its effect compounds over 16 blocks).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn in bns:
+            n = bn.num_features
+            bn.weight.copy_(torch.rand(n, generator=gen) * 0.8 + 0.4)
+        for bottleneck in (m for m in model.modules() if isinstance(m, InvertedBottleneck)):
+            # Small residual branches, as in trained ResNets; large ones make the random
+            # network chaotic, so that float32 rounding alone moves the logits by ~1e-4.
+            bottleneck.fc2.bn.weight.mul_(0.25)
+            bn.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration batches
+        model.train()
+        calibration = torch.randn(2, 1, frames, 128, generator=gen)
+        model(calibration)
+        for bn in bns:
+            n = bn.num_features
+            std = bn.running_var.sqrt()
+            bn.running_mean.add_(torch.randn(n, generator=gen) * 0.02 * std)
+            bn.running_var.mul_(torch.rand(n, generator=gen) * 0.1 + 0.95)
+            bn.momentum = 0.1
+        model.eval()
+        features = model.forward_features(calibration)
+        for head in model.heads.values():  # logits O(1-10), like the reference fixture's
+            head.weight.normal_(generator=gen)
+            head.weight.mul_(3.0 / (features @ head.weight.T).std())
+    return model
+
+
+# (frames, batch) per architecture. b1_2d's 21x21 depthwise convs are slow on CPU, so it covers
+# both frame counts and both batch sizes in two cases instead of the full cross product.
+CASES = {
+    "b0": [(512, 3), (512, 1), (416, 3), (416, 1)],
+    "b1": [(512, 3), (512, 1), (416, 3), (416, 1)],
+    "b1_2d": [(512, 3), (416, 1)],
+}
+
+
+@pytest.fixture(scope="module")
+def trained(request: pytest.FixtureRequest) -> dict:
+    """A randomised model and its train-form logits for each of its ``CASES``."""
+    architecture = request.param
+    torch.manual_seed(0)
+    model = _randomise_batchnorm(create_model(architecture, {"default": 309}))
+    gen = torch.Generator().manual_seed(1)
+    cases = []
+    with torch.no_grad():
+        for frames, batch in CASES[architecture]:
+            x = torch.randn(batch, 1, frames, 128, generator=gen)
+            cases.append((x, model(x)["default"]))
+    return {"model": model, "cases": cases}
+
+
+@pytest.mark.parametrize("fold_identity", [False, True], ids=["paper", "full"])
+@pytest.mark.parametrize("trained", ["b0", "b1", "b1_2d"], indirect=True)
+def test_reparameterized_logits_match(trained: dict, fold_identity: bool) -> None:
+    merged = reparameterize_model(trained["model"], fold_identity=fold_identity)
+    for x, reference in trained["cases"]:
+        assert reference.abs().max() > 0.5  # the comparison is not between near-zero tensors
+        with torch.no_grad():
+            diff = (merged(x)["default"] - reference).abs().max().item()
+        assert diff <= TOLERANCE, f"input {tuple(x.shape)}: {diff}"
+
+
+@pytest.fixture(scope="module")
+def small_model() -> nn.Module:
+    torch.manual_seed(0)
+    return _randomise_batchnorm(create_model("b0", {"default": 10}), frames=96)
+
+
+def test_paper_then_full_equals_full(small_model: nn.Module) -> None:
+    model = small_model
+    x = torch.randn(2, 1, 96, 128)
+    staged = reparameterize_model(reparameterize_model(model), fold_identity=True)
+    direct = reparameterize_model(model, fold_identity=True)
+    with torch.no_grad():
+        torch.testing.assert_close(staged(x), direct(x), rtol=0, atol=1e-5)
+    assert staged.state_dict().keys() == direct.state_dict().keys()
+
+
+@pytest.mark.parametrize("fold_identity", [False, True], ids=["paper", "full"])
+def test_second_reparameterize_is_noop(small_model: nn.Module, fold_identity: bool) -> None:
+    merged = reparameterize_model(small_model, fold_identity=fold_identity)
+    before = {k: v.clone() for k, v in merged.state_dict().items()}
+    fused = [m.fused for m in merged.modules() if isinstance(m, MultiScaleMixer)]
+    again = reparameterize_model(merged, inplace=True, fold_identity=fold_identity)
+    assert again is merged
+    after = merged.state_dict()
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key
+    assert fused == [m.fused for m in merged.modules() if isinstance(m, MultiScaleMixer)]
+
+
+def test_copy_leaves_original_untouched(small_model: nn.Module) -> None:
+    model = copy.deepcopy(small_model).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    merged = reparameterize_model(model, inplace=False, fold_identity=True)
+    assert merged is not model
+    assert model.training and not merged.training
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    block = model.stages[0].blocks[0]
+    assert hasattr(block.time_mixer, "k21") and not hasattr(block.time_mixer, "fused")
+
+
+def test_paper_level_merges_only_mixers(small_model: nn.Module) -> None:
+    merged = reparameterize_model(small_model)
+    mixers = [m for m in merged.modules() if isinstance(m, MultiScaleMixer)]
+    assert mixers and all(
+        isinstance(m.fused, nn.Conv2d) and m.fused.bias is not None and not m.identity_folded
+        for m in mixers
+    )
+    assert not any(hasattr(m, "k3") or hasattr(m, "k11") or hasattr(m, "k21") for m in mixers)
+    assert mixers[0].fused.weight.shape[-2:] == (21, 1)
+    assert mixers[1].fused.weight.shape[-2:] == (1, 21)
+    units = [m for m in merged.modules() if isinstance(m, ConvBN)]
+    assert units and all(isinstance(u.bn, nn.BatchNorm2d) for u in units)
+
+
+def test_full_fold_has_no_batchnorm(small_model: nn.Module) -> None:
+    merged = reparameterize_model(small_model, fold_identity=True)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in merged.modules())
+    assert all(m.bias is not None for m in merged.modules() if isinstance(m, nn.Conv2d))
+    assert isinstance(merged.stem.fused, nn.Conv2d)
+
+
+def _random_bn(channels: int, seed: int) -> nn.BatchNorm2d:
+    gen = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(channels).eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(channels, generator=gen))
+        bn.running_var.copy_(torch.rand(channels, generator=gen) + 0.5)
+        bn.weight.copy_(torch.randn(channels, generator=gen))
+        bn.bias.copy_(torch.randn(channels, generator=gen))
+    return bn
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fuse_conv_bn_matches_modules(with_bias: bool) -> None:
+    conv = nn.Conv2d(4, 6, (3, 5), padding=(1, 2), bias=with_bias)
+    bn = _random_bn(6, seed=2)
+    weight, bias = fuse_conv_bn(conv.weight, conv.bias, bn)
+    x = torch.randn(2, 4, 9, 11)
+    expected = bn(conv(x))
+    got = nn.functional.conv2d(x, weight, bias, padding=(1, 2))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    (weight.sum() + bias.sum()).backward()  # differentiable: usable in training-time tricks
+    assert conv.weight.grad is not None and bn.weight.grad is not None
+
+
+def test_pad_kernel_to_pads_one_axis_centred() -> None:
+    kernel = torch.arange(6.0).reshape(2, 1, 3, 1)
+    padded = pad_kernel_to(kernel, 21, axis=2)
+    assert padded.shape == (2, 1, 21, 1)
+    torch.testing.assert_close(padded[:, :, 9:12], kernel)
+    assert padded.abs().sum() == kernel.abs().sum()
+    assert pad_kernel_to(kernel.transpose(2, 3), 11, axis=-1).shape == (2, 1, 1, 11)
+    with pytest.raises(ValueError, match="cannot centre"):
+        pad_kernel_to(kernel, 20, axis=2)
+
+
+@pytest.mark.parametrize("axis", ["time", "freq", "both"])
+def test_mixer_fusion_single_module(axis: str) -> None:
+    torch.manual_seed(3)
+    mixer = MultiScaleMixer(5, (21, 11, 3), axis)
+    for i, k in enumerate((21, 11, 3)):
+        getattr(mixer, f"k{k}").bn = _random_bn(5, seed=10 + i)
+    mixer.eval()
+    x = torch.randn(2, 5, 30, 26)
+    with torch.no_grad():
+        expected = mixer(x)
+        mixer.reparameterize()
+        torch.testing.assert_close(mixer(x), expected, rtol=1e-5, atol=1e-5)
+        mixer.reparameterize(fold_identity=True)
+        torch.testing.assert_close(mixer(x), expected, rtol=1e-5, atol=1e-5)
+    assert [name for name, _ in mixer.named_children()] == ["act", "fused"]
