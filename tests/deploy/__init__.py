@@ -1,0 +1,1 @@
+"""Deployment: container files, compose stack, Prometheus rules and Grafana dashboards."""
