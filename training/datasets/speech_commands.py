@@ -1,0 +1,81 @@
+"""Google Speech Commands v2 (Warden, 2018): 35 words, one-second 16 kHz clips.
+
+Official layout (``speech_commands_v0.02.tar.gz`` extracted)::
+
+    ROOT/<word>/<speaker>_nohash_<n>.wav     one folder per word
+    ROOT/_background_noise_/                 ignored
+    ROOT/validation_list.txt                 relative paths, e.g. ``right/bb05582b_nohash_0.wav``
+    ROOT/testing_list.txt
+
+Training is every clip in neither list. The authors' pickles (``SPEECH_CMD_V2_<split>.pkl``:
+``video`` = file name, ``class`` = word folder, ``class_id``) work too, via
+``data.annotations_dir``. Class order: ``model.labels.load_labels("speech_commands_v2")``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from model.labels import load_labels
+from training.datasets.base import (
+    Clip,
+    ClipIndex,
+    DatasetError,
+    label_lookup,
+    read_annotation_table,
+)
+
+__all__ = ["HEAD", "read"]
+
+logger = logging.getLogger(__name__)
+
+HEAD = "speech_commands"
+_LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
+
+
+def _read_list(path: Path) -> set[str]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing (expected the official Speech Commands v2 layout)")
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def _from_pickle(root: Path, annotations_dir: Path, split: str, names: list[str]) -> list[Clip]:
+    table = read_annotation_table(annotations_dir / f"SPEECH_CMD_V2_{split}.pkl")
+    return [
+        Clip(str(root / str(row["class"]) / str(row["video"])), (int(row["class_id"]),))
+        for _, row in table.iterrows()
+        if 0 <= int(row["class_id"]) < len(names)
+    ]
+
+
+def read(root: Path, split: str, options: dict[str, Any]) -> ClipIndex:
+    """Clips of ``split`` (train, validation or test).
+
+    Options: ``annotations_dir`` (folder with the authors' pickles) instead of the lists.
+    """
+    if split not in ("train", "validation", "test"):
+        raise DatasetError(f"speech_commands has train, validation and test splits, not {split!r}")
+    names = load_labels("speech_commands_v2")
+    if options.get("annotations_dir"):
+        clips = _from_pickle(root, Path(options["annotations_dir"]), split, names)
+        return ClipIndex("speech_commands", split, clips, {HEAD: names})
+    lookup = label_lookup(names, "speech_commands")
+    held_out = {name: _read_list(root / file) for name, file in _LISTS.items()}
+    clips = []
+    skipped = set()
+    for wav in sorted(root.glob("*/*.wav")):
+        word = wav.parent.name
+        if word.startswith("_"):
+            continue  # _background_noise_
+        if word not in lookup:
+            skipped.add(word)
+            continue
+        rel = f"{word}/{wav.name}"
+        in_split = next((name for name, files in held_out.items() if rel in files), "train")
+        if in_split == split:
+            clips.append(Clip(str(wav), (lookup[word],)))
+    if skipped:
+        logger.warning("speech_commands: ignoring folders not in the 35 words: %s", sorted(skipped))
+    return ClipIndex("speech_commands", split, clips, {HEAD: names})
