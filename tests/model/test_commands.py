@@ -1,0 +1,58 @@
+"""``arinext info`` and the torch-free registration of the model package's commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+_PROBE = """
+import argparse, sys
+import model.commands
+parser = argparse.ArgumentParser()
+model.commands.register(parser.add_subparsers())
+print("torch" in sys.modules)
+"""
+
+
+def test_registering_does_not_import_torch() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_info_json_matches_the_paper(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--architecture", "b0", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["architecture"] == "b0"
+    # Reference sizes for C=32 at 512x128, 309 classes: 3.09M / 3.02M, 0.71 / 0.67 G.
+    assert round(row["params_train"] / 1e6, 2) == 3.09
+    assert round(row["params_paper"] / 1e6, 2) == 3.02
+    assert row["params_full"] < row["params_paper"]
+    assert round(row["gmacs_train"], 2) == 0.71
+    assert round(row["gmacs_paper"], 2) == 0.67
+    assert row["gmacs_full"] < row["gmacs_paper"]
+
+
+def test_info_table_shows_slowfast_in_train_form_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--architecture", "slowfast_r50", "--frames", "64", "--classes", "5"]) == 0
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if line.startswith("| slowfast_r50 ")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1].endswith("M")
+    assert cells[2:4] == ["-", "-"]
+    assert cells[5:7] == ["-", "-"]
+
+
+def test_info_rejects_unknown_architecture(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "--architecture", "b7"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown architecture 'b7'")
