@@ -1,0 +1,143 @@
+"""The FastAPI application factory.
+
+``create_app`` wires settings, metrics, routers, middleware and (optionally) the demo; nothing
+heavy happens until the lifespan starts, which loads, verifies and warms up the models in the
+background so ``/healthz`` answers at once and ``/readyz`` turns 200 when they are ready.
+
+Run with ``uvicorn --factory service.app:create_app`` or ``arinext serve``. The module attribute
+``app`` (for ``uvicorn service.app:app``) is built on first access, so importing this module has
+no side effects and does not read the environment.
+
+Graceful shutdown: on SIGTERM the server first drains, answering ``/readyz`` with 503 for
+``drain_seconds`` while still serving, so load balancers stop sending traffic; then uvicorn stops
+accepting connections and waits for in-flight requests, and the lifespan stops the batchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.errors import install_error_handlers
+from service.inference import ModelService
+from service.metrics import Metrics
+from service.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from service.routers import classify, health, models
+from service.settings import Settings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+# Bound on waiting for admitted windows at shutdown; uvicorn has already let requests finish.
+_STOP_TIMEOUT_SECONDS = 30.0
+
+
+def _install_drain_handler(service: ModelService, drain_seconds: float) -> Callable[[], None]:
+    """Delay the server's own SIGTERM handling by ``drain_seconds`` of not-ready; returns undo.
+
+    Installed after uvicorn's handler (which only sets a flag), so the drain works under plain
+    ``uvicorn`` as well as ``arinext serve``. A second SIGTERM stops at once. Signals can only be
+    handled in the main thread, so in-process test clients get no handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def forward(frame: FrameType | None = None) -> None:
+        if callable(previous):
+            previous(signal.SIGTERM, frame)
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+
+    def begin_drain() -> None:
+        logger.info("SIGTERM: draining for %.1f s (readyz 503) before shutting down", drain_seconds)
+        service.set_draining()
+        loop.call_later(drain_seconds, forward)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if service.draining or drain_seconds <= 0:
+            forward(frame)
+        else:
+            loop.call_soon_threadsafe(begin_drain)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    service: ModelService = app.state.models
+    loading = asyncio.create_task(service.start(settings), name="load-models")
+    undo_drain_handler = _install_drain_handler(service, settings.drain_seconds)
+    try:
+        yield
+    finally:
+        undo_drain_handler()
+        loading.cancel()
+        await asyncio.gather(loading, return_exceptions=True)
+        await service.stop(_STOP_TIMEOUT_SECONDS)
+        logger.info("stopped")
+
+
+def _configure_logging(level: str) -> None:
+    """Make the service's log lines visible under plain ``uvicorn`` too.
+
+    uvicorn configures only its own loggers; when nothing has configured the root logger (as
+    ``arinext`` or a test runner would), give it a stderr handler rather than lose the lines
+    that say why the server is not ready.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("service").setLevel(level.upper())
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app; ``settings`` default to the ``ARINEXT_*`` environment."""
+    settings = settings if settings is not None else Settings()
+    _configure_logging(settings.log_level)
+    metrics = Metrics()
+    app = FastAPI(
+        title="arinext",
+        summary="AudioRepInceptionNeXt audio classification",
+        description="Upload a clip to `POST /classify`; `GET /models` lists the heads.",
+        version="0.1.0",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.models = ModelService(metrics, retry_after=settings.retry_after_seconds)
+    install_error_handlers(app)
+    routers = (classify.router, models.router, health.router)
+    for router in routers:
+        app.include_router(router)
+    if settings.demo:
+        from service.demo import mount_demo  # Gradio is heavy; only import it when used
+
+        mount_demo(app, app.state.models, settings)
+    # Added last = outermost: metrics see every answer, including the body limit's 413.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=metrics)
+    api_routes = [route for router in routers for route in router.routes]
+    app.add_middleware(
+        RequestMetricsMiddleware, metrics=metrics, routes=lambda: [*api_routes, *app.routes]
+    )
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

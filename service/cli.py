@@ -1,0 +1,67 @@
+"""``arinext serve``: run the inference service with uvicorn.
+
+Registering imports nothing heavy (no uvicorn, FastAPI or ONNX Runtime) so that ``arinext --help``
+stays fast; the command body imports what it runs. Command-line options override the
+``ARINEXT_*`` environment, which fills in everything else.
+
+There is deliberately no ``--workers``: the batcher needs all requests in one process to form
+batches, and metrics live per process; scale out with more replicas instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+__all__ = ["register"]
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` sub-command."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve artifacts over HTTP (POST /classify, /models, /demo, /metrics)",
+        description="Serve one or more artifact directories (model.onnx + manifest.json). "
+        "Every option also has an ARINEXT_* environment variable.",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="artifact directories (default: $ARINEXT_MODELS, else the embedded model)",
+    )
+    parser.add_argument("--host", help="bind address (default: $ARINEXT_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default: $ARINEXT_PORT or 8000)")
+    parser.add_argument("--no-demo", action="store_true", help="do not mount the Gradio demo")
+    parser.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    overrides = {
+        key: value
+        for key, value in (("models", args.models), ("host", args.host), ("port", args.port))
+        if value is not None
+    }
+    if args.no_demo:
+        overrides["demo"] = False
+    settings = Settings(**overrides)
+    logger.info("serving on http://%s:%d", settings.host, settings.port)
+    uvicorn.run(
+        lambda: create_app(settings),
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        proxy_headers=False,
+        server_header=False,
+    )
+    return 0

@@ -1,0 +1,405 @@
+"""ONNX Runtime sessions and the per-model batcher.
+
+Each artifact is verified (manifest schema and sha256) before its session is created, and run
+once on an all-zero batch before the server calls itself ready, so the first real request
+does not pay for graph optimisation and a broken artifact is caught at startup, not at traffic.
+
+Windows from concurrent requests are batched per model: a batch runs when ``max_batch`` windows
+are waiting or the oldest has waited ``max_wait_ms``. The run happens on the model's own thread,
+off the event loop. Admission is bounded: a model holds at most ``queue_size`` windows (reserved,
+waiting or running). A request reserves one window per model when it arrives, before any decoding,
+and is refused at once with 503 when that does not fit; an admitted request's further windows wait
+for room instead (they only wait on windows already queued, which always finish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from fastapi import Request
+
+from model.manifest import MODEL_FILE, ArtifactError, HeadSpec, Manifest, verify_artifact
+from service.errors import ApiError
+from service.metrics import Metrics
+from service.settings import Settings
+
+__all__ = [
+    "BatchResult",
+    "Batcher",
+    "LoadedModel",
+    "ModelRegistry",
+    "ModelService",
+    "get_model_service",
+    "load_model",
+    "load_models",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A verified artifact and its ONNX Runtime session."""
+
+    directory: Path
+    manifest: Manifest
+    session: ort.InferenceSession
+
+    @property
+    def name(self) -> str:
+        """The model's name from its manifest."""
+        return self.manifest.name
+
+    def run(self, views: np.ndarray) -> dict[str, np.ndarray]:
+        """Logits per head name for a ``(batch, 1, frames, mels)`` float32 batch."""
+        outputs = [head.output for head in self.manifest.heads]
+        values = self.session.run(outputs, {self.manifest.input: views})
+        return {head.name: v for head, v in zip(self.manifest.heads, values, strict=True)}
+
+
+def load_model(directory: Path, *, intra_op_threads: int = 0) -> LoadedModel:
+    """Verify, open and warm up one artifact; ``ArtifactError`` says why it cannot be served."""
+    manifest = verify_artifact(directory)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(
+            str(Path(directory) / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ORT raises its own types for unloadable graphs
+        raise ArtifactError(f"{directory}: ONNX Runtime cannot load the model: {exc}") from exc
+    inputs = {i.name for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if manifest.input not in inputs:
+        raise ArtifactError(f"{directory}: graph has no input {manifest.input!r} ({inputs})")
+    missing = [h.output for h in manifest.heads if h.output not in outputs]
+    if missing:
+        raise ArtifactError(f"{directory}: graph lacks the outputs {missing} named in the manifest")
+    model = LoadedModel(Path(directory), manifest, session)
+    cfg = manifest.frontend
+    try:
+        logits = model.run(np.zeros((1, 1, cfg.num_frames, cfg.n_mels), dtype=np.float32))
+    except Exception as exc:
+        raise ArtifactError(f"{directory}: warm-up inference failed: {exc}") from exc
+    for head in manifest.heads:
+        if logits[head.name].shape != (1, len(head.labels)):
+            raise ArtifactError(
+                f"{directory}: head {head.name!r} outputs shape {logits[head.name].shape}, "
+                f"the manifest lists {len(head.labels)} labels"
+            )
+    return model
+
+
+@dataclass
+class BatchResult:
+    """One submission's logits, and how long it waited and how long its batch ran."""
+
+    logits: dict[str, np.ndarray]
+    queue_seconds: float
+    inference_seconds: float
+
+
+@dataclass
+class _Job:
+    views: np.ndarray
+    future: asyncio.Future[BatchResult]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """Collects windows for one model and runs them in batches on a dedicated thread."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        metrics: Metrics,
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+        queue_size: int,
+        retry_after: int,
+    ) -> None:
+        self.model = model
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000
+        self.capacity = queue_size
+        self.retry_after = retry_after
+        # Submissions never exceed what one batch or the whole queue can hold.
+        self.chunk = min(max_batch, queue_size)
+        self._jobs: deque[_Job] = deque()
+        self._running: list[_Job] = []
+        self._admitted = 0
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{model.name}")
+        self._task: asyncio.Task[None] | None = None
+        self._depth = metrics.queue_depth.labels(model=model.name)
+        self._batch_size = metrics.batch_size.labels(model=model.name)
+        self._depth.set(0)
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.model.name}")
+
+    @property
+    def admitted(self) -> int:
+        """Windows admitted and not yet finished."""
+        return self._admitted
+
+    def _queue_full(self) -> ApiError:
+        return ApiError(
+            503,
+            "overloaded",
+            f"model {self.model.name!r} has {self._admitted} windows queued; try again shortly",
+            reason="queue_full",
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+    def reserve(self) -> None:
+        """Admit a request by reserving one window, or refuse it (503) when the queue is full."""
+        if self._admitted >= self.capacity:
+            raise self._queue_full()
+        self._admitted += 1
+        self._depth.set(self._admitted)
+
+    def cancel_reservation(self) -> None:
+        """Give back a reservation that will not be used (the request failed before inference)."""
+        self._release(1)
+
+    async def submit(self, views: np.ndarray, *, reserved: bool) -> asyncio.Future:
+        """Queue windows; the future resolves to a :class:`BatchResult`.
+
+        ``reserved``: this is the request's first submission, exactly one window, which uses the
+        reservation made by :meth:`reserve`. Otherwise up to ``chunk`` windows, waiting for room.
+        """
+        count = len(views)
+        if reserved and count != 1:
+            raise ValueError("the reserved submission is a single window")
+        if not 0 < count <= self.chunk:
+            raise ValueError(f"submit 1..{self.chunk} windows, got {count}")
+        if not reserved:
+            while self._admitted + count > self.capacity:
+                self._room.clear()
+                await self._room.wait()
+            self._admitted += count
+            self._depth.set(self._admitted)
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Job(views, future))
+        self._arrived.set()
+        return future
+
+    def _take_batch(self) -> list[_Job]:
+        batch: list[_Job] = []
+        size = 0
+        while self._jobs and size + len(self._jobs[0].views) <= self.max_batch:
+            job = self._jobs.popleft()
+            if job.future.cancelled():  # the client went away; drop its windows
+                self._release(len(job.views))
+                continue
+            batch.append(job)
+            size += len(job.views)
+        return batch
+
+    def _waiting(self) -> int:
+        return sum(len(job.views) for job in self._jobs)
+
+    def _release(self, count: int) -> None:
+        self._admitted -= count
+        self._depth.set(self._admitted)
+        self._room.set()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._jobs:
+                self._arrived.clear()
+                await self._arrived.wait()
+            deadline = self._jobs[0].enqueued + self.max_wait
+            while self._waiting() < self.max_batch and (left := deadline - time.perf_counter()) > 0:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), left)
+                except TimeoutError:
+                    break
+            batch = self._take_batch()
+            if not batch:
+                continue
+            self._running = batch
+            started = time.perf_counter()
+            views = np.concatenate([job.views for job in batch])
+            try:
+                logits = await loop.run_in_executor(self._executor, self.model.run, views)
+            except Exception as exc:
+                logger.exception("inference failed for model %s", self.model.name)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+            else:
+                elapsed = time.perf_counter() - started
+                self._batch_size.observe(len(views))
+                self.metrics.stage_duration.labels(stage="inference").observe(elapsed)
+                offset = 0
+                for job in batch:
+                    n = len(job.views)
+                    waited = started - job.enqueued
+                    self.metrics.stage_duration.labels(stage="queue").observe(waited)
+                    if not job.future.done():
+                        part = {h: v[offset : offset + n] for h, v in logits.items()}
+                        job.future.set_result(BatchResult(part, waited, elapsed))
+                    offset += n
+            finally:
+                self._running = []
+                self._release(sum(len(job.views) for job in batch))
+
+    async def close(self, timeout: float) -> None:
+        """Let admitted windows finish (up to ``timeout`` seconds), then stop the loop."""
+        deadline = time.perf_counter() + timeout
+        while self._admitted and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        leftover = [*self._running, *self._jobs]
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        shutting_down = ApiError(503, "shutting_down", "the server is shutting down")
+        for job in leftover:
+            if not job.future.done():
+                job.future.set_exception(shutting_down)
+        self._jobs.clear()
+        # A batch still inside ONNX Runtime finishes on its thread; nobody waits for it.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ModelRegistry:
+    """The served models and the heads they answer for (head names are unique)."""
+
+    def __init__(self, models: Sequence[LoadedModel]) -> None:
+        self.models: dict[str, LoadedModel] = {}
+        self.heads: dict[str, tuple[LoadedModel, HeadSpec]] = {}
+        for model in models:
+            if model.name in self.models:
+                raise ArtifactError(f"two artifacts are both named {model.name!r}")
+            self.models[model.name] = model
+            for head in model.manifest.heads:
+                if head.name in self.heads:
+                    other = self.heads[head.name][0].name
+                    raise ArtifactError(
+                        f"head {head.name!r} is served by both {other!r} and {model.name!r}"
+                    )
+                self.heads[head.name] = (model, head)
+
+
+def load_models(directories: Iterable[Path], *, intra_op_threads: int) -> ModelRegistry:
+    """Load every artifact; the first that fails aborts with ``ArtifactError``."""
+    loaded = []
+    for directory in directories:
+        start = time.perf_counter()
+        model = load_model(directory, intra_op_threads=intra_op_threads)
+        logger.info(
+            "loaded %s from %s (heads %s, sha256 %s) in %.2f s",
+            model.name,
+            directory,
+            ", ".join(h.name for h in model.manifest.heads),
+            model.manifest.sha256[:12],
+            time.perf_counter() - start,
+        )
+        loaded.append(model)
+    return ModelRegistry(loaded)
+
+
+class ModelService:
+    """The served models, their batchers and the readiness the probes report.
+
+    ``status`` moves from ``loading`` to ``ready``, or to ``failed`` (an artifact did not verify)
+    or ``no_models`` (nothing configured, nothing embedded); ``draining`` is set on SIGTERM.
+    """
+
+    def __init__(self, metrics: Metrics, *, retry_after: int) -> None:
+        self.metrics = metrics
+        self.retry_after = retry_after
+        self.status = "loading"
+        self.draining = False
+        self.registry = ModelRegistry([])
+        self.batchers: dict[str, Batcher] = {}
+
+    @property
+    def ready(self) -> bool:
+        """True when requests can be served and load balancers should send them."""
+        return self.status == "ready" and not self.draining
+
+    def ensure_serving(self) -> None:
+        """Refuse (503) when no model can answer; a draining server still serves."""
+        if self.status == "ready":
+            return
+        detail = "models are loading" if self.status == "loading" else "no model is served"
+        raise ApiError(
+            503,
+            "not_ready",
+            f"the server is not ready: {detail}",
+            reason="not_ready",
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+    def set_draining(self) -> None:
+        """Report not-ready from now on, while still serving what arrives."""
+        self.draining = True
+        self.metrics.ready.set(0)
+
+    async def start(self, settings: Settings) -> None:
+        """Verify, load and warm up the configured artifacts, then start their batchers."""
+        directories = settings.model_dirs()
+        if not directories:
+            self.status = "no_models"
+            logger.error(
+                "no models configured (set ARINEXT_MODELS or serve --models DIR) and no "
+                "embedded model at %s: the server stays not-ready",
+                settings.default_model_dir,
+            )
+            return
+        try:
+            registry = await asyncio.to_thread(
+                load_models, directories, intra_op_threads=settings.intra_op_threads
+            )
+        except ArtifactError as exc:
+            self.status = "failed"
+            logger.error("refusing to serve: %s; the server stays not-ready", exc)
+            return
+        self.registry = registry
+        for name, model in registry.models.items():
+            batcher = Batcher(
+                model,
+                self.metrics,
+                max_batch=settings.max_batch,
+                max_wait_ms=settings.max_wait_ms,
+                queue_size=settings.queue_size,
+                retry_after=self.retry_after,
+            )
+            batcher.start()
+            self.batchers[name] = batcher
+            for head in model.manifest.heads:
+                self.metrics.model_info.labels(
+                    model=name, head=head.name, sha256=model.manifest.sha256
+                ).set(1)
+        self.status = "ready"
+        self.metrics.ready.set(0 if self.draining else 1)
+        logger.info("ready: serving heads %s", ", ".join(registry.heads))
+
+    async def stop(self, timeout: float) -> None:
+        """Finish admitted work (bounded by ``timeout``) and release the inference threads."""
+        self.set_draining()
+        await asyncio.gather(*(b.close(timeout) for b in self.batchers.values()))
+
+
+def get_model_service(request: Request) -> ModelService:
+    """Dependency: the running app's models."""
+    return request.app.state.models

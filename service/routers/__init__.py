@@ -1,0 +1,1 @@
+"""HTTP routers, one per resource: classify, models, health (liveness, readiness, metrics)."""

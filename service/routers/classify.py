@@ -1,0 +1,115 @@
+"""``POST /classify``: one clip in, each requested head's top-k out."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import ApiError
+from service.inference import ModelService, get_model_service
+from service.predict import ClassifyResponse, classify
+from service.settings import MAX_TOP_K, Settings, get_settings
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["classify"])
+
+FORM_FIELD = "file"
+_RAW_TYPES = ("audio/", "video/", "application/octet-stream")
+
+# The body is read by hand (multipart or raw), so the accepted forms are declared for /docs here.
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "The clip, as multipart field `file` or as the raw body.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FORM_FIELD],
+                    "properties": {FORM_FIELD: {"type": "string", "format": "binary"}},
+                }
+            },
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+            "video/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+_ERRORS = {
+    status: {"description": text}
+    for status, text in {
+        400: "empty, undecodable or invalid audio",
+        404: "unknown head",
+        413: "upload or decoded duration over the limit",
+        415: "unsupported media type or codec",
+        422: "bad parameters",
+        503: "overloaded or not ready (with Retry-After)",
+    }.items()
+}
+
+
+async def read_clip(request: Request) -> bytes:
+    """The uploaded bytes, from the multipart field ``file`` or the raw body."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=16)
+        except StarletteHTTPException as exc:
+            raise ApiError(400, "invalid_multipart", str(exc.detail)) from exc
+        try:
+            upload = form.get(FORM_FIELD)
+            if not isinstance(upload, UploadFile):
+                raise ApiError(
+                    422,
+                    "missing_file",
+                    f"send the clip as the multipart file field {FORM_FIELD!r}",
+                )
+            return await upload.read()
+        finally:
+            await form.close()
+    if media_type.startswith(_RAW_TYPES):
+        return await request.body()
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"Content-Type {media_type or '(none)'!r} not accepted; send multipart/form-data, "
+        "audio/*, video/* or application/octet-stream",
+    )
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    response_model_exclude_none=True,
+    openapi_extra=_BODY_DOC,
+    responses=_ERRORS,
+    summary="Classify an audio clip (or the audio track of a video)",
+)
+async def classify_clip(
+    request: Request,
+    settings: Annotated[Settings, Depends(get_settings)],
+    service: Annotated[ModelService, Depends(get_model_service)],
+    heads: Annotated[
+        str | None, Query(description="comma-separated head names; default: every head")
+    ] = None,
+    top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="labels per head")] = 5,
+    windows: Annotated[bool, Query(description="add each window's top-k (a timeline)")] = False,
+) -> ClassifyResponse:
+    """Clip-level scores average the probabilities of windows covering the whole clip."""
+    service.ensure_serving()
+    requested = [h.strip() for h in heads.split(",") if h.strip()] if heads else None
+    data = await read_clip(request)
+    outcome = await classify(
+        service,
+        data,
+        heads=requested,
+        top_k=top_k,
+        windows=windows,
+        max_duration=settings.max_duration_seconds,
+    )
+    return outcome.response

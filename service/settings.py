@@ -1,0 +1,85 @@
+"""Service configuration, read from ``ARINEXT_*`` environment variables.
+
+The server knows artifact directories and operational limits, never audio settings: those
+travel inside each artifact's manifest. Routes receive the settings through the
+:func:`get_settings` dependency, so tests can swap them with ``app.dependency_overrides`` or by
+passing a ``Settings`` to ``create_app``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Request
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["EMBEDDED_MODEL_DIR", "MAX_TOP_K", "Settings", "get_settings"]
+
+# Where the image bundles its default model; used only when no models are configured.
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "speech-commands-synth-b0"
+
+# Upper bound of the ``top_k`` query parameter: enough for any UI, small enough to keep answers
+# for long clips with a timeline (one top-k per window) reasonably sized.
+MAX_TOP_K = 50
+
+
+class Settings(BaseSettings):
+    """Everything an operator can tune; every field is ``ARINEXT_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ARINEXT_", extra="ignore")
+
+    models: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="artifact directories (comma-separated in the environment)",
+    )
+    default_model_dir: Path = Field(
+        default=EMBEDDED_MODEL_DIR,
+        description="served when 'models' is empty and this directory exists",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_upload_bytes: int = Field(default=20_000_000, gt=0)
+    max_duration_seconds: float = Field(default=600.0, gt=0)
+    max_batch: int = Field(default=16, ge=1, description="windows per ONNX Runtime call")
+    max_wait_ms: float = Field(
+        default=5.0, ge=0, description="how long a batch waits to fill up before it runs"
+    )
+    queue_size: int = Field(
+        default=256, ge=1, description="windows admitted per model (waiting or running)"
+    )
+    intra_op_threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime choose")
+    drain_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="after SIGTERM, /readyz answers 503 this long before the server stops",
+    )
+    retry_after_seconds: int = Field(default=1, ge=1, description="Retry-After on 503 answers")
+    demo: bool = True
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    def model_dirs(self) -> list[Path]:
+        """The configured artifacts, or the embedded default when none are configured."""
+        if self.models:
+            return list(self.models)
+        if self.default_model_dir.is_dir():
+            return [self.default_model_dir]
+        return []
+
+
+def get_settings(request: Request) -> Settings:
+    """Dependency: the settings the running app was created with."""
+    return request.app.state.settings

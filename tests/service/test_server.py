@@ -1,0 +1,184 @@
+"""Behaviour that needs a real uvicorn process: chunked uploads, overload, SIGTERM, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service import audio
+
+WAV = {"content-type": "audio/wav"}
+ONE_SECOND = audio.encode_sf(audio.signal(1.0, 16000), 16000, "WAV", "PCM_16")
+SHORT = audio.encode_sf(audio.signal(0.5, 16000), 16000, "WAV", "PCM_16")
+
+
+def test_chunked_upload_over_the_limit_is_refused_while_reading(
+    server_factory: Callable, speech_artifact: Path
+) -> None:
+    limit = 100_000
+    with (
+        server_factory(models=speech_artifact, max_upload_bytes=limit) as server,
+        httpx.Client(base_url=server.url, timeout=10.0) as client,
+    ):
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(20):  # 320 KB with no Content-Length
+                yield bytes(16_384)
+
+        response = client.post("/classify", content=chunks(), headers=WAV)
+        assert response.request.headers.get("transfer-encoding") == "chunked"
+        assert "content-length" not in response.request.headers
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "upload_too_large"
+
+        declared = client.post("/classify", content=bytes(limit + 1), headers=WAV)
+        assert declared.status_code == 413
+        assert declared.json()["error"]["code"] == "upload_too_large"
+
+        def small_chunks() -> Iterator[bytes]:
+            yield ONE_SECOND[:1000]
+            yield ONE_SECOND[1000:]
+
+        assert client.post("/classify", content=small_chunks(), headers=WAV).status_code == 200
+        assert 'arinext_rejections_total{reason="too_large"} 2.0' in client.get("/metrics").text
+
+
+async def _burst(url: str, count: int) -> list[tuple[int, float, httpx.Response]]:
+    """``count`` concurrent requests: (status, server reaction time, response) each.
+
+    The reaction time runs from the request's last body byte sent to the response headers
+    received (httpx trace events), so it measures the server, not this process's own HTTP
+    client overhead for sixteen uploads on a busy two-core machine.
+    """
+    limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+        # Warm the server's code paths and open the connections before measuring.
+        assert (await client.post("/classify", content=SHORT, headers=WAV)).status_code == 200
+        await asyncio.gather(*(client.get("/healthz") for _ in range(count)))
+
+        async def one() -> tuple[int, float, httpx.Response]:
+            marks: dict[str, float] = {}
+
+            async def trace(event: str, info: dict) -> None:
+                marks[event] = time.perf_counter()
+
+            response = await client.post(
+                "/classify", content=SHORT, headers=WAV, extensions={"trace": trace}
+            )
+            sent = marks["http11.send_request_body.complete"]
+            answered = marks["http11.receive_response_headers.complete"]
+            return response.status_code, answered - sent, response
+
+        return await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), 60)
+
+
+def test_overload_gets_503_with_retry_after_quickly_and_admitted_requests_succeed(
+    server_factory: Callable, slow_artifact: Path
+) -> None:
+    settings = {"models": slow_artifact, "queue_size": 2, "max_batch": 2, "max_wait_ms": 0}
+    with server_factory(**settings) as server:
+        results = asyncio.run(_burst(server.url, 16))
+        statuses = [status for status, _, _ in results]
+        assert set(statuses) <= {200, 503}, statuses
+        assert statuses.count(200) >= 2 and statuses.count(503) >= 1, statuses
+        for status, seconds, response in results:
+            if status == 503:
+                assert response.headers["retry-after"] == "1"
+                assert response.json()["error"]["code"] == "overloaded"
+                assert seconds < 0.1, f"503 took {seconds * 1000:.0f} ms"
+            else:
+                assert response.json()["predictions"][0]["head"] == "speech_commands"
+        with httpx.Client(base_url=server.url, timeout=10.0) as client:
+            assert client.post("/classify", content=SHORT, headers=WAV).status_code == 200
+            metrics = client.get("/metrics").text
+        refused = statuses.count(503)
+        assert f'arinext_rejections_total{{reason="queue_full"}} {refused}.0' in metrics
+        assert 'arinext_queue_depth{model="slow-speech"} 0.0' in metrics
+
+
+def test_sigterm_drains_then_finishes_in_flight_requests(
+    server_factory: Callable, slow_artifact: Path
+) -> None:
+    drain = 0.5
+    long_clip = audio.encode_sf(audio.signal(120.0, 16000), 16000, "WAV", "PCM_16")
+    with server_factory(models=slow_artifact, drain_seconds=drain) as server:
+        outcome: dict[str, object] = {}
+
+        def in_flight() -> None:
+            with httpx.Client(base_url=server.url, timeout=120.0) as client:
+                outcome["long"] = client.post("/classify", content=long_clip, headers=WAV)
+                outcome["answered"] = time.monotonic()
+
+        worker = threading.Thread(target=in_flight)
+        worker.start()
+        time.sleep(0.3)  # the long request (118 windows of a slow model) is being processed
+        signalled = time.monotonic()
+        os.kill(server.process.pid, signal.SIGTERM)
+        with httpx.Client(base_url=server.url, timeout=10.0) as client:
+            while (ready := client.get("/readyz")).status_code == 200:
+                assert time.monotonic() < signalled + drain, "readyz stayed 200 after SIGTERM"
+                time.sleep(0.02)
+            assert ready.json()["status"] == "draining"
+            # Still serving while draining: the load balancer may not have noticed yet.
+            assert client.post("/classify", content=SHORT, headers=WAV).status_code == 200
+        worker.join(120)
+        long = outcome["long"]
+        assert isinstance(long, httpx.Response) and long.status_code == 200
+        assert len(long.json()["predictions"][0]["top_k"]) == 5
+        # It was answered after the drain, i.e. while uvicorn was already shutting down.
+        assert outcome["answered"] > signalled + drain  # type: ignore[operator]
+        # uvicorn re-raises the signal once shut down, so the exit status is "killed by SIGTERM".
+        assert server.process.wait(30) in (0, -signal.SIGTERM)
+        with pytest.raises(httpx.TransportError), httpx.Client(base_url=server.url) as client:
+            client.get("/healthz")
+
+
+def test_arinext_serve_runs_the_service_without_torch(
+    server_factory: Callable, tiny_artifacts: dict[str, Path]
+) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "model.cli",
+        "serve",
+        "--no-demo",
+        "--models",
+        str(tiny_artifacts["epic_kitchens_100"]),
+        str(tiny_artifacts["nsynth"]),
+    ]
+    with (
+        server_factory(command) as server,
+        httpx.Client(base_url=server.url, timeout=10.0) as client,
+    ):
+        heads = [h["head"] for h in client.get("/models").json()["heads"]]
+        assert heads == ["verb", "noun", "nsynth"]
+        assert client.get("/demo").status_code == 404
+        response = client.post("/classify?heads=verb", content=ONE_SECOND, headers=WAV)
+        assert response.status_code == 200
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert "libtorch" not in maps and "onnxruntime" in maps
+
+
+def test_a_server_without_models_stays_up_not_ready_and_logs_why(server_factory: Callable) -> None:
+    with (
+        server_factory(ready=False) as server,
+        httpx.Client(base_url=server.url, timeout=10.0) as client,
+    ):
+        assert client.get("/healthz").status_code == 200
+        deadline = time.monotonic() + 10
+        while "no models configured" not in server.log_text():
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.05)
+        readiness = client.get("/readyz")
+        assert (readiness.status_code, readiness.json()["status"]) == (503, "no_models")
+        refused = client.post("/classify", content=ONE_SECOND, headers=WAV)
+        assert refused.status_code == 503 and refused.headers["retry-after"]
