@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AudioConfig", "PRESETS", "get_preset"]
+__all__ = ["PRESETS", "AudioConfig", "get_preset"]
 
 
 class AudioConfig(BaseModel):
@@ -28,7 +28,9 @@ class AudioConfig(BaseModel):
     fmin: float = Field(default=0.0, ge=0)
     fmax: float | None = Field(default=None, description="None means sample_rate / 2")
     log_offset: float = Field(default=1e-6, gt=0, description="log(mel + log_offset)")
-    test_views: int = Field(default=1, gt=0, description="evenly spaced views averaged at test time")
+    test_views: int = Field(
+        default=1, gt=0, description="evenly spaced views averaged at test time"
+    )
 
     @property
     def win_length(self) -> int:

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 # Modules whose ``register(subparsers)`` adds sub-commands.
 _COMMAND_PACKAGES = ("model.commands", "training.cli", "training.synth_speech", "service.cli")

@@ -20,12 +20,12 @@ from scipy import fft as sp_fft
 from model.audio_config import AudioConfig
 
 __all__ = [
-    "mel_filterbank",
-    "log_mel",
-    "view_starts",
     "clip_view",
-    "log_mel_views",
     "fit_frames",
+    "log_mel",
+    "log_mel_views",
+    "mel_filterbank",
+    "view_starts",
 ]
 
 
@@ -109,7 +109,7 @@ def view_starts(num_samples: int, cfg: AudioConfig, views: int | None = None) ->
     clip = cfg.clip_samples
     if num_samples <= clip:
         return [0]
-    return [int(round(s)) for s in np.linspace(0, num_samples - clip, views)]
+    return [round(float(s)) for s in np.linspace(0, num_samples - clip, views)]
 
 
 def clip_view(samples: np.ndarray, start: int, cfg: AudioConfig) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,17 +19,17 @@ from model.audio_config import AudioConfig
 
 __all__ = [
     "FORMAT_VERSION",
-    "MODEL_FILE",
-    "MANIFEST_FILE",
     "INPUT_NAME",
+    "MANIFEST_FILE",
+    "MODEL_FILE",
     "ArtifactError",
     "HeadSpec",
-    "Provenance",
     "Manifest",
-    "sha256_file",
+    "Provenance",
     "read_manifest",
-    "write_manifest",
+    "sha256_file",
     "verify_artifact",
+    "write_manifest",
 ]
 
 FORMAT_VERSION = 1
@@ -62,7 +62,7 @@ class Provenance(BaseModel):
 
     source: str | None = Field(default=None, description="checkpoint or run directory")
     command: str | None = None
-    created: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     arinext_version: str | None = None
 
 
@@ -116,13 +116,16 @@ def read_manifest(directory: Path | str) -> Manifest:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ArtifactError(f"{path}: no manifest (is {directory} an artifact directory?)") from None
+        raise ArtifactError(
+            f"{path}: no manifest (is {directory} an artifact directory?)"
+        ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: unreadable manifest: {exc}") from exc
     version = raw.get("format_version") if isinstance(raw, dict) else None
     if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
         raise ArtifactError(
-            f"{path}: format_version {version!r} not supported (this build reads 1..{FORMAT_VERSION})"
+            f"{path}: format_version {version!r} not supported "
+            f"(this build reads 1..{FORMAT_VERSION})"
         )
     try:
         return Manifest.model_validate(raw)

@@ -60,7 +60,9 @@ def resolve_labels(spec: str) -> dict[str, list[str]]:
     path = Path(spec)
     if not path.is_file():
         known = ", ".join(sorted(set(PRESET_LABELS) | set(LABEL_SETS)))
-        raise ValueError(f"labels {spec!r} is neither a known preset/label set ({known}) nor a file")
+        raise ValueError(
+            f"labels {spec!r} is neither a known preset/label set ({known}) nor a file"
+        )
     data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, list):
         return {path.stem: _complete(data, path.stem)}
