@@ -1,0 +1,122 @@
+"""The README is part of the interface: its commands, make targets and settings must exist."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from model.cli import build_parser
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def _shell_blocks(text: str) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+
+
+def _commands(text: str) -> list[str]:
+    """Shell command lines of the README's ``sh`` blocks, continuation lines joined."""
+    lines: list[str] = []
+    for block in _shell_blocks(text):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                lines.append(line)
+    return lines
+
+
+def _arinext_argv(line: str) -> list[str] | None:
+    """The arguments given to ``arinext`` (directly or via ``-m model.cli``) on a line."""
+    words = shlex.split(line)
+    for i, word in enumerate(words):
+        if word == "arinext":
+            return words[i + 1 :]
+        if word == "model.cli" and i > 0 and words[i - 1] == "-m":
+            return words[i + 1 :]
+    return None
+
+
+ARINEXT_LINES = [line for line in _commands(README) if _arinext_argv(line) is not None]
+
+
+def test_readme_has_arinext_commands() -> None:
+    used = {_arinext_argv(line)[0] for line in ARINEXT_LINES}
+    assert {"serve", "train", "evaluate", "export", "import-checkpoint"} <= used
+
+
+@pytest.mark.parametrize("line", ARINEXT_LINES)
+def test_every_arinext_command_in_the_readme_parses(line: str) -> None:
+    argv = _arinext_argv(line)
+    args = build_parser().parse_args(argv)
+    assert callable(args.func)
+
+
+def test_inline_arinext_commands_exist() -> None:
+    subcommands = set(build_parser()._subparsers._group_actions[0].choices)
+    mentioned = set(re.findall(r"`arinext ([a-z][a-z-]+)", README))
+    assert mentioned <= subcommands, mentioned - subcommands
+
+
+def test_make_targets_in_the_readme_exist() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.M))
+    mentioned = set(re.findall(r"`make ([a-z][a-z-]*)`", README))
+    mentioned |= {shlex.split(line)[1] for line in _commands(README) if line.startswith("make ")}
+    assert {"serve", "test"} <= mentioned
+    assert mentioned <= targets, mentioned - targets
+
+
+def test_readme_starts_with_the_serve_and_test_commands() -> None:
+    first_block = _shell_blocks(README)[0]
+    assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()] == [
+        "make serve",
+        "make test",
+    ]
+
+
+def _env_table() -> dict[str, str]:
+    rows = re.findall(r"^\| `(ARINEXT_[A-Z_]+)` \| (.*?) \|", README, flags=re.M)
+    return {name: default.strip("` ") for name, default in rows}
+
+
+def test_every_setting_is_documented_and_every_documented_variable_exists() -> None:
+    fields = {f"ARINEXT_{name.upper()}" for name in Settings.model_fields}
+    mentioned = set(re.findall(r"ARINEXT_[A-Z_]+[A-Z]", README))
+    assert mentioned <= fields, mentioned - fields
+    assert set(_env_table()) == fields
+
+
+def test_documented_defaults_are_the_real_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("ARINEXT_"):
+            monkeypatch.delenv(name)
+    settings = Settings()
+    for variable, documented in _env_table().items():
+        value = getattr(settings, variable.removeprefix("ARINEXT_").lower())
+        if variable == "ARINEXT_MODELS":
+            assert value == [] and documented == "(empty)"
+        elif variable == "ARINEXT_DEFAULT_MODEL_DIR":
+            assert value == ROOT / "artifacts" / "speech-commands-synth-b0"
+        elif isinstance(value, bool):
+            assert str(value).lower() == documented
+        elif isinstance(value, float):
+            assert value == float(documented), variable
+        else:
+            assert str(value) == documented, variable
+
+
+def test_env_variables_behave_as_documented(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ARINEXT_MODELS", "artifacts/a, artifacts/b")
+    monkeypatch.setenv("ARINEXT_DEMO", "false")
+    monkeypatch.setenv("ARINEXT_QUEUE_SIZE", "7")
+    settings = Settings()
+    assert settings.models == [Path("artifacts/a"), Path("artifacts/b")]
+    assert settings.model_dirs() == [Path("artifacts/a"), Path("artifacts/b")]
+    assert settings.demo is False
+    assert settings.queue_size == 7
