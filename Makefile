@@ -44,3 +44,31 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# The embedded default model: espeak-ng speech -> b0 from scratch -> test metrics -> artifact.
+# Threads default to 1: on a shared 2-core machine two torch threads run several times slower.
+DEFAULT_MODEL_SEED ?= 0
+DEFAULT_MODEL_DATA ?= data/synth-sc
+DEFAULT_MODEL_RUN ?= runs/default-model-b0
+DEFAULT_MODEL_DIR ?= artifacts/speech-commands-synth-b0
+DEFAULT_MODEL_THREADS ?= 1
+# `arinext`, run from the checkout so it works whether or not the package is installed.
+ARINEXT = $(PY) -m model.cli
+SYNTH_ARGS = synth-speech-commands $(DEFAULT_MODEL_DATA) --seed $(DEFAULT_MODEL_SEED)
+TRAIN_ARGS = train --preset finetune-speech-commands \
+	--config training/configs/default_model.yaml --data-root $(DEFAULT_MODEL_DATA) \
+	--out $(DEFAULT_MODEL_RUN) --seed $(DEFAULT_MODEL_SEED)
+EVAL_ARGS = evaluate $(DEFAULT_MODEL_RUN) --split test
+EXPORT_ARGS = export $(DEFAULT_MODEL_RUN) --out $(DEFAULT_MODEL_DIR) \
+	--name speech-commands-synth-b0 --overwrite
+
+default-model: setup
+	rm -rf $(DEFAULT_MODEL_DATA) $(DEFAULT_MODEL_RUN)
+	$(ARINEXT) $(SYNTH_ARGS)
+	OMP_NUM_THREADS=$(DEFAULT_MODEL_THREADS) $(ARINEXT) $(TRAIN_ARGS)
+	OMP_NUM_THREADS=$(DEFAULT_MODEL_THREADS) $(ARINEXT) $(EVAL_ARGS)
+	$(ARINEXT) $(EXPORT_ARGS)
+	$(PY) -c 'import sys; from training.synth_speech import record_in_manifest; \
+		record_in_manifest(sys.argv[1], sys.argv[2], sys.argv[3:], "make default-model")' \
+		$(DEFAULT_MODEL_DIR) $(DEFAULT_MODEL_DATA) \
+		"arinext $(SYNTH_ARGS)" "arinext $(TRAIN_ARGS)" "arinext $(EVAL_ARGS)" "arinext $(EXPORT_ARGS)"

@@ -66,7 +66,8 @@ WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8000
 
-# /healthz answers 200 once the models are loaded and warmed up; the start period covers that.
+# /healthz is liveness (the process answers; /readyz tells when models are warmed up); the start
+# period covers interpreter start-up and the import of the serving stack.
 # The port follows ARINEXT_PORT, so pass the same value to --port when changing it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ARINEXT_PORT', '8000') + '/healthz', timeout=4)"]
