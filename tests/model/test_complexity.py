@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 from torch import nn
 
 from model.complexity import count_macs, count_params
@@ -20,16 +17,6 @@ PAPER_TABLE = [
     ("b0", True, 3.02, 0.67),
     ("slowfast_r50", False, 26.68, 5.55),
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads of a 2-thread
-    pool slow these small forwards down by up to 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(

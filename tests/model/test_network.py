@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,6 @@ REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
 CHECKPOINT = REFERENCE / "ref_w32_vggsound.pyth"
 EXPECTED = REFERENCE / "ref_w32_vggsound_expected.npz"
 LAYOUT_B1 = REFERENCE / "checkpoint_layout_b1.txt"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads of a 2-thread
-    pool slow these small forwards down by up to 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # Authors' per-block key stems that a merged checkpoint still carries but a merged model lacks.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -14,16 +13,6 @@ from model.registry import create_model
 from model.reparam import fuse_conv_bn, pad_kernel_to, reparameterize_model
 
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads of a 2-thread
-    pool slow these small forwards down by up to 10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _randomise_batchnorm(model: nn.Module, frames: int = 512, seed: int = 0) -> nn.Module:
