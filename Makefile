@@ -45,7 +45,9 @@ bench: setup
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info .pytest_cache .ruff_cache
 
-# The embedded default model: espeak-ng speech -> b0 from scratch -> test metrics -> artifact.
+# The embedded default model: espeak-ng speech -> b0 from scratch -> a short second run from
+# those weights (fresh head, lr 0.01 then 0.001), which lifted validation top-1 where the first
+# run had plateaued -> test metrics -> artifact.
 # Threads default to 1: on a shared 2-core machine two torch threads run several times slower.
 DEFAULT_MODEL_SEED ?= 0
 DEFAULT_MODEL_DATA ?= data/synth-sc
@@ -58,17 +60,23 @@ SYNTH_ARGS = synth-speech-commands $(DEFAULT_MODEL_DATA) --seed $(DEFAULT_MODEL_
 TRAIN_ARGS = train --preset finetune-speech-commands \
 	--config training/configs/default_model.yaml --data-root $(DEFAULT_MODEL_DATA) \
 	--out $(DEFAULT_MODEL_RUN) --seed $(DEFAULT_MODEL_SEED)
-EVAL_ARGS = evaluate $(DEFAULT_MODEL_RUN) --split test
-EXPORT_ARGS = export $(DEFAULT_MODEL_RUN) --out $(DEFAULT_MODEL_DIR) \
+STAGE2_ARGS = train --preset finetune-speech-commands \
+	--config training/configs/default_model.yaml --data-root $(DEFAULT_MODEL_DATA) \
+	--out $(DEFAULT_MODEL_RUN)-stage2 --seed $(DEFAULT_MODEL_SEED) \
+	--init $(DEFAULT_MODEL_RUN) --epochs 3 --lr 0.01 --set 'lr_milestones=[2]'
+EVAL_ARGS = evaluate $(DEFAULT_MODEL_RUN)-stage2 --split test
+EXPORT_ARGS = export $(DEFAULT_MODEL_RUN)-stage2 --out $(DEFAULT_MODEL_DIR) \
 	--name speech-commands-synth-b0 --overwrite
 
 default-model: setup
-	rm -rf $(DEFAULT_MODEL_DATA) $(DEFAULT_MODEL_RUN)
+	rm -rf $(DEFAULT_MODEL_DATA) $(DEFAULT_MODEL_RUN) $(DEFAULT_MODEL_RUN)-stage2
 	$(ARINEXT) $(SYNTH_ARGS)
 	OMP_NUM_THREADS=$(DEFAULT_MODEL_THREADS) $(ARINEXT) $(TRAIN_ARGS)
+	OMP_NUM_THREADS=$(DEFAULT_MODEL_THREADS) $(ARINEXT) $(STAGE2_ARGS)
 	OMP_NUM_THREADS=$(DEFAULT_MODEL_THREADS) $(ARINEXT) $(EVAL_ARGS)
 	$(ARINEXT) $(EXPORT_ARGS)
 	$(PY) -c 'import sys; from training.synth_speech import record_in_manifest; \
 		record_in_manifest(sys.argv[1], sys.argv[2], sys.argv[3:], "make default-model")' \
 		$(DEFAULT_MODEL_DIR) $(DEFAULT_MODEL_DATA) \
-		"arinext $(SYNTH_ARGS)" "arinext $(TRAIN_ARGS)" "arinext $(EVAL_ARGS)" "arinext $(EXPORT_ARGS)"
+		"arinext $(SYNTH_ARGS)" "arinext $(TRAIN_ARGS)" "arinext $(STAGE2_ARGS)" \
+		"arinext $(EVAL_ARGS)" "arinext $(EXPORT_ARGS)"

@@ -1,0 +1,444 @@
+"""A Speech Commands v2 look-alike synthesised with espeak-ng, for the built-in default model.
+
+The real dataset cannot ship with the project, but a model that recognises the 35 command words
+out of the box can be trained on speech we make ourselves. A "voice" is an espeak-ng voice
+variant (``+f3``, ``+Storm``...); every rendition picks one of the non-mbrola English accents, a
+speaking rate, pitch and amplitude, then the word is trimmed, put at a random offset in one
+second, mixed with noise at a random SNR and given a random gain. Whole variants are held out for
+validation and test, so those scores measure voices the model never heard.
+
+The output has the layout of the real dataset (``<word>/<voicehash>_nohash_<k>.wav``,
+``validation_list.txt``, ``testing_list.txt``), so the ordinary Speech Commands reader trains on
+it, plus ``recipe.json`` recording every parameter needed to make it again.
+
+Every item draws its randomness from a seed derived from ``(seed, word, variant, k)``, so the
+bytes do not depend on the number of workers or the order in which they finish. This module does
+not import torch: its sub-command is registered by ``arinext`` in the torch-free serving image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from model.labels import load_labels
+
+__all__ = [
+    "ACCENTS",
+    "NOISE_KINDS",
+    "SAMPLE_RATE",
+    "Item",
+    "Recipe",
+    "espeak_available",
+    "espeak_version",
+    "list_variants",
+    "plan_items",
+    "record_in_manifest",
+    "register",
+    "render_item",
+    "split_variants",
+    "synthesize_dataset",
+    "voice_hash",
+]
+
+log = logging.getLogger(__name__)
+
+ESPEAK = "espeak-ng"
+SAMPLE_RATE = 16000
+CLIP_SAMPLES = SAMPLE_RATE  # one second, as the real dataset
+
+# espeak-ng's own (formant) English voices; the mbrola ones need data files we do not install.
+ACCENTS: tuple[str, ...] = (
+    "en-gb",
+    "en-us",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-rp",
+    "en-gb-x-gbcwmd",
+    "en-029",
+    "en-us-nyc",
+)
+
+# The accent alone, without a variant, counts as one more voice.
+PLAIN_VARIANT = "plain"
+
+NOISE_KINDS: tuple[str, ...] = ("white", "pink", "brown", "hum")
+
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every knob of the generator; saved as ``recipe.json`` so a dataset can be remade."""
+
+    seed: int = 0
+    per_voice: int = 4
+    words: tuple[str, ...] = ()
+    accents: tuple[str, ...] = ACCENTS
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    rate_wpm: tuple[int, int] = (120, 220)
+    pitch: tuple[int, int] = (20, 80)
+    amplitude: tuple[int, int] = (60, 160)
+    snr_db: tuple[float, float] = (5.0, 40.0)
+    peak_dbfs: tuple[float, float] = (-30.0, -1.0)
+    noise_kinds: tuple[str, ...] = NOISE_KINDS
+    trim_db: float = 40.0
+    voices: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One utterance to render: which word, which voice, which rendition of it."""
+
+    word: str
+    variant: str
+    k: int
+    split: str
+
+    @property
+    def relpath(self) -> str:
+        """Path relative to the dataset root, in the real dataset's naming scheme."""
+        return f"{self.word}/{voice_hash(self.variant)}_nohash_{self.k}.wav"
+
+
+def espeak_available() -> bool:
+    """Whether the espeak-ng program is on PATH."""
+    return shutil.which(ESPEAK) is not None
+
+
+def espeak_version() -> str:
+    """First line of ``espeak-ng --version``; recorded because voices change between releases."""
+    out = subprocess.run([ESPEAK, "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[0].split("  Data at:")[0].strip()
+
+
+def list_variants() -> list[str]:
+    """Installed voice variants usable as ``-v <accent>+<variant>``, sorted, plus ``plain``.
+
+    Variants whose file name contains a space cannot be named on the command line and are left
+    out.
+    """
+    out = subprocess.run(
+        [ESPEAK, "--voices=variant"], capture_output=True, text=True, check=True
+    ).stdout
+    names = set()
+    for line in out.splitlines()[1:]:
+        tokens = line.split()
+        files = [i for i, tok in enumerate(tokens) if tok.startswith("!v/")]
+        if not files:
+            continue
+        after = tokens[files[0] + 1 : files[0] + 2]
+        # A file name with a space leaves a stray word before the "Other Languages" column.
+        if not after or after[0].startswith("("):
+            names.add(tokens[files[0]].removeprefix("!v/"))
+    return [PLAIN_VARIANT, *sorted(names, key=str.lower)]
+
+
+def split_variants(
+    variants: Sequence[str],
+    seed: int,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+) -> dict[str, list[str]]:
+    """Assign whole variants to train, validation and test, reproducibly for a seed.
+
+    Held-out splits get at least one variant each when there are three or more, so even a tiny
+    run measures unseen voices.
+    """
+    ordered = sorted(set(variants), key=str.lower)
+    rng = np.random.default_rng(_derive_seed(seed, "split"))
+    shuffled = [ordered[i] for i in rng.permutation(len(ordered))]
+    floor = 1 if len(ordered) >= 3 else 0
+    n_val = max(floor, round(len(ordered) * validation_fraction))
+    n_test = max(floor, round(len(ordered) * test_fraction))
+    return {
+        "train": sorted(shuffled[n_val + n_test :], key=str.lower),
+        "validation": sorted(shuffled[:n_val], key=str.lower),
+        "test": sorted(shuffled[n_val : n_val + n_test], key=str.lower),
+    }
+
+
+def voice_hash(variant: str) -> str:
+    """Eight hex digits standing in for the real dataset's speaker hash."""
+    return hashlib.sha1(variant.encode("utf-8")).hexdigest()[:8]
+
+
+def _derive_seed(*parts: object) -> int:
+    """A 64-bit seed from any parts, stable across processes and Python versions."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def plan_items(recipe: Recipe) -> list[Item]:
+    """Every utterance of the dataset, in a fixed order."""
+    return [
+        Item(word, variant, k, split)
+        for split in SPLITS
+        for variant in recipe.voices[split]
+        for word in recipe.words
+        for k in range(recipe.per_voice)
+    ]
+
+
+def _synthesize(text: str, voice: str, rate: int, pitch: int, amplitude: int) -> np.ndarray:
+    """Run espeak-ng and return float32 samples at ``SAMPLE_RATE``."""
+    import soundfile as sf
+    import soxr
+
+    cmd = [ESPEAK, "--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch)]
+    cmd += ["-a", str(amplitude), "-g", "0", text]
+    wav = subprocess.run(cmd, capture_output=True, check=True).stdout
+    samples, rate_in = sf.read(io.BytesIO(wav), dtype="float32", always_2d=False)
+    if samples.ndim > 1:
+        samples = samples.mean(axis=1)
+    if rate_in != SAMPLE_RATE:
+        samples = soxr.resample(samples, rate_in, SAMPLE_RATE, quality="HQ").astype(np.float32)
+    return samples
+
+
+def _trim(samples: np.ndarray, below_peak_db: float, margin: int = 160) -> np.ndarray:
+    """Cut leading and trailing silence (espeak-ng pads every utterance) so offsets are ours."""
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak == 0.0:
+        return samples
+    loud = np.flatnonzero(np.abs(samples) >= peak * 10 ** (-below_peak_db / 20))
+    start = max(int(loud[0]) - margin, 0)
+    stop = min(int(loud[-1]) + margin + 1, samples.size)
+    return samples[start:stop]
+
+
+def _noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS noise: white, pink (1/f power), brown (1/f^2) or mains hum with harmonics."""
+    if kind == "hum":
+        t = np.arange(n) / SAMPLE_RATE
+        mains = rng.choice([50.0, 60.0])
+        amps = rng.uniform(0.1, 1.0, size=5)
+        phases = rng.uniform(0, 2 * np.pi, size=5)
+        out = sum(
+            a * np.sin(2 * np.pi * mains * (h + 1) * t + p)
+            for h, (a, p) in enumerate(zip(amps, phases, strict=True))
+        )
+        out = out + 0.05 * rng.standard_normal(n)
+    else:
+        white = rng.standard_normal(n)
+        if kind == "white":
+            out = white
+        else:
+            spectrum = np.fft.rfft(white)
+            freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+            freqs[0] = freqs[1]
+            spectrum /= np.sqrt(freqs) if kind == "pink" else freqs
+            out = np.fft.irfft(spectrum, n)
+    out = np.asarray(out, dtype=np.float64)
+    return out / (np.sqrt(np.mean(out**2)) + 1e-12)
+
+
+def render_item(item: Item, recipe: Recipe) -> np.ndarray:
+    """One second of float32 audio in [-1, 1]: the word at a random offset, noise, random gain.
+
+    Public so tests can make fresh utterances through exactly the dataset's pipeline (with a
+    different recipe seed).
+    """
+    rng = np.random.default_rng(_derive_seed(recipe.seed, item.word, item.variant, item.k))
+    accent = recipe.accents[int(rng.integers(len(recipe.accents)))]
+    voice = accent if item.variant == PLAIN_VARIANT else f"{accent}+{item.variant}"
+    rate = int(rng.integers(recipe.rate_wpm[0], recipe.rate_wpm[1] + 1))
+    pitch = int(rng.integers(recipe.pitch[0], recipe.pitch[1] + 1))
+    amplitude = int(rng.integers(recipe.amplitude[0], recipe.amplitude[1] + 1))
+    speech = _trim(_synthesize(item.word, voice, rate, pitch, amplitude), recipe.trim_db)
+    speech = speech[:CLIP_SAMPLES].astype(np.float64)
+    peak = np.abs(speech).max() if speech.size else 0.0
+    if peak > 0:
+        speech /= peak
+
+    clip = np.zeros(CLIP_SAMPLES, dtype=np.float64)
+    offset = int(rng.integers(0, CLIP_SAMPLES - speech.size + 1))
+    clip[offset : offset + speech.size] = speech
+
+    speech_rms = np.sqrt(np.mean(speech**2)) if speech.size else 0.0
+    snr_db = rng.uniform(*recipe.snr_db)
+    kind = recipe.noise_kinds[int(rng.integers(len(recipe.noise_kinds)))]
+    clip += _noise(kind, CLIP_SAMPLES, rng) * speech_rms * 10 ** (-snr_db / 20)
+
+    peak_dbfs = rng.uniform(*recipe.peak_dbfs)
+    clip *= 10 ** (peak_dbfs / 20) / (np.abs(clip).max() + 1e-12)
+    return np.clip(clip, -1.0, 1.0).astype(np.float32)
+
+
+def _write_item(args: tuple[Item, Recipe, Path]) -> str:
+    import soundfile as sf
+
+    item, recipe, root = args
+    path = root / item.relpath
+    sf.write(path, render_item(item, recipe), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return item.relpath
+
+
+def synthesize_dataset(
+    out_dir: Path | str,
+    *,
+    seed: int = 0,
+    per_voice: int = 4,
+    words: Sequence[str] | None = None,
+    variants: Sequence[str] | None = None,
+    workers: int | None = None,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    **knobs: object,
+) -> Recipe:
+    """Write the whole dataset under ``out_dir`` and return the recipe that made it.
+
+    ``variants`` restricts the voices (tests use a handful); ``knobs`` override other ``Recipe``
+    fields such as ``snr_db``.
+    """
+    if not espeak_available():
+        raise RuntimeError(f"{ESPEAK} not found on PATH")
+    all_words = load_labels("speech_commands_v2")
+    words = list(all_words if words is None else words)
+    unknown = sorted(set(words) - set(all_words))
+    if unknown:
+        raise ValueError(f"not Speech Commands v2 words: {', '.join(unknown)}")
+    installed = list_variants()
+    chosen = installed if variants is None else list(variants)
+    missing = sorted(set(chosen) - set(installed))
+    if missing:
+        raise ValueError(f"voice variants not installed: {', '.join(missing)}")
+
+    voices = split_variants(chosen, seed, validation_fraction, test_fraction)
+    recipe = Recipe(
+        seed=seed,
+        per_voice=per_voice,
+        words=tuple(words),
+        voices=voices,
+        validation_fraction=validation_fraction,
+        test_fraction=test_fraction,
+        **knobs,  # type: ignore[arg-type]
+    )
+    items = plan_items(recipe)
+
+    root = Path(out_dir)
+    if root.exists() and any(root.iterdir()):
+        # Files of another recipe would silently join the training split.
+        raise FileExistsError(f"{root} is not empty; remove it or choose another OUT_DIR")
+    root.mkdir(parents=True, exist_ok=True)
+    for word in words:
+        (root / word).mkdir(exist_ok=True)
+    workers = workers or os.cpu_count() or 1
+    log.info(
+        "synthesising %d utterances (%d words, voices train/val/test %d/%d/%d) with %d workers",
+        len(items),
+        len(words),
+        *(len(voices[s]) for s in SPLITS),
+        workers,
+    )
+    jobs = [(item, recipe, root) for item in items]
+    if workers == 1:
+        done = sum(1 for _ in map(_write_item, jobs))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            done = sum(1 for _ in pool.map(_write_item, jobs, chunksize=32))
+    log.info("wrote %d files under %s", done, root)
+
+    _write_list(root / "validation_list.txt", (i for i in items if i.split == "validation"))
+    _write_list(root / "testing_list.txt", (i for i in items if i.split == "test"))
+    record = asdict(recipe)
+    record["sample_rate"] = SAMPLE_RATE
+    record["espeak_ng"] = espeak_version()
+    record["voice_hashes"] = {v: voice_hash(v) for s in SPLITS for v in voices[s]}
+    record["counts"] = {s: sum(1 for i in items if i.split == s) for s in SPLITS}
+    (root / "recipe.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return recipe
+
+
+def record_in_manifest(
+    artifact_dir: Path | str, data_root: Path | str, steps: Sequence[str], command: str
+) -> None:
+    """Add the data recipe and the commands that made an artifact to its manifest.
+
+    ``arinext export`` records the training config but knows nothing of where the data came
+    from; the default model must be reproducible from its manifest alone. ``model.onnx`` is not
+    touched, so the recorded sha256 stays valid.
+    """
+    from model.manifest import read_manifest, write_manifest
+
+    data = json.loads((Path(data_root) / "recipe.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(artifact_dir)
+    manifest.extra["default_model"] = {
+        "command": command,
+        "steps": list(steps),
+        "seed": data["seed"],
+        "data_recipe": data,
+    }
+    write_manifest(artifact_dir, manifest)
+
+
+def _write_list(path: Path, items: Iterable[Item]) -> None:
+    path.write_text("".join(f"{i.relpath}\n" for i in items), encoding="utf-8")
+
+
+def _range(kind: type) -> object:
+    """argparse ``type`` for ``MIN,MAX`` pairs."""
+
+    def parse(text: str) -> tuple:
+        low, high = (kind(v) for v in text.split(","))
+        if low > high:
+            raise argparse.ArgumentTypeError(f"{text}: MIN must not exceed MAX")
+        return (low, high)
+
+    return parse
+
+
+def _run(args: argparse.Namespace) -> int:
+    knobs = {
+        name: getattr(args, name)
+        for name in ("rate_wpm", "pitch", "amplitude", "snr_db", "peak_dbfs")
+        if getattr(args, name) is not None
+    }
+    synthesize_dataset(
+        args.out_dir,
+        seed=args.seed,
+        per_voice=args.per_voice,
+        words=args.words.split(",") if args.words else None,
+        variants=args.variants.split(",") if args.variants else None,
+        workers=args.workers,
+        validation_fraction=args.validation_fraction,
+        test_fraction=args.test_fraction,
+        **knobs,
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``synth-speech-commands`` to the ``arinext`` command line."""
+    p = subparsers.add_parser(
+        "synth-speech-commands",
+        help="synthesise a Speech Commands v2 look-alike dataset with espeak-ng",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-voice", type=int, default=4, help="renditions per word and variant")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    p.add_argument("--words", default=None, help="comma-separated subset of the 35 words")
+    p.add_argument("--variants", default=None, help="comma-separated subset of voice variants")
+    p.add_argument("--validation-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.1)
+    p.add_argument("--rate-wpm", type=_range(int), default=None, metavar="MIN,MAX")
+    p.add_argument("--pitch", type=_range(int), default=None, metavar="MIN,MAX")
+    p.add_argument("--amplitude", type=_range(int), default=None, metavar="MIN,MAX")
+    p.add_argument("--snr-db", type=_range(float), default=None, metavar="MIN,MAX")
+    p.add_argument("--peak-dbfs", type=_range(float), default=None, metavar="MIN,MAX")
+    p.set_defaults(func=_run)
