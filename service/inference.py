@@ -66,15 +66,30 @@ class LoadedModel:
         return {head.name: v for head, v in zip(self.manifest.heads, values, strict=True)}
 
 
-def load_model(directory: Path, *, intra_op_threads: int = 0) -> LoadedModel:
-    """Verify, open and warm up one artifact; ``ArtifactError`` says why it cannot be served."""
+def load_model(
+    directory: Path,
+    *,
+    intra_op_threads: int = 0,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+) -> LoadedModel:
+    """Verify, open and warm up one artifact; ``ArtifactError`` says why it cannot be served.
+
+    ``providers`` are ONNX Runtime execution providers in order of preference; one this build
+    lacks (e.g. CUDA without onnxruntime-gpu) is refused rather than silently replaced by CPU.
+    """
     manifest = verify_artifact(directory)
+    unavailable = [p for p in providers if p not in ort.get_available_providers()]
+    if unavailable:
+        raise ArtifactError(
+            f"{directory}: execution providers {unavailable} are not in this ONNX Runtime build "
+            f"(available: {ort.get_available_providers()})"
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
     try:
         session = ort.InferenceSession(
-            str(Path(directory) / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+            str(Path(directory) / MODEL_FILE), options, providers=list(providers)
         )
     except Exception as exc:  # ORT raises its own types for unloadable graphs
         raise ArtifactError(f"{directory}: ONNX Runtime cannot load the model: {exc}") from exc
@@ -299,12 +314,17 @@ class ModelRegistry:
                 self.heads[head.name] = (model, head)
 
 
-def load_models(directories: Iterable[Path], *, intra_op_threads: int) -> ModelRegistry:
+def load_models(
+    directories: Iterable[Path],
+    *,
+    intra_op_threads: int,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+) -> ModelRegistry:
     """Load every artifact; the first that fails aborts with ``ArtifactError``."""
     loaded = []
     for directory in directories:
         start = time.perf_counter()
-        model = load_model(directory, intra_op_threads=intra_op_threads)
+        model = load_model(directory, intra_op_threads=intra_op_threads, providers=providers)
         logger.info(
             "loaded %s from %s (heads %s, sha256 %s) in %.2f s",
             model.name,
@@ -368,7 +388,10 @@ class ModelService:
             return
         try:
             registry = await asyncio.to_thread(
-                load_models, directories, intra_op_threads=settings.intra_op_threads
+                load_models,
+                directories,
+                intra_op_threads=settings.intra_op_threads,
+                providers=settings.providers,
             )
         except ArtifactError as exc:
             self.status = "failed"

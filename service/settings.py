@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         default=256, ge=1, description="windows admitted per model (waiting or running)"
     )
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime choose")
+    providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        min_length=1,
+        description="ONNX Runtime execution providers in order of preference (comma-separated)",
+    )
     drain_seconds: float = Field(
         default=5.0,
         ge=0,
@@ -59,7 +64,7 @@ class Settings(BaseSettings):
     demo: bool = True
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "providers", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

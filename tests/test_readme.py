@@ -103,6 +103,8 @@ def test_documented_defaults_are_the_real_defaults(monkeypatch: pytest.MonkeyPat
             assert value == [] and documented == "(empty)"
         elif variable == "ARINEXT_DEFAULT_MODEL_DIR":
             assert value == ROOT / "artifacts" / "speech-commands-synth-b0"
+        elif isinstance(value, list):
+            assert ",".join(value) == documented, variable
         elif isinstance(value, bool):
             assert str(value).lower() == documented
         elif isinstance(value, float):

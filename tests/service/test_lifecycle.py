@@ -138,6 +138,32 @@ def test_readyz_is_503_while_models_load(
         assert "arinext_ready 1.0" in client.get("/metrics").text
 
 
+def test_an_execution_provider_this_build_lacks_keeps_the_server_not_ready(
+    speech_artifact: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="service")
+    settings = isolated_settings(
+        models=[speech_artifact], providers=["NoSuchExecutionProvider", "CPUExecutionProvider"]
+    )
+    with serve_in_process(settings, ready=False) as client:
+        _wait_status(client, "failed")
+        _assert_not_ready(client)
+    assert any("NoSuchExecutionProvider" in r.getMessage() for r in caplog.records)
+
+
+def test_providers_come_from_the_environment(
+    speech_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Settings().providers == ["CPUExecutionProvider"]
+    monkeypatch.setenv("ARINEXT_PROVIDERS", "CPUExecutionProvider")
+    settings = Settings()
+    assert settings.providers == ["CPUExecutionProvider"]
+    with serve_in_process(
+        isolated_settings(models=[speech_artifact], providers=settings.providers)
+    ) as client:
+        assert client.get("/readyz").status_code == 200
+
+
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ARINEXT_MODELS", " /a/one, /b/two ,")
     monkeypatch.setenv("ARINEXT_MAX_BATCH", "4")
