@@ -15,7 +15,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -26,22 +25,13 @@ from scipy import fft as sp_fft  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
 
+from machine import cpu_model  # noqa: E402
+
 from model.audio_config import get_preset  # noqa: E402
 from model.frontend import clip_view, log_mel  # noqa: E402
 
 PRESETS = ("vggsound", "speech_commands", "epic_sounds")
 WARMUP = 5
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux), else whatever platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def time_calls(fn: Callable[[], object], runs: int) -> tuple[float, float]:

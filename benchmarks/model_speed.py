@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +23,8 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain checkout
+
+from machine import cpu_model
 
 from model.audio_config import get_preset
 from model.export import export_artifact
@@ -41,17 +42,6 @@ CASES = (
     ("slowfast_r50", "none"),
 )
 LEVEL_NAMES = {"none": "train form", "paper": "paper-merged", "full": "full fold"}
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (Linux), else whatever platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
