@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from model.cli import main
-
-REPO = Path(__file__).resolve().parents[2]
-
-_PROBE = """
-import argparse, sys
-import model.commands
-parser = argparse.ArgumentParser()
-model.commands.register(parser.add_subparsers())
-print("torch" in sys.modules)
-"""
+from tests.fresh_imports import heavy_imports
 
 
 def test_registering_does_not_import_torch() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE], cwd=REPO, capture_output=True, text=True, timeout=60
+    code = (
+        "import argparse, model.commands\n"
+        "model.commands.register(argparse.ArgumentParser().add_subparsers())"
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
+    assert heavy_imports(code, ("torch",)) == []
 
 
 def test_info_json_matches_the_paper(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-
-_PROBE = """
-import sys
-import model.audio_config, model.frontend, model.labels, model.manifest
-heavy = sorted(m for m in ("torch", "onnx", "yaml") if m in sys.modules)
-print(",".join(heavy))
-"""
+from tests.fresh_imports import heavy_imports
 
 
 def test_service_side_modules_do_not_import_torch() -> None:
-    # A fresh interpreter: this test process has probably imported torch already.
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert result.stdout.strip() == "", f"imported: {result.stdout.strip()}"
+    code = "import model.audio_config, model.frontend, model.labels, model.manifest"
+    assert heavy_imports(code, ("torch", "onnx", "yaml")) == []

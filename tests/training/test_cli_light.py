@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-
-_PROBE = """
-import argparse, sys
-import training.cli
-training.cli.register(argparse.ArgumentParser().add_subparsers())
-heavy = ("torch", "onnx", "onnxruntime", "yaml", "pandas", "h5py", "soundfile", "matplotlib")
-print(",".join(sorted(m for m in heavy if m in sys.modules)))
-"""
+from tests.fresh_imports import heavy_imports
 
 
 def test_registering_commands_imports_no_heavy_modules() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    code = (
+        "import argparse, training.cli\n"
+        "training.cli.register(argparse.ArgumentParser().add_subparsers())"
     )
-    assert result.stdout.strip() == "", f"imported: {result.stdout.strip()}"
+    assert heavy_imports(code) == []

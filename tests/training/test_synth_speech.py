@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.fresh_imports import heavy_imports
 from training.synth_speech import (
     espeak_available,
     list_variants,
@@ -17,8 +16,6 @@ from training.synth_speech import (
     synthesize_dataset,
     voice_hash,
 )
-
-REPO = Path(__file__).resolve().parents[2]
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 
@@ -34,11 +31,7 @@ def _make(root: Path, workers: int = 2) -> None:
 
 def test_module_does_not_import_torch() -> None:
     # ``arinext`` registers this sub-command in the torch-free serving image too.
-    probe = "import sys, training.synth_speech; print('torch' in sys.modules)"
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "False"
+    assert heavy_imports("import training.synth_speech", ("torch",)) == []
 
 
 @pytest.fixture(scope="module")
