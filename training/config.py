@@ -1,26 +1,34 @@
-"""The training configuration: one dataclass, built from a preset, a YAML file and CLI overrides.
+"""The training configuration: pydantic models built from a preset, a YAML file and CLI overrides.
 
 Everything a run depends on lives here and is saved as ``run_dir/config.yaml``, so a run can be
-resumed, evaluated or exported from its directory alone. Values are plain types (str, int, float,
-bool, lists, dicts) so the config can also ride inside checkpoints that are loaded with
-``torch.load(weights_only=True)``.
+resumed, evaluated or exported from its directory alone. ``to_dict()`` gives plain types (str, int,
+float, bool, lists, dicts) so the config can also ride inside checkpoints that are loaded with
+``torch.load(weights_only=True)``. Unknown keys are refused (``extra="forbid"``), like
+``AudioConfig`` and ``Manifest``: a typo in a recipe must not silently train something else.
 
 ``yaml`` is imported where it is used: ``arinext`` registers the training commands (which import
 this module) in the serving image too, where no YAML is needed.
 
-Precedence, lowest first: dataclass defaults < preset < ``--config`` YAML < common flags
+Precedence, lowest first: model defaults < preset < ``--config`` YAML < common flags
 (``--epochs`` ...) < ``--set key=value`` (dotted keys reach into ``audio``, ``model``, ``data``
 and ``augment``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from model.audio_config import AudioConfig, get_preset
 
@@ -49,80 +57,88 @@ class ConfigError(UserError):
     """A configuration value that is unknown, of the wrong type or inconsistent."""
 
 
-@dataclass
-class AugmentConfig:
+def _none_is_empty(value: Any) -> Any:
+    # An empty YAML value (``init:``) reads as None; for a string setting it means "unset".
+    return "" if value is None else value
+
+
+Text = Annotated[str, BeforeValidator(_none_is_empty)]
+
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+
+class AugmentConfig(BaseModel):
     """SpecAugment on training log-mels (time warp, then frequency masks, then time masks)."""
 
+    model_config = _STRICT
+
     enabled: bool = True
-    time_warp: int = 5
-    freq_masks: int = 2
-    freq_width: int = 27
-    time_masks: int = 2
-    time_width: int = 25
+    time_warp: NonNegativeInt = 5
+    freq_masks: NonNegativeInt = 2
+    freq_width: NonNegativeInt = 27
+    time_masks: NonNegativeInt = 2
+    time_width: NonNegativeInt = 25
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(BaseModel):
     """A complete, resolved description of one training run.
 
     ``batch_size`` is the global batch (split across processes under torchrun), as in the
     authors' PySlowFast configs, so a recipe means the same on one GPU and on eight.
     """
 
-    preset: str = "custom"
-    dataset: str = "speech_commands"
-    data_root: str = ""
+    model_config = _STRICT
+
+    preset: Text = "custom"
+    dataset: Text = "speech_commands"
+    data_root: Text = ""
     # Reader options, e.g. ``fold`` (UrbanSound8K), ``hdf5`` / ``annotations_dir`` (EPIC).
-    data: dict[str, Any] = field(default_factory=dict)
-    train_split: str = "train"
-    val_split: str = "validation"
-    test_split: str = "test"
+    data: dict[str, Any] = Field(default_factory=dict)
+    train_split: Text = "train"
+    val_split: Text = "validation"
+    test_split: Text = "test"
     # ``name`` picks an audio preset of model.audio_config; other keys override its fields.
-    audio: dict[str, Any] = field(default_factory=lambda: {"name": "speech_commands"})
-    architecture: str = "b1"
+    audio: dict[str, Any] = Field(default_factory=lambda: {"name": "speech_commands"})
+    architecture: Text = "b1"
     # Keyword overrides for model.registry.create_model (e.g. width, depths) for small models.
-    model: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
     # "" = not chosen (fine-tune presets insist), "none" = from scratch, else a run directory,
     # one of our checkpoints or an authors' .pyth checkpoint.
-    init: str = "none"
+    init: Text = "none"
     # Fine-tuning freezes every BatchNorm except the stem's; only applies when ``init`` is set.
     freeze_bn: bool = False
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 0.001
-    momentum: float = 0.9
+    epochs: PositiveInt = 30
+    batch_size: PositiveInt = 32
+    lr: float = Field(default=0.001, gt=0)
+    momentum: float = Field(default=0.9, ge=0)
     nesterov: bool = True
-    weight_decay: float = 1e-4
+    weight_decay: float = Field(default=1e-4, ge=0)
     # PySlowFast's default (BN.WEIGHT_DECAY): BatchNorm scales and shifts are not decayed.
-    bn_weight_decay: float = 0.0
-    lr_milestones: list[int] = field(default_factory=lambda: [20, 25])
-    lr_gamma: float = 0.1
+    bn_weight_decay: float = Field(default=0.0, ge=0)
+    lr_milestones: list[NonNegativeInt] = Field(default_factory=lambda: [20, 25])
+    lr_gamma: float = Field(default=0.1, gt=0)
     # Re-estimate BN statistics over this many training batches before each evaluation.
-    precise_bn_batches: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    precise_bn_batches: NonNegativeInt = 0
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     # Validation metric that selects best.pt (a key of training.metrics' output).
-    best_metric: str = "top1"
+    best_metric: Text = "top1"
     # Validate every this many epochs (the last epoch always is); the authors used 2.
-    eval_every: int = 1
-    eval_batch_size: int = 32
-    num_workers: int = 2
+    eval_every: PositiveInt = 1
+    eval_batch_size: PositiveInt = 32
+    num_workers: NonNegativeInt = 2
     # Decode (and resample) every clip once, in the main process, before training.
     cache_audio: bool = False
     seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    out: str = ""
+    device: Text = "auto"
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
+    out: Text = ""
 
-    def __post_init__(self) -> None:
-        if isinstance(self.augment, dict):
-            self.augment = _build(AugmentConfig, self.augment, "augment.")
-        if min(self.epochs, self.batch_size, self.eval_batch_size, self.eval_every) < 1:
-            raise ConfigError("epochs, batch_size, eval_batch_size and eval_every must be >= 1")
-        if self.amp not in ("auto", "none", "bf16", "fp16"):
-            raise ConfigError(f"amp must be auto, none, bf16 or fp16, got {self.amp!r}")
+    @model_validator(mode="after")
+    def _audio_resolves(self) -> TrainConfig:
         if "name" not in self.audio:
-            raise ConfigError("audio.name (an audio preset) is required")
+            raise ValueError("audio.name (an audio preset) is required")
         self.audio_config()  # fail early on a bad audio override
+        return self
 
     @property
     def from_scratch(self) -> bool:
@@ -136,7 +152,10 @@ class TrainConfig:
 
     def audio_config(self) -> AudioConfig:
         """The resolved front-end: the named preset with this run's overrides applied."""
-        base = get_preset(str(self.audio["name"]))
+        try:
+            base = get_preset(str(self.audio["name"]))
+        except KeyError as exc:
+            raise ConfigError(exc.args[0]) from None
         try:
             return AudioConfig(**{**base.model_dump(), **self.audio})
         except ValueError as exc:
@@ -144,69 +163,39 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-typed dict (with the audio section fully resolved) for YAML and checkpoints."""
-        out = asdict(self)
+        out = self.model_dump(mode="json")
         out["audio"] = self.audio_config().model_dump(mode="json")
         return out
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Validate keys and coerce types; unknown keys are an error, not silently ignored."""
-        return _build(cls, values, "")
+        """Validate keys and types; every problem is one ``ConfigError`` naming the keys."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from exc
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Coerce a YAML/CLI value to a field's annotated type (the few types the config uses)."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return None if value is None else _coerce(value, args[0], key)
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        (item,) = typing.get_args(annotation)
-        return [_coerce(v, item, key) for v in value]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if dataclasses.is_dataclass(annotation):
-        if isinstance(value, annotation):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(annotation, value, f"{key}.")
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return int(value)
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if value is None:
-            return ""
-        if isinstance(value, dict | list):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    return value
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+def _describe(exc: ValidationError) -> str:
+    """One line per problem, with dotted keys, in the words a YAML author uses."""
+    unknown: list[str] = []
+    known: set[str] = set()
+    problems: list[str] = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            unknown.append(key)
+            owner = AugmentConfig if error["loc"][:1] == ("augment",) else TrainConfig
+            known.update(owner.model_fields)
+        elif error["type"] == "value_error":
+            problems.append(str(error.get("ctx", {}).get("error", error["msg"])))
+        else:
+            problems.append(f"{key or 'config'}: {error['msg']} (got {error['input']!r})")
     if unknown:
-        raise ConfigError(
-            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"known: {', '.join(sorted(names))}"
+        problems.insert(
+            0, f"unknown config key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
-    return cls(**kwargs)
+    return "; ".join(problems)
 
 
 def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +231,7 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
 
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """A new config with nested ``overrides`` merged in (and validated)."""
-    return TrainConfig.from_dict(deep_merge(asdict(cfg), overrides))
+    return TrainConfig.from_dict(deep_merge(cfg.model_dump(), overrides))
 
 
 def load_yaml(path: Path | str) -> dict[str, Any]:

@@ -73,3 +73,14 @@ def test_finetune_presets_insist_on_weights(
     )
     assert code == 2
     assert "--init" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_config_is_a_strict_pydantic_model() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) augment\.mask"):
+        TrainConfig.from_dict({"augment": {"mask": 3}})
+    with pytest.raises(ConfigError, match="unknown audio preset"):
+        TrainConfig.from_dict({"audio": {"name": "nope"}})
+    with pytest.raises(ConfigError, match="amp"):
+        TrainConfig.from_dict({"amp": "fp8"})
+    cfg = TrainConfig.from_dict({"init": None, "augment": {"time_warp": 0}})
+    assert cfg.init == "" and cfg.augment.time_warp == 0 and cfg.augment.freq_masks == 2
