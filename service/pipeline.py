@@ -1,0 +1,354 @@
+"""The synchronous pipeline and Python API: audio in, the same answer as ``POST /classify`` out.
+
+``Classifier`` runs bytes (or a file, or a waveform) -> PCM -> resample -> windows -> log-mel
+-> ONNX Runtime -> labels in the calling thread, with the server's decoding, front-end, window
+placement and scoring (``service.decoding``, ``model.frontend``, ``service.predict``), so a clip
+scores the same in a script, in ``arinext predict`` and over HTTP. No torch, no event loop::
+
+    from service.pipeline import Classifier
+
+    classifier = Classifier.from_artifacts()  # the embedded default model
+    result = classifier("clip.wav", top_k=3)
+    print(result.predictions[0].top_k[0].label)
+
+The work is split in two so that callers with many files can spread the first half over
+processes: :func:`prepare_clip` (decode, resample, log-mel; plain data in and out, so it pickles)
+and :meth:`Classifier.score` (batched inference over any number of prepared clips).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from model.audio_config import AudioConfig
+from service.decoding import (
+    MAX_CHANNELS,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    DecodedAudio,
+    decode_audio,
+    resample,
+)
+from service.errors import ApiError
+from service.inference import LoadedModel, ModelRegistry, load_models
+from service.predict import ClassifyResponse, HeadPrediction, window_starts
+from service.predict import _features as features
+from service.predict import _predict_head as predict_head
+from service.settings import EMBEDDED_MODEL_DIR, MAX_TOP_K
+
+__all__ = [
+    "AudioInput",
+    "Classifier",
+    "PreparedClip",
+    "clip_windows",
+    "prepare_clip",
+    "waveform_audio",
+]
+
+AudioInput = str | os.PathLike | bytes | np.ndarray
+DEFAULT_MAX_DURATION_SECONDS = 600.0
+
+
+@dataclass
+class PreparedClip:
+    """A decoded clip's facts and, per front-end, its length, window starts and log-mels."""
+
+    duration: float
+    sample_rate: int
+    channels: int
+    num_samples: dict[AudioConfig, int]
+    starts: dict[AudioConfig, list[int]]
+    views: dict[AudioConfig, np.ndarray]
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def clip_windows(num_samples: int, cfg: AudioConfig, hop: float | None = None) -> list[int]:
+    """Window starts: the server's even spread by default, or one every ``hop`` seconds.
+
+    With a hop, windows start at 0, hop, 2 hop, ... and one more ends exactly at the end of the
+    clip, so the whole clip is covered whatever the hop.
+    """
+    if hop is None:
+        return window_starts(num_samples, cfg)
+    if not hop > 0:
+        raise ApiError(422, "invalid_parameter", f"hop must be positive seconds, got {hop}")
+    clip = cfg.clip_samples
+    if num_samples <= clip:
+        return [0]
+    step = max(1, round(hop * cfg.sample_rate))
+    last = num_samples - clip
+    return sorted({*range(0, last, step), last})
+
+
+def waveform_audio(samples: np.ndarray, sample_rate: int, max_duration: float) -> DecodedAudio:
+    """A waveform given as numbers, checked like a decoded file: mono or (frames, channels)."""
+    array = np.asarray(samples)
+    if array.dtype.kind not in "fiu":
+        raise ApiError(400, "invalid_audio", f"waveform must be numeric, got {array.dtype}")
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or not 1 <= array.shape[1] <= MAX_CHANNELS:
+        raise ApiError(
+            400,
+            "invalid_audio",
+            f"waveform must be (samples,) or (samples, channels<= {MAX_CHANNELS}), "
+            f"got shape {np.shape(samples)}",
+        )
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise ApiError(
+            400,
+            "invalid_audio",
+            f"sample rate {sample_rate} Hz outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz",
+        )
+    if len(array) == 0:
+        raise ApiError(400, "empty_audio", "the waveform has no samples")
+    if len(array) > max_duration * sample_rate:
+        raise ApiError(
+            413,
+            "audio_too_long",
+            f"decoded audio is longer than the limit of {max_duration:g} s",
+            reason="too_long",
+        )
+    mono = array.astype(np.float32).mean(axis=1, dtype=np.float32)
+    if not np.isfinite(mono).all():
+        raise ApiError(400, "invalid_audio", "audio contains NaN or infinite samples")
+    return DecodedAudio(mono, int(sample_rate), array.shape[1], "pcm")
+
+
+def _read(audio: AudioInput, sample_rate: int | None, max_duration: float) -> DecodedAudio:
+    if isinstance(audio, np.ndarray):
+        if sample_rate is None:
+            raise ApiError(422, "invalid_parameter", "a waveform needs its sample_rate")
+        return waveform_audio(audio, sample_rate, max_duration)
+    if sample_rate is not None:
+        raise ApiError(422, "invalid_parameter", "sample_rate is only for waveforms")
+    data = audio if isinstance(audio, bytes) else Path(audio).read_bytes()
+    return decode_audio(data, max_duration)
+
+
+def prepare_clip(
+    audio: AudioInput,
+    frontends: Sequence[AudioConfig],
+    *,
+    sample_rate: int | None = None,
+    hop: float | None = None,
+    max_duration: float = DEFAULT_MAX_DURATION_SECONDS,
+) -> PreparedClip:
+    """Decode, resample to each front-end's rate and compute every window's log-mel.
+
+    Raises :class:`ApiError` for audio the server would refuse, with the same status and code.
+    """
+    began = time.perf_counter()
+    decoded = _read(audio, sample_rate, max_duration)
+    decoded_at = time.perf_counter()
+    clip = PreparedClip(
+        duration=decoded.duration,
+        sample_rate=decoded.sample_rate,
+        channels=decoded.channels,
+        num_samples={},
+        starts={},
+        views={},
+    )
+    at_rate: dict[int, np.ndarray] = {}
+    resampling = featuring = 0.0
+    for cfg in dict.fromkeys(frontends):
+        start = time.perf_counter()
+        if cfg.sample_rate not in at_rate:
+            at_rate[cfg.sample_rate] = resample(
+                decoded.samples, decoded.sample_rate, cfg.sample_rate
+            )
+        samples = at_rate[cfg.sample_rate]
+        resampled = time.perf_counter()
+        starts = clip_windows(len(samples), cfg, hop)
+        clip.views[cfg] = features(samples, starts, cfg)
+        clip.starts[cfg] = starts
+        clip.num_samples[cfg] = len(samples)
+        resampling += resampled - start
+        featuring += time.perf_counter() - resampled
+    clip.timing = {"decode": decoded_at - began, "resample": resampling, "features": featuring}
+    return clip
+
+
+class Classifier:
+    """Served artifacts in this process: call it on a file, bytes or a waveform.
+
+    Answers are :class:`~service.predict.ClassifyResponse` objects, field for field what
+    ``POST /classify`` returns for the same clip and parameters (``.model_dump()`` for a dict).
+    Windows of several clips passed to :meth:`score` together share ONNX Runtime batches.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        max_batch: int = 16,
+        max_duration: float = DEFAULT_MAX_DURATION_SECONDS,
+    ) -> None:
+        if not registry.models:
+            raise ValueError("a Classifier needs at least one model")
+        self.registry = registry
+        self.max_batch = max_batch
+        self.max_duration = max_duration
+
+    @classmethod
+    def from_artifacts(
+        cls,
+        dirs: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
+        *,
+        intra_op_threads: int = 0,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        max_batch: int = 16,
+        max_duration: float = DEFAULT_MAX_DURATION_SECONDS,
+    ) -> Classifier:
+        """Verify and load artifact directories (default: the embedded model).
+
+        Raises ``model.manifest.ArtifactError`` when one does not verify, as the server does.
+        """
+        if dirs is None:
+            dirs = [EMBEDDED_MODEL_DIR]
+        elif isinstance(dirs, str | os.PathLike):
+            dirs = [dirs]
+        registry = load_models(
+            [Path(d) for d in dirs], intra_op_threads=intra_op_threads, providers=providers
+        )
+        return cls(registry, max_batch=max_batch, max_duration=max_duration)
+
+    @property
+    def heads(self) -> list[str]:
+        """Every head name, in the order answers list them."""
+        return list(self.registry.heads)
+
+    @property
+    def frontends(self) -> list[AudioConfig]:
+        """The front-end settings of the served models (what :func:`prepare_clip` needs)."""
+        return [m.manifest.frontend for m in self.registry.models.values()]
+
+    def __call__(
+        self,
+        audio: AudioInput,
+        *,
+        sample_rate: int | None = None,
+        heads: Sequence[str] | None = None,
+        top_k: int = 5,
+        windows: bool = False,
+        hop: float | None = None,
+    ) -> ClassifyResponse:
+        """Classify one clip: a path, the encoded bytes, or a waveform with its ``sample_rate``.
+
+        ``hop``: seconds between window starts (default: windows spread evenly over the clip,
+        as the server places them). Refused input raises :class:`~service.errors.ApiError`.
+        """
+        began = time.perf_counter()
+        selected = self._select(heads, top_k)
+        clip = prepare_clip(
+            audio,
+            self._frontends_of(selected),
+            sample_rate=sample_rate,
+            hop=hop,
+            max_duration=self.max_duration,
+        )
+        return self.score([clip], heads=heads, top_k=top_k, windows=windows, began=began)[0]
+
+    def prepare(
+        self, audio: AudioInput, *, sample_rate: int | None = None, hop: float | None = None
+    ) -> PreparedClip:
+        """:func:`prepare_clip` with this classifier's front-ends and duration limit."""
+        return prepare_clip(
+            audio, self.frontends, sample_rate=sample_rate, hop=hop, max_duration=self.max_duration
+        )
+
+    def score(
+        self,
+        clips: Sequence[PreparedClip],
+        *,
+        heads: Sequence[str] | None = None,
+        top_k: int = 5,
+        windows: bool = False,
+        began: float | None = None,
+    ) -> list[ClassifyResponse]:
+        """Run the windows of ``clips`` through the models in shared batches; one answer each."""
+        selected = self._select(heads, top_k)
+        models = list({model.name: model for model, _ in selected}.values())
+        logits: dict[str, list[dict[str, np.ndarray]]] = {}
+        inference = 0.0
+        for model in models:
+            start = time.perf_counter()
+            logits[model.name] = self._run(model, clips)
+            inference += time.perf_counter() - start
+        answers = []
+        for i, clip in enumerate(clips):
+            predictions: list[HeadPrediction] = []
+            for model, head in selected:
+                cfg = model.manifest.frontend
+                predictions.append(
+                    predict_head(
+                        model,
+                        head,
+                        clip.starts[cfg],
+                        logits[model.name][i][head.name],
+                        clip.num_samples[cfg],
+                        top_k,
+                        windows,
+                    )
+                )
+            total = time.perf_counter() - began if began is not None else sum(clip.timing.values())
+            timing = {**clip.timing, "queue": 0.0, "inference": inference / len(clips)}
+            answers.append(
+                ClassifyResponse(
+                    duration=round(clip.duration, 6),
+                    sample_rate=clip.sample_rate,
+                    channels=clip.channels,
+                    predictions=predictions,
+                    timing_ms={
+                        k: round(v * 1000, 3) for k, v in {**timing, "total": total}.items()
+                    },
+                )
+            )
+        return answers
+
+    def _select(self, heads: Sequence[str] | None, top_k: int) -> list:
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise ApiError(422, "invalid_parameter", f"top_k must be 1..{MAX_TOP_K}, got {top_k}")
+        known = self.registry.heads
+        names = list(dict.fromkeys(heads)) if heads else list(known)
+        unknown = [h for h in names if h not in known]
+        if unknown:
+            raise ApiError(
+                404,
+                "unknown_head",
+                f"unknown head(s) {', '.join(unknown)}; served: {', '.join(known)}",
+            )
+        return [known[name] for name in names]
+
+    @staticmethod
+    def _frontends_of(selected: Sequence) -> list[AudioConfig]:
+        return [model.manifest.frontend for model, _ in selected]
+
+    def _run(
+        self, model: LoadedModel, clips: Sequence[PreparedClip]
+    ) -> list[dict[str, np.ndarray]]:
+        """Per clip, the logits of every head of ``model`` for each of its windows."""
+        views = [clip.views[model.manifest.frontend] for clip in clips]
+        counts = [len(v) for v in views]
+        stacked = np.concatenate(views) if len(views) > 1 else views[0]
+        batches = math.ceil(len(stacked) / self.max_batch)
+        outputs = [
+            model.run(stacked[b * self.max_batch : (b + 1) * self.max_batch])
+            for b in range(batches)
+        ]
+        joined = {
+            head.name: np.concatenate([o[head.name] for o in outputs])
+            for head in model.manifest.heads
+        }
+        bounds = np.cumsum([0, *counts])
+        return [
+            {name: values[bounds[i] : bounds[i + 1]] for name, values in joined.items()}
+            for i in range(len(clips))
+        ]
