@@ -55,7 +55,7 @@ DEFAULT_MODEL_RUN ?= runs/default-model-b0
 DEFAULT_MODEL_DIR ?= artifacts/speech-commands-synth-b0
 DEFAULT_MODEL_THREADS ?= 1
 # `arinext`, run from the checkout so it works whether or not the package is installed.
-ARINEXT = $(PY) -m model.cli
+ARINEXT = $(PY) -m arinext
 SYNTH_ARGS = synth-speech-commands $(DEFAULT_MODEL_DATA) --seed $(DEFAULT_MODEL_SEED)
 TRAIN_ARGS = train --preset finetune-speech-commands \
 	--config training/configs/default_model.yaml --data-root $(DEFAULT_MODEL_DATA) \

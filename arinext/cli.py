@@ -1,8 +1,10 @@
-"""The ``arinext`` command line.
+"""The ``arinext`` command line: every package's sub-commands under one parser.
 
-Each package registers its own sub-commands (``model``: info, import-checkpoint; ``training``:
-train, evaluate, export, synth-speech-commands; ``service``: serve). Registering must not import
-torch: command bodies import what they need, so ``arinext serve`` runs in the torch-free image.
+Each package registers its own sub-commands with a ``register(subparsers)`` function (``model``:
+info, import-checkpoint; ``training``: train, evaluate, export, synth-speech-commands;
+``service``: serve). A new command is one more module in ``COMMAND_MODULES``. Registering must not
+import torch: command bodies import what they need, so ``arinext serve`` runs in the torch-free
+image.
 """
 
 from __future__ import annotations
@@ -10,13 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import sys
 from collections.abc import Sequence
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
-# Modules whose ``register(subparsers)`` adds sub-commands.
-_COMMAND_PACKAGES = ("model.commands", "training.cli", "training.synth_speech", "service.cli")
+# Modules whose ``register(subparsers)`` adds sub-commands, in the order ``--help`` lists them.
+COMMAND_MODULES = ("model.commands", "training.cli", "training.synth_speech", "service.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in _COMMAND_PACKAGES:
+    for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
     return parser
 
@@ -40,7 +41,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,6 +27,7 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 
 # The package (a wheel built from the sources) with the serve extra; never torch. The CLI
 # registers every package's commands, so `arinext --help` proves none of them imports torch.
+COPY arinext/ arinext/
 COPY model/ model/
 COPY training/ training/
 COPY service/ service/

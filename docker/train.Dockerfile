@@ -5,7 +5,7 @@
 #   docker compose run --rm train export runs/sc-b1 --out artifacts/sc-b1
 # Several GPUs: torchrun starts one `arinext` per GPU (DistributedDataParallel):
 #   docker compose run --rm --entrypoint torchrun train \
-#       --nproc-per-node 4 -m model.cli train --preset ...
+#       --nproc-per-node 4 -m arinext train --preset ...
 #
 # Data, runs and artifacts are mounted at /workspace/{data,runs,artifacts} (see docker-compose.yml),
 # so the relative paths used in the repository work unchanged. espeak-ng is there for
@@ -33,6 +33,7 @@ RUN python -c "import torch; print(f'torch=={torch.__version__}')" > /opt/arinex
  && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(chr(10).join(p['dependencies'] + p['optional-dependencies']['train']))" > /tmp/requirements-train.txt \
  && pip install -c /opt/arinext/constraints.txt -r /tmp/requirements-train.txt
 
+COPY arinext/ arinext/
 COPY model/ model/
 COPY training/ training/
 COPY service/ service/

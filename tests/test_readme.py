@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model.cli import build_parser
+from arinext.cli import build_parser
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,12 +32,12 @@ def _commands(text: str) -> list[str]:
 
 
 def _arinext_argv(line: str) -> list[str] | None:
-    """The arguments given to ``arinext`` (directly or via ``-m model.cli``) on a line."""
+    """The arguments given to ``arinext`` (directly or via ``-m arinext``) on a line."""
     words = shlex.split(line)
     for i, word in enumerate(words):
         if word == "arinext":
             return words[i + 1 :]
-        if word == "model.cli" and i > 0 and words[i - 1] == "-m":
+        if word == "arinext" and i > 0 and words[i - 1] == "-m":
             return words[i + 1 :]
     return None
 

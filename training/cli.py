@@ -88,7 +88,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train or fine-tune a model with one of the paper's recipes",
         description="Train a model; the resolved config is saved as RUN_DIR/config.yaml. "
-        "Under torchrun (python -m torch.distributed.run ... -m model.cli train ...) the run "
+        "Under torchrun (python -m torch.distributed.run ... -m arinext train ...) the run "
         "uses DistributedDataParallel across all processes.",
     )
     parser.add_argument(

@@ -70,7 +70,7 @@ def test_serve_image_installs_the_serve_extra_and_never_torch(serve_dockerfile: 
     closure = serve_requirement_closure(REPO / "pyproject.toml")
     assert "torch" not in closure and "onnx" not in closure
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    assert project["scripts"]["arinext"] == "model.cli:main"
+    assert project["scripts"]["arinext"] == "arinext.cli:main"
 
 
 def test_serve_image_runs_as_a_fixed_non_root_user(serve_dockerfile: Dockerfile) -> None:
@@ -172,7 +172,7 @@ def dockerignore() -> DockerIgnore:
         ".venv-serve/bin/python",
         "runs/exp1/train.log",
         "data/speech_commands/yes/0.wav",
-        "model/__pycache__/cli.cpython-311.pyc",
+        "arinext/__pycache__/cli.cpython-311.pyc",
         ".pytest_cache/v/cache",
         ".ruff_cache/CACHEDIR.TAG",
         "arinext.egg-info/PKG-INFO",
@@ -188,7 +188,7 @@ def test_dockerignore_keeps_out(dockerignore: DockerIgnore, path: str) -> None:
         f"{DEFAULT_ARTIFACT}/model.onnx",
         f"{DEFAULT_ARTIFACT}/manifest.json",
         "pyproject.toml",
-        "model/cli.py",
+        "arinext/cli.py",
         "model/labels/speech_commands_v2.json",
         "service/__init__.py",
         "training/__init__.py",

@@ -56,7 +56,7 @@ def _server_command(dockerfile: Dockerfile, port: int) -> list[str]:
     assert command[0] == "arinext"
     # The console script when the package is installed here, else the module it points to.
     script = shutil.which("arinext", path=str(Path(sys.executable).parent))
-    program = [script] if script else [sys.executable, "-m", "model.cli"]
+    program = [script] if script else [sys.executable, "-m", "arinext"]
     return [*program, *command[1:]]
 
 

@@ -21,9 +21,9 @@ import pytest
 import torch
 import yaml
 
+from arinext.cli import main
 from model.audio_config import get_preset
 from model.checkpoint import CheckpointError, import_checkpoint, load_authors_checkpoint
-from model.cli import main
 from model.inception_next import authors_key_map
 from model.labels import load_labels
 from model.manifest import INPUT_NAME, MODEL_FILE, verify_artifact
@@ -369,7 +369,7 @@ def test_cli_subprocess_exit_code(
     path, _ = bad_checkpoints["text-file"]
     out = tmp_path / "artifact"
     result = subprocess.run(
-        [sys.executable, "-m", "model.cli", "import-checkpoint", str(path), "--out", str(out)],
+        [sys.executable, "-m", "arinext", "import-checkpoint", str(path), "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from model.cli import main
+from arinext.cli import main
 from tests.fresh_imports import heavy_imports
 
 

@@ -79,7 +79,7 @@ def _fresh_utterances() -> list[tuple[str, bytes]]:
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 def test_fresh_held_out_voices_are_recognised_over_http(tmp_path: Path) -> None:
     utterances = _fresh_utterances()
-    command = [sys.executable, "-m", "model.cli", "serve", "--models", str(ARTIFACT)]
+    command = [sys.executable, "-m", "arinext", "serve", "--models", str(ARTIFACT)]
     command.append("--no-demo")
     with (
         run_server(tmp_path, command) as server,

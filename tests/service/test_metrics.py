@@ -190,7 +190,7 @@ class Prometheus:
 def test_real_prometheus_scrapes_arinext_serve(
     server_factory: Callable, speech_artifact: Path, tmp_path: Path
 ) -> None:
-    command = [sys.executable, "-m", "model.cli", "serve", "--no-demo"]
+    command = [sys.executable, "-m", "arinext", "serve", "--no-demo"]
     with server_factory(command, models=speech_artifact) as server:
         prometheus = Prometheus(tmp_path, server.url.removeprefix("http://"))
         try:

@@ -148,7 +148,7 @@ def test_arinext_serve_runs_the_service_without_torch(
     command = [
         sys.executable,
         "-m",
-        "model.cli",
+        "arinext",
         "serve",
         "--no-demo",
         "--models",

@@ -119,7 +119,7 @@ def speech_commands_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_cli(*argv: object) -> int:
     """``arinext ARGV`` in this process."""
-    from model.cli import main
+    from arinext.cli import main
 
     return main([str(a) for a in argv])
 

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _torchrun(*argv: object) -> None:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "model.cli", "train", *[str(a) for a in argv],
+        "-m", "arinext", "train", *[str(a) for a in argv],
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     result = subprocess.run(
