@@ -195,18 +195,13 @@ def plan_items(recipe: Recipe) -> list[Item]:
 
 def _synthesize(text: str, voice: str, rate: int, pitch: int, amplitude: int) -> np.ndarray:
     """Run espeak-ng and return float32 samples at ``SAMPLE_RATE``."""
-    import soundfile as sf
-    import soxr
+    from model import audio_io
 
     cmd = [ESPEAK, "--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch)]
     cmd += ["-a", str(amplitude), "-g", "0", text]
     wav = subprocess.run(cmd, capture_output=True, check=True).stdout
-    samples, rate_in = sf.read(io.BytesIO(wav), dtype="float32", always_2d=False)
-    if samples.ndim > 1:
-        samples = samples.mean(axis=1)
-    if rate_in != SAMPLE_RATE:
-        samples = soxr.resample(samples, rate_in, SAMPLE_RATE, quality="HQ").astype(np.float32)
-    return samples
+    samples, rate_in = audio_io.read_file(io.BytesIO(wav))
+    return audio_io.resample(samples, rate_in, SAMPLE_RATE)
 
 
 def _trim(samples: np.ndarray, below_peak_db: float, margin: int = 160) -> np.ndarray:

@@ -20,12 +20,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
-import soxr
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from model import audio_io
 from model.audio_config import AudioConfig
 from model.frontend import clip_view, log_mel_views
 from training.augment import spec_augment
@@ -117,16 +116,13 @@ def label_lookup(names: Sequence[str], dataset: str) -> dict[str, int]:
 
 
 def decode_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Mono float32 samples in [-1, 1] and the file's rate (channels are averaged)."""
-    samples, rate = sf.read(path, dtype="float32", always_2d=True)
-    return samples.mean(axis=1, dtype=np.float32), int(rate)
+    """Mono float32 samples in [-1, 1] and the file's rate (``model.audio_io``, as serving)."""
+    return audio_io.read_file(path)
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """soxr's high-quality resampler; a no-op at the target rate."""
-    if rate == target:
-        return samples
-    return soxr.resample(samples, rate, target).astype(np.float32, copy=False)
+    """soxr's high-quality resampler (``model.audio_io``, as serving); a no-op at equal rates."""
+    return audio_io.resample(samples, rate, target)
 
 
 @dataclass

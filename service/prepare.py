@@ -1,0 +1,133 @@
+"""The per-request CPU work in one synchronous call: bytes -> windows of log-mels per model.
+
+decode -> downmix -> resample to each model's rate (one stream, bounded memory) -> window starts
+(evenly spaced, or every ``hop_seconds``) -> log-mel views (``model.frontend``, the code training
+used). The HTTP server runs :func:`prepare` in one worker-thread hop per request; the in-process
+pipeline (``arinext predict``) calls it directly, so both serve the same numbers.
+
+Windows: a clip no longer than a model's view is one window (the front-end pads it). A longer clip
+is covered by ``ceil((n - clip) / clip) + 1`` evenly spaced views by default, so the step is at
+most the view length and the last view ends at the end of the clip; with ``hop_seconds`` the
+views start every hop, plus one that ends at the end of the clip when the hops do not reach it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model.audio_config import AudioConfig
+from model.frontend import clip_view, view_starts
+from service.decoding import decode_resampled
+from service.errors import ApiError
+
+__all__ = ["ModelInput", "PreparedClip", "features", "prepare", "window_starts"]
+
+
+def window_starts(
+    num_samples: int, cfg: AudioConfig, hop_seconds: float | None = None
+) -> list[int]:
+    """Start samples of the windows covering a clip of ``num_samples`` at the model's rate."""
+    clip = cfg.clip_samples
+    if num_samples <= clip:
+        return [0]
+    if hop_seconds is None:
+        return view_starts(num_samples, cfg, views=math.ceil((num_samples - clip) / clip) + 1)
+    hop = max(1, round(hop_seconds * cfg.sample_rate))
+    starts = list(range(0, num_samples - clip + 1, hop))
+    if starts[-1] + clip < num_samples:
+        starts.append(num_samples - clip)
+    return starts
+
+
+def features(samples: np.ndarray, starts: Sequence[int], cfg: AudioConfig) -> np.ndarray:
+    """Log-mel views ``(len(starts), 1, num_frames, n_mels)``; 400 when samples overflow them."""
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd amplitudes are refused below
+        views = np.stack([clip_view(samples, start, cfg) for start in starts])[:, None]
+    if not np.isfinite(views).all():
+        raise ApiError(400, "invalid_audio", "sample values are out of range (features overflow)")
+    return views
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One model's share of a clip: its samples, window starts, and the first windows' views.
+
+    ``views`` holds the log-mels of ``starts[:len(views)]``; the rest (long clips) are computed
+    later with :meth:`views_for`, a chunk at a time, so a request never holds all its log-mels.
+    """
+
+    cfg: AudioConfig
+    samples: np.ndarray
+    starts: list[int]
+    views: np.ndarray
+
+    def views_for(self, begin: int, end: int) -> np.ndarray:
+        """The views of windows ``begin:end``."""
+        return features(self.samples, self.starts[begin:end], self.cfg)
+
+
+@dataclass(frozen=True)
+class PreparedClip:
+    """What one upload became: per-model inputs (in the order asked) and the file's facts.
+
+    ``seconds`` times the stages of this call: ``decode`` (container and codec, excluding the
+    resampler), ``resample`` and ``features``.
+    """
+
+    inputs: list[ModelInput]
+    sample_rate: int
+    channels: int
+    container: str
+    duration: float
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(
+    data: bytes,
+    configs: Sequence[AudioConfig],
+    *,
+    max_seconds: float,
+    hop_seconds: float | None = None,
+    max_windows: int | None = None,
+    feature_windows: int | None = None,
+) -> PreparedClip:
+    """Decode ``data`` once and prepare the windows of every model config in ``configs``.
+
+    ``max_seconds`` bounds the decoded duration (413 beyond it); ``hop_seconds`` sets the window
+    step (default: evenly spaced views, see the module docstring); ``max_windows`` refuses a
+    request that would need more windows for one model (413); ``feature_windows`` computes the
+    views of only the first that many windows per model (default: all of them).
+    Raises :class:`~service.errors.ApiError` for anything refused (400, 413, 415).
+    """
+    began = time.perf_counter()
+    rates = list(dict.fromkeys(cfg.sample_rate for cfg in configs))
+    audio = decode_resampled(data, rates, max_seconds)
+    decoded = time.perf_counter()
+    inputs = []
+    for cfg in configs:
+        samples = audio.at_rate[cfg.sample_rate]
+        starts = window_starts(len(samples), cfg, hop_seconds)
+        if max_windows is not None and len(starts) > max_windows:
+            raise ApiError(
+                413,
+                "too_many_windows",
+                f"the clip needs {len(starts)} windows, over the limit of {max_windows} per "
+                "request; send a shorter clip or a larger hop",
+                reason="too_long",
+            )
+        first = len(starts) if feature_windows is None else min(feature_windows, len(starts))
+        inputs.append(ModelInput(cfg, samples, starts, features(samples, starts[:first], cfg)))
+    done = time.perf_counter()
+    seconds = {
+        "decode": decoded - began - audio.resample_seconds,
+        "resample": audio.resample_seconds,
+        "features": done - decoded,
+    }
+    return PreparedClip(
+        inputs, audio.sample_rate, audio.channels, audio.container, audio.duration, seconds
+    )
