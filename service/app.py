@@ -30,8 +30,9 @@ from service.errors import install_error_handlers
 from service.inference import ModelService
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
-from service.routers import classify, health, models
+from service.routers import classify, health, models, stream
 from service.settings import Settings
+from service.streaming import StreamHub
 
 __all__ = ["create_app"]
 
@@ -118,8 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.models = ModelService(metrics, retry_after=settings.retry_after_seconds)
+    app.state.streams = StreamHub(settings, metrics)
     install_error_handlers(app)
-    routers = (classify.router, models.router, health.router)
+    routers = (classify.router, models.router, health.router, stream.router)
     for router in routers:
         app.include_router(router)
     if settings.demo:

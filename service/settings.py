@@ -61,6 +61,27 @@ class Settings(BaseSettings):
         description="after SIGTERM, /readyz answers 503 this long before the server stops",
     )
     retry_after_seconds: int = Field(default=1, ge=1, description="Retry-After on 503 answers")
+    stream_max_concurrent: int = Field(
+        default=32, ge=1, description="WebSocket /stream connections served at once"
+    )
+    stream_idle_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="a stream with no message for this long is closed"
+    )
+    stream_max_seconds: float = Field(
+        default=3600.0, gt=0, description="audio one stream may send, in seconds"
+    )
+    stream_max_bytes_per_second: int = Field(
+        default=1_000_000, gt=0, description="wire bytes per second of a stream (plus 1 s burst)"
+    )
+    stream_max_speed: float = Field(
+        default=1.5, gt=0, description="audio seconds a stream may send per wall-clock second"
+    )
+    stream_burst_seconds: float = Field(
+        default=2.0, ge=0, description="audio a stream may send ahead of its speed limit"
+    )
+    stream_max_message_bytes: int = Field(
+        default=1_048_576, gt=0, description="largest single WebSocket message of a stream"
+    )
     demo: bool = True
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 

@@ -1,0 +1,113 @@
+"""``WS /stream``: live audio in, each window's top-k and keyword detections out.
+
+The protocol (documented in the README): the client's first message is a JSON ``start`` with the
+audio format; then binary audio messages; then ``{"type": "end"}``. The server answers ``ready``,
+then ``window`` and ``detection`` events, and ``end`` with the stream's figures before closing
+with 1000. A refusal sends an ``error`` event (the HTTP errors' ``{"code", "message"}``) and
+closes with a WebSocket close code and ``code: message`` as the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from service.errors import ApiError
+from service.inference import ModelService
+from service.streaming import (
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    StartMessage,
+    StreamError,
+    StreamHub,
+    StreamSession,
+)
+
+__all__ = ["router"]
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["stream"])
+
+
+async def _receive(websocket: WebSocket) -> dict[str, Any]:
+    """The next message; a client that went away raises ``WebSocketDisconnect``."""
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    return message
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for item in exc.errors():
+        where = ".".join(str(p) for p in item.get("loc", ()))
+        parts.append(f"{where}: {item.get('msg', 'invalid')}" if where else item.get("msg", ""))
+    return "; ".join(parts)
+
+
+async def _read_start(websocket: WebSocket, idle: float) -> StartMessage:
+    try:
+        message = await asyncio.wait_for(_receive(websocket), idle)
+    except TimeoutError:
+        raise StreamError(CLOSE_POLICY, "idle_timeout", f"no start message in {idle:g} s") from None
+    text = message.get("text")
+    if text is None:
+        raise StreamError(
+            CLOSE_POLICY,
+            "invalid_start",
+            'the first message must be JSON text: {"type": "start", "format": ...}',
+        )
+    try:
+        return StartMessage.model_validate_json(text)
+    except ValidationError as exc:
+        raise StreamError(CLOSE_POLICY, "invalid_start", _describe(exc)) from None
+
+
+async def _refuse(websocket: WebSocket, error: StreamError) -> None:
+    """Send the ``error`` event and close with the error's code (the client may be gone)."""
+    with contextlib.suppress(Exception):
+        event = {"type": "error", "error": {"code": error.code, "message": error.message}}
+        await websocket.send_json(event)
+        await websocket.close(error.close_code, error.close_reason)
+
+
+@router.websocket("/stream")
+async def stream(websocket: WebSocket) -> None:
+    """One live stream; see the module docstring and the README for the protocol."""
+    service: ModelService = websocket.app.state.models
+    hub: StreamHub = websocket.app.state.streams
+    await websocket.accept()
+    outcome = "completed"
+    try:
+        with hub.slot():
+            try:
+                service.ensure_serving()
+            except ApiError as exc:
+                raise StreamError.from_api_error(exc) from exc
+            start = await _read_start(websocket, hub.settings.stream_idle_timeout_seconds)
+            session = StreamSession(
+                start=start,
+                service=service,
+                hub=hub,
+                receive=lambda: _receive(websocket),
+                send=websocket.send_json,
+            )
+            await websocket.send_json(session.describe())
+            await session.run()
+            await websocket.send_json({"type": "end", **session.stats.summary()})
+            await websocket.close(CLOSE_NORMAL)
+    except StreamError as exc:
+        outcome = exc.code
+        service.metrics.rejections.labels(reason=exc.reason).inc()
+        logger.debug("stream closed with %d: %s", exc.close_code, exc.close_reason)
+        await _refuse(websocket, exc)
+    except WebSocketDisconnect:
+        outcome = "disconnected"
+    finally:
+        hub.metrics.closed.labels(reason=outcome).inc()

@@ -1,0 +1,187 @@
+"""``WS /stream`` against a real uvicorn process over real WebSockets, at real time.
+
+The keyword test needs the embedded default model with its ``_silence_`` and ``_unknown_``
+classes: a model without them names a keyword for every window, silence included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.service.audio import signal
+from tests.service.conftest import REPO, ServerProcess, run_server
+from tests.service.speech import espeak_available, keyword_recording
+
+RATE = 16000
+CHUNK_SECONDS = 0.02
+HOP = 0.25
+DEFAULT_MODEL = REPO / "artifacts" / "speech-commands-synth-b0"
+
+
+def _ws_url(server: ServerProcess) -> str:
+    return server.url.replace("http://", "ws://") + "/stream"
+
+
+def _start(**fields: object) -> str:
+    return json.dumps({"type": "start", "format": "s16le", "sample_rate": RATE, **fields})
+
+
+def _pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def _drain(ws: ClientConnection, timeout: float = 30.0) -> tuple[list[dict], int, str]:
+    """Events until the server closes, and its close code and reason."""
+    events = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            events.append(json.loads(ws.recv(timeout=deadline - time.monotonic())))
+    except ConnectionClosed as closed:
+        assert closed.rcvd is not None, "the server dropped the connection without a close frame"
+        return events, closed.rcvd.code, closed.rcvd.reason
+    raise AssertionError(f"the stream was not closed in {timeout} s; events: {events[-3:]}")
+
+
+def _send_paced(ws: ClientConnection, data: bytes, bytes_per_second: float, chunk: int) -> None:
+    """Send ``data`` in ``chunk``-byte messages at ``bytes_per_second``; stop if closed."""
+    began = time.monotonic()
+    for sent in range(0, len(data), chunk):
+        delay = began + sent / bytes_per_second - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            ws.send(data[sent : sent + chunk])
+        except ConnectionClosed:
+            return
+
+
+@pytest.fixture(scope="module")
+def tiny_server(
+    tmp_path_factory: pytest.TempPathFactory, speech_artifact: Path
+) -> Iterator[ServerProcess]:
+    with run_server(
+        tmp_path_factory.mktemp("stream-server"),
+        models=speech_artifact,
+        stream_idle_timeout_seconds=1.0,
+    ) as server:
+        yield server
+
+
+def _classify_still_serves(server: ServerProcess) -> None:
+    from tests.service.test_stream import _wav
+
+    answer = httpx.post(
+        f"{server.url}/classify",
+        content=_wav(1.0),
+        headers={"content-type": "audio/wav"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+
+
+BAD_STREAMS: dict[str, tuple[Callable[[ClientConnection], None], int, str]] = {
+    "garbage first message": (lambda ws: ws.send(b"\x89PNG\r\n\x1a\n" * 10), 1008, "invalid_start"),
+    "wrong sample rate": (lambda ws: ws.send(_start(sample_rate=3)), 1008, "invalid_start"),
+    "NaN floats": (
+        lambda ws: (
+            ws.send(_start(format="f32le")),
+            ws.send(np.array([0.0, np.nan, 0.5], "<f4").tobytes()),
+        ),
+        1007,
+        "invalid_audio",
+    ),
+    "10x real-time flood": (
+        lambda ws: (
+            ws.send(_start()),
+            _send_paced(ws, _pcm16(signal(20.0, RATE)[:, 0]), 10 * 2 * RATE, 6400),
+        ),
+        1008,
+        "too_fast",
+    ),
+    "silent past the idle timeout": (
+        lambda ws: (ws.send(_start()), ws.send(_pcm16(signal(0.5, RATE)[:, 0]))),
+        1008,
+        "idle_timeout",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STREAMS))
+def test_bad_streams_close_cleanly_and_classify_keeps_serving(
+    tiny_server: ServerProcess, case: str
+) -> None:
+    act, code, reason = BAD_STREAMS[case]
+    began = time.monotonic()
+    with connect(_ws_url(tiny_server), open_timeout=10) as ws:
+        sender = threading.Thread(target=act, args=(ws,), daemon=True)
+        sender.start()
+        events, closed_with, text = _drain(ws, timeout=20)
+        sender.join(10)
+    assert (closed_with, text.split(":")[0]) == (code, reason), text
+    assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == reason
+    if case == "silent past the idle timeout":
+        assert 1.0 <= time.monotonic() - began < 10
+    _classify_still_serves(tiny_server)
+    assert tiny_server.process.poll() is None
+
+
+def test_the_33rd_stream_is_refused_while_32_stream(tiny_server: ServerProcess) -> None:
+    with contextlib.ExitStack() as stack:
+        for _ in range(32):
+            ws = stack.enter_context(connect(_ws_url(tiny_server), open_timeout=10))
+            ws.send(_start())
+            assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+        with connect(_ws_url(tiny_server), open_timeout=10) as extra:
+            events, code, reason = _drain(extra)
+        assert code == 1013 and reason.startswith("too_many_streams: 32 streams are open")
+        assert events[0]["error"]["code"] == "too_many_streams"
+    _classify_still_serves(tiny_server)
+
+
+@pytest.fixture
+def keyword_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with run_server(tmp_path, models=DEFAULT_MODEL) as server:
+        yield server
+
+
+@pytest.mark.system
+@pytest.mark.skipif(not espeak_available(), reason="espeak-ng (Debian) missing")
+def test_three_keywords_detected_at_the_right_times_in_real_time(
+    keyword_server: ServerProcess,
+) -> None:
+    recording = keyword_recording()
+    data = _pcm16(recording.samples)
+    chunk = round(CHUNK_SECONDS * RATE) * 2
+    with connect(_ws_url(keyword_server), open_timeout=10) as ws:
+        ws.send(_start(hop=HOP))
+        assert json.loads(ws.recv(timeout=10))["type"] == "ready"
+        sender = threading.Thread(
+            target=lambda: (_send_paced(ws, data, 2 * RATE, chunk), ws.send('{"type": "end"}')),
+            daemon=True,
+        )
+        sender.start()
+        events, code, reason = _drain(ws, timeout=60)
+        sender.join(10)
+    assert code == 1000, reason
+    windows = [e for e in events if e["type"] == "window"]
+    assert len(windows) == events[-1]["windows"] >= 36
+    detections = [e for e in events if e["type"] == "detection"]
+    heard = [(d["label"], d["start"], d["end"]) for d in detections]
+    keywords = recording.keywords
+    assert [d["label"] for d in detections] == [k.text for k in keywords], heard
+    for detection, keyword in zip(detections, keywords, strict=True):
+        # Live: not before the word begins, at most one hop after the window that holds it all.
+        assert keyword.start < detection["end"] <= keyword.end + HOP, (keyword, heard)
+        assert detection["score"] >= 0.5

@@ -1,0 +1,170 @@
+"""The streaming pipeline's parts: windows, decoders and the detection debouncer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+
+from model.audio_config import PRESETS
+from model.audio_io import decode, resample
+from service.streaming import (
+    CLOSE_INVALID_DATA,
+    CLOSE_UNSUPPORTED,
+    Debouncer,
+    StreamError,
+    Windower,
+    _PcmDecoder,
+    _WebmDecoder,
+    is_keyword,
+)
+from tests.service.audio import encode_av, signal
+
+T = TypeVar("T")
+SPEECH = PRESETS["speech_commands"]  # 16 kHz, 1.023 s views
+
+
+def _chunks(x: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """``x`` split at random points, as network messages would split it."""
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.choice(np.arange(1, len(x)), size=len(x) // 500, replace=False))
+    return np.split(x, cuts)
+
+
+@pytest.mark.parametrize("input_rate", [16000, 48000, 44100])
+def test_windows_every_hop_are_the_one_shot_resampled_slices(input_rate: int) -> None:
+    x = signal(3.4, input_rate)[:, 0]
+    windower = Windower(SPEECH, input_rate, hop_seconds=0.25)
+    chunks = _chunks(x)
+    windows = [w for c in chunks[:-1] for w in windower.push(c)]
+    windows += windower.push(chunks[-1], last=True)
+    reference = resample(x, input_rate, SPEECH.sample_rate)
+    view, hop = SPEECH.clip_samples, 4000
+    total = len(reference)
+    expected = list(range(view, total + 1, hop))
+    assert [w.end for w in windows[:-1]] == expected
+    assert windows[-1].end == total and windows[-1].start == total - view  # the tail is scored
+    for window in windows:
+        assert window.end - window.start == view
+        np.testing.assert_allclose(window.samples, reference[window.start : window.end], atol=1e-6)
+
+
+def test_a_stream_shorter_than_a_view_is_one_whole_window() -> None:
+    windower = Windower(SPEECH, 16000, hop_seconds=0.25)
+    assert windower.push(np.ones(4000, np.float32)) == []
+    (window,) = windower.push(np.ones(2000, np.float32), last=True)
+    assert (window.start, window.end, len(window.samples)) == (0, 6000, 6000)
+
+
+def test_no_extra_window_when_the_stream_ends_on_a_window() -> None:
+    windower = Windower(SPEECH, 16000, hop_seconds=0.5)
+    view = SPEECH.clip_samples
+    windows = windower.push(np.zeros(view + 8000, np.float32), last=True)
+    assert [w.end for w in windows] == [view, view + 8000]
+
+
+def test_debouncer_detects_each_utterance_once() -> None:
+    d = Debouncer("speech", hop=0.25, threshold=0.5, debounce=1.0)
+    votes = [
+        ("_silence_", 0.99),  # never a keyword, however confident
+        ("yes", 0.4),  # below the threshold
+        ("yes", 0.9),  # detected
+        ("yes", 0.95),
+        ("no", 0.7),  # another word: detected
+        ("yes", 0.8),  # yes again 0.25 s after its last vote: the same utterance
+        ("_unknown_", 0.9),
+        ("_silence_", 0.9),
+        ("_silence_", 0.9),
+        ("_silence_", 0.9),
+        ("yes", 0.9),  # four windows (1 s) without a yes vote: a new utterance
+    ]
+    found = []
+    for i, (label, score) in enumerate(votes):
+        detection = d.update(label, score, start=i * 0.25, end=i * 0.25 + 1)
+        if detection is not None:
+            found.append((i, detection.label))
+    assert found == [(2, "yes"), (4, "no"), (10, "yes")]
+
+
+def test_labels_starting_with_underscore_are_not_keywords() -> None:
+    assert not is_keyword("_silence_") and not is_keyword("_unknown_")
+    assert is_keyword("yes") and is_keyword("marvin")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def test_pcm_decoder_keeps_split_frames_and_downmixes() -> None:
+    x = signal(0.5, 8000, channels=2)
+    pcm = (x * 32767).astype("<i2")
+    data = pcm.tobytes()
+
+    async def decode_all() -> np.ndarray:
+        decoder = _PcmDecoder("s16le", channels=2, sample_rate=8000)
+        parts = [await decoder.decode(data[i : i + 333]) for i in range(0, len(data), 333)]
+        parts.append(await decoder.finish())
+        return np.concatenate(parts)
+
+    mono = _run(decode_all())
+    np.testing.assert_allclose(mono, pcm.astype(np.float32).mean(axis=1) / 32768, atol=1e-7)
+
+
+def test_pcm_decoder_refuses_nan_and_a_cut_frame() -> None:
+    async def feed(fmt: str, data: bytes) -> None:
+        decoder = _PcmDecoder(fmt, channels=1, sample_rate=16000)
+        await decoder.decode(data)
+        await decoder.finish()
+
+    nan = np.array([0.1, np.nan, 0.2], dtype="<f4").tobytes()
+    with pytest.raises(StreamError, match="NaN") as error:
+        _run(feed("f32le", nan))
+    assert error.value.close_code == CLOSE_INVALID_DATA
+    with pytest.raises(StreamError, match="inside a sample frame"):
+        _run(feed("f32le", b"\x00" * 6))
+
+
+def test_webm_opus_decodes_incrementally_like_the_whole_file() -> None:
+    x = signal(2.0, 48000)
+    webm = encode_av(x, 48000, "webm", "libopus")
+
+    async def decode_chunks() -> tuple[list[int], np.ndarray, int | None]:
+        decoder = _WebmDecoder(declared_rate=None)
+        sizes, parts = [], []
+        for i in range(0, len(webm), 2000):
+            parts.append(await decoder.decode(webm[i : i + 2000]))
+            sizes.append(sum(len(p) for p in parts))
+        parts.append(await decoder.finish())
+        return sizes, np.concatenate(parts), decoder.sample_rate
+
+    sizes, samples, rate = _run(decode_chunks())
+    whole = decode(webm, max_seconds=10)
+    assert rate == 48000
+    np.testing.assert_allclose(samples, whole.samples, atol=1e-6)
+    # Audio comes out while the bytes arrive, not only at the end.
+    assert sizes[len(sizes) // 2] > 0.3 * len(whole.samples)
+
+
+def test_webm_refuses_garbage_other_codecs_and_a_wrong_declared_rate() -> None:
+    async def feed(data: bytes, declared: int | None = None) -> None:
+        decoder = _WebmDecoder(declared_rate=declared)
+        try:
+            await decoder.decode(data)
+            await decoder.finish()
+        finally:
+            decoder.close()
+
+    with pytest.raises(StreamError) as error:
+        _run(feed(b"\x1a\x45\xdf\xa3" + b"garbage" * 100))
+    assert error.value.code == "invalid_audio"
+    vorbis_rate = encode_av(signal(0.5, 48000), 48000, "webm", "libopus")
+    with pytest.raises(StreamError, match="wrong sample rate") as error:
+        _run(feed(vorbis_rate, declared=16000))
+    assert error.value.close_code == CLOSE_INVALID_DATA
+    flac = encode_av(signal(0.5, 16000), 16000, "matroska", "flac")
+    with pytest.raises(StreamError, match="Opus or Vorbis") as error:
+        _run(feed(flac))
+    assert error.value.close_code == CLOSE_UNSUPPORTED
