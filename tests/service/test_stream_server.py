@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import soundfile as sf
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -185,3 +188,35 @@ def test_three_keywords_detected_at_the_right_times_in_real_time(
         # Live: not before the word begins, at most one hop after the window that holds it all.
         assert keyword.start < detection["end"] <= keyword.end + HOP, (keyword, heard)
         assert detection["score"] >= 0.5
+
+
+def test_example_client_streams_a_file_and_prints_what_it_hears(
+    tiny_server: ServerProcess, tmp_path: Path
+) -> None:
+    clip = tmp_path / "clip.flac"
+    sf.write(clip, signal(2.0, 22050)[:, 0], 22050, format="FLAC")
+    began = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "examples" / "stream_client.py"),
+            str(clip),
+            "--windows",
+            "--url",
+            _ws_url(tiny_server),
+            "--hop",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("streaming to tiny-speech-commands (1.023 s windows), hop 0.5 s")
+    windows = [line for line in lines if " s  speech_commands: " in line]
+    assert len(windows) == 3  # ending at 1.023 s, 1.523 s, and at the end of the audio
+    assert windows[-1].startswith("    0.98-2.00 s  speech_commands: ")
+    assert lines[-1].startswith("done: 2.00 s of audio, 3 windows")
+    assert time.monotonic() - began >= 2.0  # paced at real time
