@@ -1,8 +1,11 @@
-"""The Gradio demo at ``/demo``: upload or record a clip and see what the served heads hear.
+"""The Gradio demo at ``/demo``: a clip's labels and pictures, and a live microphone tab.
 
-It calls :func:`service.predict.classify` in-process (the same pipeline, limits and metrics as
-``POST /classify``), never the HTTP API. Uploads are capped by ``max_upload_bytes``; nothing is
-shared publicly and no extra file paths are exposed.
+The clip tab calls :func:`service.predict.classify` in-process (the same pipeline, limits and
+metrics as ``POST /classify``) and draws the log-mel and, for long clips, each top class's score
+over time (``service.demo_plots``). The live tab is plain HTML and JavaScript
+(``service/static/live.*``) that records the microphone with MediaRecorder and streams it to
+``WS /stream``, so it exercises exactly what API clients use. Uploads are capped by
+``max_upload_bytes``; nothing is shared publicly and no extra file paths are exposed.
 """
 
 from __future__ import annotations
@@ -12,65 +15,34 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
 from fastapi import FastAPI
 
-from model.audio_config import AudioConfig
-from model.frontend import log_mel
-from service.decoding import DecodedAudio, resample
+from service.decoding import resample
+from service.demo_plots import display_label, spectrogram_figure, timeline_figure
 from service.errors import ApiError
 from service.inference import ModelService
-from service.predict import ClassifyResponse, classify
+from service.predict import classify
 from service.settings import Settings
 
-__all__ = ["EXAMPLES_DIR", "build_demo", "mount_demo", "run_demo", "spectrogram_image"]
+__all__ = ["EXAMPLES_DIR", "build_demo", "mount_demo", "run_demo"]
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
+STATIC_DIR = Path(__file__).parent / "static"
 DEMO_PATH = "/demo"
 MAX_HEADS_SHOWN = 8
 TOP_K = 5
-_SPECTROGRAM_SECONDS = 30.0
-_SPECTROGRAM_COLUMNS = 1024
-_TIMELINE_HEADERS = ["head", "start (s)", "end (s)", "top label", "score"]
-
-# A dark-to-bright palette (black, purple, orange, pale yellow) for the spectrogram.
-_PALETTE = np.array(
-    [[0, 0, 4], [81, 18, 124], [183, 55, 121], [252, 137, 97], [252, 253, 191]], dtype=np.float32
-)
-
-
-def spectrogram_image(audio: DecodedAudio, cfg: AudioConfig) -> np.ndarray:
-    """The log-mel the model sees (start of the clip) as an RGB image, low bins at the bottom."""
-    samples = resample(audio.samples, audio.sample_rate, cfg.sample_rate)
-    spec = log_mel(samples[: int(_SPECTROGRAM_SECONDS * cfg.sample_rate)], cfg)
-    if len(spec) > _SPECTROGRAM_COLUMNS:  # average neighbouring frames to a displayable width
-        step = -(-len(spec) // _SPECTROGRAM_COLUMNS)
-        usable = len(spec) // step * step
-        spec = spec[:usable].reshape(-1, step, spec.shape[1]).mean(axis=1)
-    low, high = np.percentile(spec, [1, 99])
-    scaled = np.clip((spec - low) / max(high - low, 1e-6), 0, 1).T[::-1]
-    position = scaled * (len(_PALETTE) - 1)
-    index = np.minimum(position.astype(int), len(_PALETTE) - 2)
-    fraction = (position - index)[..., None]
-    rgb = _PALETTE[index] * (1 - fraction) + _PALETTE[index + 1] * fraction
-    return np.repeat(rgb.astype(np.uint8), 2, axis=0)  # 2 px per mel bin: readable height
-
-
-def _timeline(response: ClassifyResponse) -> list[list[Any]]:
-    rows = []
-    for prediction in response.predictions:
-        for window in prediction.windows or []:
-            best = window.top_k[0]
-            rows.append(
-                [prediction.head, window.start, window.end, best.label, round(best.score, 4)]
-            )
-    return rows
+# Per-window labels fetched for the timeline chart, so a top class's line is exact wherever it
+# is among a window's best 50 (and near 0 elsewhere).
+_TIMELINE_TOP_K = 50
 
 
 async def run_demo(
     service: ModelService, settings: Settings, path: str | None, heads: list[str]
 ) -> list[Any]:
-    """One click of "Classify": a Label per head (others hidden), the spectrogram, the timeline."""
+    """One click of "Classify": a Label per head (others hidden), the spectrogram, the timeline.
+
+    Scores are rounded to 4 places for display; "none of these" classes read "no keyword".
+    """
     if not path:
         raise gr.Error("Upload or record a clip first.")
     if not heads:
@@ -81,7 +53,7 @@ async def run_demo(
             service,
             data,
             heads=heads,
-            top_k=TOP_K,
+            top_k=_TIMELINE_TOP_K,
             windows=True,
             max_duration=settings.max_duration_seconds,
         )
@@ -91,19 +63,21 @@ async def run_demo(
     response = outcome.response
     labels: list[Any] = [
         gr.Label(
-            value={s.label: s.score for s in prediction.top_k},
+            value={display_label(s.label): round(s.score, 4) for s in prediction.top_k[:TOP_K]},
             label=f"{prediction.head} ({prediction.model})",
             visible=True,
         )
         for prediction in response.predictions[:MAX_HEADS_SHOWN]
     ]
     labels += [gr.Label(value=None, visible=False)] * (MAX_HEADS_SHOWN - len(labels))
-    first_model = service.registry.heads[response.predictions[0].head][0]
-    image = await asyncio.to_thread(spectrogram_image, outcome.audio, first_model.manifest.frontend)
-    rows = _timeline(response)
-    long_clip = len(rows) > len(response.predictions)
-    timeline = gr.Dataframe(value=rows if long_clip else None, visible=long_clip)
-    return [*labels, image, timeline]
+    cfg = service.registry.heads[response.predictions[0].head][0].manifest.frontend
+    audio = outcome.audio
+    samples = await asyncio.to_thread(resample, audio.samples, audio.sample_rate, cfg.sample_rate)
+    spectrogram = await asyncio.to_thread(spectrogram_figure, samples, cfg)
+    long_clip = any(len(p.windows or []) > 1 for p in response.predictions)
+    shown = response.predictions[:MAX_HEADS_SHOWN]
+    timeline = await asyncio.to_thread(timeline_figure, shown) if long_clip else None
+    return [*labels, gr.Plot(value=spectrogram), gr.Plot(value=timeline, visible=long_clip)]
 
 
 def build_demo(service: ModelService, settings: Settings) -> gr.Blocks:
@@ -119,33 +93,35 @@ def build_demo(service: ModelService, settings: Settings) -> gr.Blocks:
     with gr.Blocks(title="arinext demo", analytics_enabled=False) as demo:
         gr.Markdown(
             "## arinext: audio classification\n"
-            "Upload or record a clip, choose heads, and see each head's top 5. Long clips are "
-            "covered by windows; the table shows the top class of each."
+            "**Clip**: upload or record a clip, choose heads, and see each head's top 5, the "
+            "log-mel the model reads and, for long clips, each top class's score over time. "
+            "**Live microphone**: speak and watch what the model hears as you talk."
         )
-        with gr.Row():
-            with gr.Column():
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Clip")
-                heads = gr.CheckboxGroup(label="Heads", choices=[])
-                button = gr.Button("Classify", variant="primary", elem_id="classify")
-                examples = sorted(EXAMPLES_DIR.glob("*.wav"))
-                if examples:
-                    gr.Examples(examples=[[str(p)] for p in examples], inputs=[audio])
-            with gr.Column():
-                outputs = [
-                    gr.Label(num_top_classes=TOP_K, visible=False, elem_id=f"head-{i}")
-                    for i in range(MAX_HEADS_SHOWN)
-                ]
-                spectrogram = gr.Image(
-                    label="Log-mel spectrogram (first model's front-end)",
-                    type="numpy",
-                    interactive=False,
-                )
-                timeline = gr.Dataframe(
-                    headers=_TIMELINE_HEADERS,
-                    label="Timeline: top class per window",
-                    visible=False,
-                    interactive=False,
-                )
+        with gr.Tab("Clip", id="clip"):
+            with gr.Row():
+                with gr.Column():
+                    audio = gr.Audio(
+                        sources=["upload", "microphone"], type="filepath", label="Clip"
+                    )
+                    heads = gr.CheckboxGroup(label="Heads", choices=[])
+                    button = gr.Button("Classify", variant="primary", elem_id="classify")
+                    examples = sorted(EXAMPLES_DIR.glob("*.wav"))
+                    if examples:
+                        gr.Examples(examples=[[str(p)] for p in examples], inputs=[audio])
+                with gr.Column():
+                    outputs = [
+                        gr.Label(num_top_classes=TOP_K, visible=False, elem_id=f"head-{i}")
+                        for i in range(MAX_HEADS_SHOWN)
+                    ]
+            spectrogram = gr.Plot(label="Log-mel spectrogram", elem_id="spectrogram")
+            timeline = gr.Plot(label="Scores over time", visible=False, elem_id="timeline")
+        with gr.Tab("Live microphone", id="live"):
+            gr.HTML(
+                (STATIC_DIR / "live.html").read_text(encoding="utf-8"),
+                css_template=(STATIC_DIR / "live.css").read_text(encoding="utf-8"),
+                js_on_load=(STATIC_DIR / "live.js").read_text(encoding="utf-8"),
+                elem_id="live",
+            )
         demo.load(head_choices, outputs=heads)
         button.click(run, inputs=[audio, heads], outputs=[*outputs, spectrogram, timeline])
     return demo

@@ -1,7 +1,12 @@
-"""The Gradio demo: the in-process handler, and a real browser uploading a clip."""
+"""The Gradio demo: the in-process handler and its pictures, and a real browser on both tabs.
+
+Browser screenshots are kept as test artifacts in ``$TEST_ARTIFACTS_DIR`` (default
+``test-artifacts/`` in the checkout, ignored by git).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,10 +15,11 @@ import gradio as gr
 import httpx
 import numpy as np
 import pytest
+import soundfile as sf
 from fastapi.testclient import TestClient
 
 from service.demo import EXAMPLES_DIR, MAX_HEADS_SHOWN, run_demo
-from tests.service.conftest import isolated_settings, serve_in_process
+from tests.service.conftest import REPO, isolated_settings, serve_in_process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -26,6 +32,16 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+DEFAULT_MODEL = REPO / "artifacts" / "speech-commands-synth-b0"
+needs_chromium = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} missing")
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where browser screenshots are kept for people to look at."""
+    directory = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO / "test-artifacts"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +70,7 @@ def test_demo_page_is_mounted(demo_client: TestClient) -> None:
     assert "<html" in page.text.lower()
 
 
-def test_demo_shows_the_same_top5_as_the_api_plus_spectrogram_and_timeline(
+def test_demo_shows_the_api_top5_a_labelled_spectrogram_and_a_score_timeline(
     demo_client: TestClient,
 ) -> None:
     clip = EXAMPLES_DIR / "tone-440hz.wav"  # 3 s: three speech_commands windows
@@ -64,18 +80,64 @@ def test_demo_shows_the_same_top5_as_the_api_plus_spectrogram_and_timeline(
         headers={"content-type": "audio/wav"},
     ).json()
     outputs = _run_demo(demo_client, clip, ["speech_commands", "noun"])
-    labels, image, timeline = outputs[:MAX_HEADS_SHOWN], outputs[-2], outputs[-1]
+    labels, spectrogram, timeline = outputs[:MAX_HEADS_SHOWN], outputs[-2], outputs[-1]
     for shown, prediction in zip(labels, api["predictions"], strict=False):
         assert shown.visible is True
         assert shown.value["label"] == prediction["top_k"][0]["label"]
         confidences = {c["label"]: c["confidence"] for c in shown.value["confidences"]}
-        assert confidences == {s["label"]: s["score"] for s in prediction["top_k"]}
+        assert confidences == {s["label"]: round(s["score"], 4) for s in prediction["top_k"]}
     assert all(label.visible is False for label in labels[2:])
-    assert isinstance(image, np.ndarray) and image.dtype == np.uint8
-    assert image.shape[0] == 256 and image.shape[2] == 3
-    windows = sum(len(p["windows"]) for p in api["predictions"])
-    assert timeline.visible is True
-    assert len(timeline.value["data"]) == windows
+
+    # Rendered figures (their content is checked below, on the figures themselves).
+    assert spectrogram.value["type"] == "matplotlib"
+    assert timeline.visible is True and timeline.value["type"] == "matplotlib"
+    short = _run_demo(demo_client, EXAMPLES_DIR / "yes.wav", ["speech_commands"])
+    assert short[-2].value["type"] == "matplotlib"
+    assert short[-1].visible is False  # one window: no timeline
+
+
+def test_spectrogram_figure_has_axes_in_seconds_and_hz_and_a_colour_bar() -> None:
+    from model.audio_config import PRESETS
+    from service.demo_plots import spectrogram_figure
+
+    cfg = PRESETS["speech_commands"]
+    samples, rate = sf.read(EXAMPLES_DIR / "tone-440hz.wav", dtype="float32")
+    figure = spectrogram_figure(samples, cfg)
+    image_axes, bar_axes = figure.axes
+    assert image_axes.get_xlabel() == "time (s)"
+    assert image_axes.get_ylabel() == "frequency (Hz, mel scale)"
+    assert bar_axes.get_ylabel() == "log mel energy"
+    assert image_axes.get_xlim() == pytest.approx((0.0, len(samples) / rate))
+    ticks = [t.get_text() for t in image_axes.get_yticklabels()]
+    assert ticks == ["0", "250", "500", "1k", "2k", "4k", "8k"]
+    # The 440 Hz tone is the brightest band, drawn where 440 Hz sits on the mel axis.
+    spec = image_axes.images[0].get_array()
+    brightest = int(np.argmax(spec.mean(axis=1)))
+    low, high = image_axes.get_ylim()
+    centre = low + (brightest + 0.5) * (high - low) / spec.shape[0]
+    assert 700 * (10 ** (centre / 2595) - 1) == pytest.approx(440, rel=0.1)
+
+
+def test_timeline_figure_draws_each_top_class_per_window(demo_client: TestClient) -> None:
+    from service.demo_plots import timeline_figure
+    from service.predict import HeadPrediction
+
+    clip = EXAMPLES_DIR / "tone-440hz.wav"
+    api = demo_client.post(
+        "/classify?heads=speech_commands&windows=true&top_k=50",
+        content=clip.read_bytes(),
+        headers={"content-type": "audio/wav"},
+    ).json()
+    prediction = HeadPrediction.model_validate(api["predictions"][0])
+    (axes,) = timeline_figure([prediction]).axes
+    assert axes.get_xlabel() == "time (s), window centres" and axes.get_ylabel() == "score"
+    lines = axes.get_lines()
+    assert [line.get_label() for line in lines] == [s.label for s in prediction.top_k[:5]]
+    windows = prediction.windows or []
+    best = lines[0]
+    assert list(best.get_xdata()) == pytest.approx([(w.start + w.end) / 2 for w in windows])
+    expected = [next(s.score for s in w.top_k if s.label == best.get_label()) for w in windows]
+    assert list(best.get_ydata()) == pytest.approx(expected)
 
 
 def test_demo_reports_refusals_as_gradio_errors(demo_client: TestClient, tmp_path: Path) -> None:
@@ -90,12 +152,12 @@ def test_demo_reports_refusals_as_gradio_errors(demo_client: TestClient, tmp_pat
 
 
 @pytest.mark.system
-@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} (Debian) missing")
-def test_browser_uploads_a_clip_and_reads_the_top_label(
-    server_factory: Callable, speech_artifact: Path
+@needs_chromium
+def test_browser_uploads_a_clip_and_sees_labels_spectrogram_and_timeline(
+    server_factory: Callable, speech_artifact: Path, artifacts_dir: Path
 ) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
-    clip = EXAMPLES_DIR / "yes.wav"
+    clip = EXAMPLES_DIR / "tone-440hz.wav"  # 3 s: long enough for the timeline chart
     with server_factory(models=speech_artifact, demo="true") as server:
         answer = httpx.post(
             f"{server.url}/classify",
@@ -107,7 +169,7 @@ def test_browser_uploads_a_clip_and_reads_the_top_label(
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page()
+                page = browser.new_page(viewport={"width": 1280, "height": 1400})
                 page.goto(f"{server.url}/demo/", wait_until="domcontentloaded", timeout=60_000)
                 page.wait_for_selector("#classify", timeout=60_000)
                 # The head choices arrive with the page's load event (models load after startup).
@@ -119,5 +181,50 @@ def test_browser_uploads_a_clip_and_reads_the_top_label(
                 top = page.locator("#head-0 h2")
                 sync_api.expect(top).to_have_text(expected, timeout=60_000)
                 assert "speech_commands" in page.locator("#head-0").inner_text()
+                for plot in ("#spectrogram", "#timeline"):
+                    sync_api.expect(page.locator(f"{plot} img")).to_be_visible(timeout=30_000)
+                    box = page.locator(f"{plot} img").bounding_box()
+                    assert box is not None and box["width"] > 400 and box["height"] > 150
+                page.screenshot(path=artifacts_dir / "demo-clip-pictures.png", full_page=True)
             finally:
                 browser.close()
+
+
+@pytest.mark.system
+@needs_chromium
+def test_live_tab_hears_the_fake_microphone_say_yes(
+    server_factory: Callable, artifacts_dir: Path, tmp_path: Path
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    word, rate = sf.read(EXAMPLES_DIR / "yes.wav", dtype="float32")
+    silence = np.zeros(rate, dtype=np.float32)
+    microphone = tmp_path / "microphone.wav"  # Chromium loops it: silence, "yes", silence
+    sf.write(microphone, np.concatenate([silence, word, silence]), rate, subtype="PCM_16")
+    fake_microphone = [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone}",
+    ]
+    with (
+        server_factory(models=DEFAULT_MODEL, demo="true") as server,
+        sync_api.sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_microphone
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{server.url}/demo/", wait_until="domcontentloaded", timeout=60_000)
+            page.get_by_role("tab", name="Live microphone").click()
+            page.click("#live-start")
+            status = page.locator("#live-status")
+            sync_api.expect(status).to_contain_text("Listening", timeout=30_000)
+            detections = page.locator("#live-detections")
+            sync_api.expect(detections).to_contain_text("yes at", timeout=60_000)
+            sync_api.expect(page.locator("#live-top")).not_to_have_text("—", timeout=10_000)
+            page.wait_for_timeout(3000)  # a few more seconds of the rolling chart
+            page.screenshot(path=artifacts_dir / "demo-live-microphone.png", full_page=True)
+            page.click("#live-stop")
+            sync_api.expect(status).to_have_text("Stopped.", timeout=30_000)
+        finally:
+            browser.close()
