@@ -220,3 +220,22 @@ def test_example_client_streams_a_file_and_prints_what_it_hears(
     assert windows[-1].startswith("    0.98-2.00 s  speech_commands: ")
     assert lines[-1].startswith("done: 2.00 s of audio, 3 windows")
     assert time.monotonic() - began >= 2.0  # paced at real time
+
+
+def test_stream_load_benchmark_prints_its_table(speech_artifact: Path) -> None:
+    arguments = ["--streams", "3", "--seconds", "2", "--model", str(speech_artifact)]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "stream_load.py"), *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    header = (
+        "| streams | completed | windows | lag p50 ms | lag p99 ms | lag max ms | max in hops |"
+    )
+    row = lines[lines.index(header) + 2].strip("|").split("|")
+    assert [cell.strip() for cell in row[:3]] == ["3", "3", "15"]  # 5 windows in 2 s, each
+    assert "stream 4: closed with 1013 (too_many_streams: 3 streams are open" in done.stdout

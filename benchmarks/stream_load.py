@@ -1,0 +1,215 @@
+"""Concurrent real-time streams on ``WS /stream``: how far behind real time do events arrive?
+
+Starts a server (uvicorn, pinned to ``--server-cpus``) with ``ARINEXT_STREAM_MAX_CONCURRENT`` set
+to ``--streams``, opens that many streams at once from this process (pinned to
+``--client-cpus``), and sends each ``--seconds`` of 16 kHz speech-like audio at real time in
+``--chunk-ms`` messages, all starting together (the worst case: every stream's windows complete
+at the same instant). For every window event the lag is its arrival time minus the moment the
+window's last sample was due to be sent (start + window end). While they stream, one more stream
+is opened and must be refused (close 1013 ``too_many_streams``). Prints a markdown table.
+
+    python benchmarks/stream_load.py [--streams 32] [--seconds 20] [--hop 0.25] [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import websockets
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a plain checkout
+
+from machine import cpu_model  # noqa: E402
+
+RATE = 16000
+DEFAULT_MODEL = ROOT / "artifacts" / "speech-commands-synth-b0"
+EXAMPLES = ROOT / "service" / "examples"
+
+
+@dataclass
+class StreamResult:
+    """One stream's window lags (seconds) and how it ended."""
+
+    lags: list[float] = field(default_factory=list)
+    close_code: int | None = None
+    close_reason: str = ""
+
+
+def _audio(seconds: float) -> bytes:
+    """The bundled spoken words and silence, repeated to ``seconds``, as 16 kHz s16le."""
+    import soundfile as sf
+
+    words = [sf.read(EXAMPLES / f"{w}.wav", dtype="float32")[0] for w in ("yes", "stop")]
+    pattern = np.concatenate([words[0], np.zeros(RATE // 2, np.float32), words[1]])
+    reps = int(np.ceil(seconds * RATE / len(pattern)))
+    samples = np.tile(pattern, reps)[: round(seconds * RATE)]
+    return (samples * 32767).astype("<i2").tobytes()
+
+
+async def _stream(
+    url: str, pcm: bytes, hop: float, chunk_ms: float, go: asyncio.Event, ready: list[int]
+) -> StreamResult:
+    result = StreamResult()
+    chunk = round(chunk_ms / 1000 * RATE) * 2
+    start = {"type": "start", "format": "s16le", "sample_rate": RATE, "hop": hop}
+    async with websockets.connect(url, max_size=2**22, open_timeout=30) as ws:
+        await ws.send(json.dumps(start))
+        assert json.loads(await ws.recv())["type"] == "ready"
+        ready.append(1)
+        await go.wait()
+        began = time.monotonic()
+
+        async def send() -> None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                for sent in range(0, len(pcm), chunk):
+                    delay = began + sent / (2 * RATE) - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await ws.send(pcm[sent : sent + chunk])
+                await ws.send(json.dumps({"type": "end"}))
+
+        sender = asyncio.create_task(send())
+        async for message in ws:
+            event = json.loads(message)
+            if event["type"] == "window":
+                result.lags.append(time.monotonic() - (began + event["end"]))
+        await sender
+        result.close_code, result.close_reason = ws.close_code, ws.close_reason or ""
+    return result
+
+
+async def _refused(url: str) -> tuple[int | None, str]:
+    """Open one stream too many; the close code and reason it gets."""
+    async with websockets.connect(url, open_timeout=30) as ws:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for _ in ws:
+                pass
+        return ws.close_code, ws.close_reason or ""
+
+
+async def _run(
+    url: str, streams: int, seconds: float, hop: float, chunk_ms: float
+) -> tuple[list[StreamResult], tuple[int | None, str]]:
+    pcm = _audio(seconds)
+    go = asyncio.Event()
+    ready: list[int] = []
+    tasks = [
+        asyncio.create_task(_stream(url, pcm, hop, chunk_ms, go, ready)) for _ in range(streams)
+    ]
+    while len(ready) < streams:
+        if any(t.done() for t in tasks):
+            await asyncio.gather(*tasks)  # raise the failure
+        await asyncio.sleep(0.05)
+    go.set()
+    await asyncio.sleep(min(1.0, seconds / 2))
+    refusal = await _refused(url)
+    return list(await asyncio.gather(*tasks)), refusal
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cpus(text: str | None) -> set[int] | None:
+    return {int(c) for c in text.split(",")} if text else None
+
+
+@contextlib.contextmanager
+def _server(model: Path, streams: int, cpus: set[int] | None) -> Iterator[str]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARINEXT_")}
+    env.update(
+        ARINEXT_MODELS=str(model),
+        ARINEXT_DEMO="false",
+        ARINEXT_INTRA_OP_THREADS="1",
+        ARINEXT_DRAIN_SECONDS="0",
+        ARINEXT_STREAM_MAX_CONCURRENT=str(streams),
+        PYTHONPATH=str(ROOT),
+    )
+    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the server did not become ready")
+            time.sleep(0.1)
+        yield base.replace("http://", "ws://") + "/stream"
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--streams", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=20.0, help="audio per stream")
+    parser.add_argument("--hop", type=float, default=0.25)
+    parser.add_argument("--chunk-ms", type=float, default=20.0)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--server-cpus", default="0", help="comma-separated CPUs for the server")
+    parser.add_argument("--client-cpus", default="1", help="comma-separated CPUs for the clients")
+    args = parser.parse_args(argv)
+    available = os.sched_getaffinity(0)
+    server_cpus = _cpus(args.server_cpus) & available or None
+    client_cpus = _cpus(args.client_cpus) & available or None
+    with _server(args.model, args.streams, server_cpus) as url:
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)
+        results, (refused_code, refused_reason) = asyncio.run(
+            _run(url, args.streams, args.seconds, args.hop, args.chunk_ms)
+        )
+    lags = np.concatenate([r.lags for r in results]) * 1000
+    hop_ms = args.hop * 1000
+    completed = sum(r.close_code == 1000 for r in results)
+    worst = max(float(lags.max()), 0.0)
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(
+        f"server CPUs {sorted(server_cpus or available)}, clients CPUs "
+        f"{sorted(client_cpus or available)}; model {args.model.name}; {args.seconds:g} s of "
+        f"audio per stream in {args.chunk_ms:g} ms messages, hop {args.hop:g} s"
+    )
+    print()
+    print("| streams | completed | windows | lag p50 ms | lag p99 ms | lag max ms | max in hops |")
+    print("|---|---|---|---|---|---|---|")
+    p50, p99 = np.percentile(lags, [50, 99])
+    print(
+        f"| {args.streams} | {completed} | {len(lags)} | {p50:.0f} | {p99:.0f} | {worst:.0f} | "
+        f"{worst / hop_ms:.2f} |"
+    )
+    print()
+    print(f"stream {args.streams + 1}: closed with {refused_code} ({refused_reason})")
+    within = worst <= 2 * hop_ms and completed == args.streams and refused_code == 1013
+    print(f"every event within 2 hops and stream {args.streams + 1} refused: {within}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
