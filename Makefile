@@ -6,30 +6,56 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# pytest-xdist workers: `auto` is one per CPU.
+TEST_WORKERS ?= auto
+# torch's CPU build: from a local wheel directory where pip is configured with one, else from
+# PyTorch's CPU index (PyPI's Linux torch is the CUDA build).
+TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-*),,--extra-index-url https://download.pytorch.org/whl/cpu)
+PIP_LOCKED = -m pip install --quiet --require-hashes --no-deps
 
-.PHONY: setup setup-serve test lint serve default-model bench clean
+.PHONY: setup setup-serve lock test test-fast lint serve default-model bench clean \
+	image-base image image-full image-smoke image-train
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Installs come from the lockfiles in requirements/ (`make lock` writes them), never from a fresh
+# resolution: every machine, CI run and image gets the same versions, checked against hashes.
+$(VENV)/.installed: pyproject.toml requirements/dev.txt requirements/torch.txt
+	$(PYTHON) requirements/lock.py --check
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[serve,train,dev]'
+	$(PY) $(PIP_LOCKED) $(TORCH_INDEX) -r requirements/torch.txt
+	$(PY) $(PIP_LOCKED) -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check
 	touch $@
 
 setup-serve: $(SERVE_VENV)/.installed
 
-$(SERVE_VENV)/.installed: pyproject.toml
+$(SERVE_VENV)/.installed: pyproject.toml requirements/demo.txt
+	$(PYTHON) requirements/lock.py --check
 	$(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SERVE_VENV)/bin/python -m pip install --quiet -e '.[serve]'
+	$(SERVE_VENV)/bin/python $(PIP_LOCKED) -r requirements/demo.txt
+	$(SERVE_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	$(SERVE_VENV)/bin/python -m pip check
 	touch $@
+
+# Re-resolve every lockfile after changing dependencies in pyproject.toml (needs uv: from .venv,
+# or a throwaway venv when .venv cannot be built because the locks are out of date).
+lock:
+	if [ -x $(VENV)/bin/uv ]; then PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PYTHON) requirements/lock.py; \
+	else $(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet uv \
+		&& PATH="$(CURDIR)/.venv-lock/bin:$$PATH" $(PYTHON) requirements/lock.py; fi
 
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+
+# The inner loop: no slow tests, no tests of Debian programs.
+test-fast: setup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m 'not slow and not system' $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check --fix .
@@ -43,7 +69,52 @@ bench: setup
 	$(PY) benchmarks/model_speed.py
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(SERVE_VENV) .venv-lock build *.egg-info .pytest_cache .ruff_cache
+
+# Images with rootful podman (Debian's podman, buildah and runc), no Docker daemon needed. The base
+# is made locally from the Debian mirror (docker/make-base), so no container registry is needed
+# either; the host's CA bundle is mounted into the build, so that pip trusts what the host trusts.
+# With Docker: `docker build -f docker/serve.Dockerfile .` (see the Dockerfile's header).
+PODMAN ?= podman --storage-driver overlay --runtime runc --cgroup-manager=cgroupfs
+BASE_IMAGE ?= localhost/arinext-base:bookworm
+TORCH_BASE_IMAGE ?= localhost/arinext-torch-base:bookworm
+API_IMAGE ?= localhost/arinext-api:latest
+FULL_IMAGE ?= localhost/arinext-serve:latest
+TRAIN_IMAGE ?= localhost/arinext-train:latest
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+PODMAN_ULIMITS = --ulimit nofile=20000:20000 --ulimit nproc=32768:32768
+# Where the torch base finds the locked CPU wheel: the local wheel directory, mounted, if there is
+# one, else PyTorch's CPU index.
+TORCH_BASE_SOURCE ?= $(if $(wildcard /opt/wheels/torch-*),\
+	--volume /opt/wheels:/opt/wheels:ro --build-arg TORCH_FIND_LINKS=/opt/wheels)
+PODMAN_BUILD = $(PODMAN) build --format docker --isolation chroot --network host \
+	$(PODMAN_ULIMITS) --volume $(CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro
+SERVE_BUILD = $(PODMAN_BUILD) --build-arg PYTHON_IMAGE=$(BASE_IMAGE) --file docker/serve.Dockerfile
+
+image-base:
+	PODMAN="$(PODMAN)" docker/make-base $(BASE_IMAGE)
+
+# The API-only image (what k8s/ deploys) ...
+image: image-base
+	$(SERVE_BUILD) --tag $(API_IMAGE) .
+	$(PODMAN) image inspect --format '$(API_IMAGE): {{.Size}} bytes' $(API_IMAGE)
+
+# ... and the full one, with the Gradio demo (what docker-compose.yml runs).
+image-full: image-base
+	$(SERVE_BUILD) --build-arg LOCK=demo --build-arg ARINEXT_DEMO=true --tag $(FULL_IMAGE) .
+	$(PODMAN) image inspect --format '$(FULL_IMAGE): {{.Size}} bytes' $(FULL_IMAGE)
+
+image-smoke: image
+	PODMAN="$(PODMAN)" PODMAN_RUN_ARGS="$(PODMAN_ULIMITS)" .ci/image-smoke $(API_IMAGE)
+
+# The training image on a locally made CPU base: the Debian base plus the locked CPU torch
+# (docker/torch-base.Dockerfile), then docker/train.Dockerfile on it as on a CUDA PyTorch image.
+image-train: image-base
+	$(PODMAN_BUILD) --build-arg PYTHON_IMAGE=$(BASE_IMAGE) $(TORCH_BASE_SOURCE) \
+		--file docker/torch-base.Dockerfile --tag $(TORCH_BASE_IMAGE) .
+	$(PODMAN_BUILD) --build-arg PYTORCH_IMAGE=$(TORCH_BASE_IMAGE) \
+		--file docker/train.Dockerfile --tag $(TRAIN_IMAGE) .
+	$(PODMAN) run --rm $(PODMAN_ULIMITS) $(TRAIN_IMAGE) --help >/dev/null
 
 # The embedded default model: espeak-ng speech -> b0 from scratch -> a short second run from
 # those weights (fresh head, lr 0.01 then 0.001), which lifted validation top-1 where the first

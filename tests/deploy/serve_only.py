@@ -1,19 +1,18 @@
-"""Make a process of this (development) venv see only what the serving image's venv holds.
+"""Make a process of this (development) venv see only what the API-only image's venv holds.
 
-The serving image installs ``.[serve]``; the development venv has everything (torch included), so a
-stray ``import torch`` or ``import matplotlib`` on the serving path would pass every test here
-and fail only in the image. The requirement closure of the base dependencies plus the ``serve``
-extra is read from the installed distributions' metadata; any other installed top-level module is
-made unimportable by a ``sitecustomize`` put first on ``PYTHONPATH``.
+The API-only image installs requirements/serve.txt; the development venv has everything (torch,
+Gradio...), so a stray ``import torch`` or ``import gradio`` on the serving path would pass every
+test here and fail only in the image. Every installed top-level module that belongs to no
+distribution of that lockfile is made unimportable by a ``sitecustomize`` put first on
+``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
-import tomllib
+import re
 from importlib import metadata
 from pathlib import Path
 
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 __all__ = ["modules_missing_from_serve_image", "serve_requirement_closure", "write_import_blocker"]
@@ -23,35 +22,16 @@ __all__ = ["modules_missing_from_serve_image", "serve_requirement_closure", "wri
 _ALWAYS_PRESENT = {"pip", "setuptools", "wheel", "arinext"}
 
 
-def serve_requirement_closure(pyproject: Path) -> set[str]:
-    """Canonical names of the distributions ``pip install '.[serve]'`` installs."""
-    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    pending = [Requirement(r) for r in project["dependencies"]]
-    pending += [Requirement(r) for r in project["optional-dependencies"]["serve"]]
-    seen: set[tuple[str, frozenset[str]]] = set()
-    while pending:
-        requirement = pending.pop()
-        key = (canonicalize_name(requirement.name), frozenset(requirement.extras))
-        if key in seen:
-            continue
-        seen.add(key)
-        try:
-            distribution = metadata.distribution(key[0])
-        except metadata.PackageNotFoundError:
-            continue  # not installed here, so nothing of it can be imported either
-        for text in distribution.requires or []:
-            dependency = Requirement(text)
-            extras = requirement.extras or {""}
-            if dependency.marker is None or any(
-                dependency.marker.evaluate({"extra": extra}) for extra in extras
-            ):
-                pending.append(dependency)
-    return {name for name, _ in seen} | _ALWAYS_PRESENT
+def serve_requirement_closure(lockfile: Path) -> set[str]:
+    """Canonical names of the distributions the API-only image installs from ``lockfile``."""
+    text = lockfile.read_text(encoding="utf-8")
+    pinned = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", text, flags=re.M)
+    return {canonicalize_name(name) for name in pinned} | _ALWAYS_PRESENT
 
 
-def modules_missing_from_serve_image(pyproject: Path) -> set[str]:
-    """Top-level modules installed here that the serving image would not have."""
-    closure = serve_requirement_closure(pyproject)
+def modules_missing_from_serve_image(lockfile: Path) -> set[str]:
+    """Top-level modules installed here that the API-only image would not have."""
+    closure = serve_requirement_closure(lockfile)
     return {
         module
         for module, distributions in metadata.packages_distributions().items()
@@ -60,24 +40,34 @@ def modules_missing_from_serve_image(pyproject: Path) -> set[str]:
     }
 
 
-_BLOCKER = '''"""Written by tests/deploy/serve_only.py: what the serving image does not install."""
+_BLOCKER = '''"""Written by tests/deploy/serve_only.py: what the API-only image does not install.
 
-import importlib.abc
+Every finder on sys.meta_path is wrapped so that blocked modules are not found at all: imports
+fail with ModuleNotFoundError and importlib.util.find_spec() answers None, as in the image.
+"""
+
 import sys
 
 _BLOCKED = frozenset({blocked!r})
 
 
-class _ServeImageOnly(importlib.abc.MetaPathFinder):
+class _ServeImageOnly:
+    def __init__(self, finder):
+        self._finder = finder
+
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] in _BLOCKED:
-            raise ModuleNotFoundError(
-                f"No module named {{name!r}} (not installed by the serve extra)", name=name
-            )
-        return None
+            return None
+        find_spec = getattr(self._finder, "find_spec", None)
+        return find_spec(name, path, target) if find_spec else None
+
+    def invalidate_caches(self):
+        invalidate = getattr(self._finder, "invalidate_caches", None)
+        if invalidate:
+            invalidate()
 
 
-sys.meta_path.insert(0, _ServeImageOnly())
+sys.meta_path[:] = [_ServeImageOnly(finder) for finder in sys.meta_path]
 '''
 
 
