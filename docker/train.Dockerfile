@@ -10,12 +10,15 @@
 # Data, runs and artifacts are mounted at /workspace/{data,runs,artifacts} (see docker-compose.yml),
 # so the relative paths used in the repository work unchanged. espeak-ng is there for
 # `arinext synth-speech-commands` (the data of the built-in default model).
+# Any image with torch on PATH's python: the CUDA PyTorch image, or a CPU base made locally
+# (docker/torch-base.Dockerfile; `make image-train` builds both).
 ARG PYTORCH_IMAGE=pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime
 
 FROM ${PYTORCH_IMAGE}
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PYTHONUNBUFFERED=1 \
     TMPDIR=/tmp \
     HOME=/tmp \
@@ -24,20 +27,22 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /opt/arinext/src
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends espeak-ng \
+ && apt-get install -y --no-install-recommends espeak-ng ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
-# Pin the base image's CUDA torch so that installing the extra can never replace it.
-COPY pyproject.toml ./
-RUN python -c "import torch; print(f'torch=={torch.__version__}')" > /opt/arinext/constraints.txt \
- && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(chr(10).join(p['dependencies'] + p['optional-dependencies']['train']))" > /tmp/requirements-train.txt \
- && pip install -c /opt/arinext/constraints.txt -r /tmp/requirements-train.txt
+# The train extra exactly as locked (requirements/train.txt lists everything but torch), around
+# the base image's torch, which nothing here may replace (--no-deps: nothing is resolved).
+COPY requirements/train.txt requirements/
+RUN python -c "import torch" \
+ && pip install --require-hashes --no-deps -r requirements/train.txt
 
+COPY pyproject.toml README.md ./
 COPY arinext/ arinext/
 COPY model/ model/
 COPY training/ training/
 COPY service/ service/
-RUN pip install -c /opt/arinext/constraints.txt ".[train]" \
+RUN pip install --no-deps . \
+ && python -c "import torch, onnx, onnxruntime, soundfile, soxr, yaml, h5py, pandas, tqdm" \
  && arinext --help > /dev/null
 
 # Non-root by default; docker-compose.yml runs it as the host user so that runs/ stays theirs.

@@ -16,6 +16,7 @@ accepting connections and waits for in-flight requests, and the lifespan stops t
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import signal
 import threading
@@ -125,6 +126,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     if settings.demo:
+        if importlib.util.find_spec("gradio") is None:
+            raise RuntimeError(
+                "ARINEXT_DEMO=true needs Gradio, which the API-only install leaves out: "
+                "pip install 'arinext[serve,demo]', or set ARINEXT_DEMO=false"
+            )
         from service.demo import mount_demo  # Gradio is heavy; only import it when used
 
         mount_demo(app, app.state.models, settings)

@@ -20,6 +20,7 @@ __all__ = [
     "Stage",
     "duration_seconds",
     "healthcheck_command",
+    "substitute_args",
 ]
 
 _FLAG = re.compile(r"--([a-z-]+)(?:=(\S*))?\s+")
@@ -66,14 +67,23 @@ class Stage:
         return found[-1] if found else None
 
     @property
+    def args(self) -> dict[str, str]:
+        """Defaults of the ``ARG`` declared in this stage (what a plain build uses)."""
+        return {
+            key: default
+            for key, _, default in (i.args.strip().partition("=") for i in self.all("ARG"))
+        }
+
+    @property
     def env(self) -> dict[str, str]:
-        """``ENV`` settings of this stage (``KEY=value`` form; values unquoted)."""
+        """``ENV`` settings of this stage (``KEY=value`` form; values unquoted; ``${ARG}``
+        replaced by the stage's ``ARG`` default)."""
         env: dict[str, str] = {}
         for instruction in self.all("ENV"):
             for word in shlex.split(instruction.args):
                 key, sep, value = word.partition("=")
                 assert sep, f"ENV {instruction.args!r}: use the KEY=value form"
-                env[key] = value
+                env[key] = _substitute(value, {**self.args, **env}, keep_unknown=True)
         return env
 
 
@@ -109,8 +119,17 @@ class Dockerfile:
         raise KeyError(name)
 
 
-def _substitute(text: str, args: dict[str, str]) -> str:
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], text)
+def _substitute(text: str, args: dict[str, str], keep_unknown: bool = False) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return args.get(name, match.group(0)) if keep_unknown else args[name]
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, text)
+
+
+def substitute_args(text: str, stage: Stage) -> str:
+    """``text`` with the stage's ``ARG`` defaults filled in (``requirements/${LOCK}.txt``)."""
+    return _substitute(text, stage.args)
 
 
 def _instructions(text: str) -> list[Instruction]:

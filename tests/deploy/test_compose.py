@@ -50,6 +50,8 @@ def test_services_and_profiles(compose_config: dict) -> None:
     assert services["prometheus"]["image"].startswith("prom/prometheus:")
     assert services["grafana"]["image"].startswith("grafana/grafana:")
     assert services["api"]["build"]["dockerfile"] == "docker/serve.Dockerfile"
+    # The full image (with the demo), as `make image-full` builds it.
+    assert services["api"]["build"]["args"] == {"LOCK": "demo", "ARINEXT_DEMO": "true"}
     assert services["train"]["build"]["dockerfile"] == "docker/train.Dockerfile"
     for name in ("api", "train"):
         assert Path(services[name]["build"]["context"]) == REPO

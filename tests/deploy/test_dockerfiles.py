@@ -18,8 +18,8 @@ from tests.deploy.dockerfile import (
     Stage,
     duration_seconds,
     healthcheck_command,
+    substitute_args,
 )
-from tests.deploy.serve_only import serve_requirement_closure
 
 DEFAULT_ARTIFACT = "artifacts/speech-commands-synth-b0"
 # Where a read-only root filesystem still lets the service write (a tmpfs in docker-compose.yml).
@@ -34,14 +34,15 @@ def _pip_installs(stage: Stage) -> list[str]:
     return commands
 
 
-def _copies(dockerfile: Dockerfile) -> list[tuple[str, list[str], str]]:
-    """(stage name, sources, destination) of every COPY from the build context."""
+def _copies(dockerfile: Dockerfile) -> list[tuple[Stage, list[str], str]]:
+    """(stage, sources with ARG defaults filled in, destination) of every COPY from the build
+    context."""
     copies = []
     for stage in dockerfile.stages:
         for copy in stage.all("COPY"):
             if "from" not in copy.flags:
                 *sources, destination = copy.words
-                copies.append((stage.name or stage.base, sources, destination))
+                copies.append((stage, [substitute_args(s, stage) for s in sources], destination))
     return copies
 
 
@@ -61,16 +62,34 @@ def test_serve_image_is_multi_stage_on_python_slim(serve_dockerfile: Dockerfile)
     assert not _pip_installs(final), "install in the builder stage only"
 
 
-def test_serve_image_installs_the_serve_extra_and_never_torch(serve_dockerfile: Dockerfile) -> None:
-    installs = [c for stage in serve_dockerfile.stages for c in _pip_installs(stage)]
-    assert any(".[serve]" in c for c in installs), installs
+def test_serve_image_installs_only_from_the_lock_and_never_torch(
+    serve_dockerfile: Dockerfile,
+) -> None:
+    builder = serve_dockerfile.stages[0]
+    assert builder.args["LOCK"] == "serve", "a plain build is the API-only image"
+    installs = _pip_installs(builder)
+    lock, project = installs
+    assert "--require-hashes" in lock and "--no-deps" in lock
+    assert substitute_args(lock, builder).endswith("-r requirements/serve.txt"), lock
+    # The package on top, resolving nothing; the lock has no torch (tests/deploy/test_lock.py).
+    assert project.endswith("--no-deps ."), project
     for command in installs:
         assert "torch" not in command and not re.search(r"\[(train|dev)", command), command
-    # Nor through a dependency of a dependency.
-    closure = serve_requirement_closure(REPO / "pyproject.toml")
-    assert "torch" not in closure and "onnx" not in closure
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    assert project["scripts"]["arinext"] == "arinext.cli:main"
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert pyproject["scripts"]["arinext"] == "arinext.cli:main"
+
+
+@pytest.mark.parametrize(("lock", "demo"), [("serve", "false"), ("demo", "true")])
+def test_serve_image_variants_pair_the_lock_with_the_demo_setting(lock: str, demo: str) -> None:
+    """`make image` and `make image-full` pass LOCK and ARINEXT_DEMO together."""
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    target = "image:" if lock == "serve" else "image-full:"
+    recipe = makefile[makefile.index(f"\n{target}") :].split("\n\n", 1)[0]
+    if lock == "serve":
+        assert "--build-arg LOCK" not in recipe and "ARINEXT_DEMO" not in recipe
+    else:
+        assert f"--build-arg LOCK={lock}" in recipe and f"ARINEXT_DEMO={demo}" in recipe
+    assert "$(SERVE_BUILD)" in recipe
 
 
 def test_serve_image_runs_as_a_fixed_non_root_user(serve_dockerfile: Dockerfile) -> None:
@@ -125,28 +144,39 @@ def test_serve_image_healthcheck_polls_healthz_with_python(serve_dockerfile: Doc
     )
 
 
-def test_serve_image_entrypoint_is_arinext_serve(serve_dockerfile: Dockerfile) -> None:
+def test_serve_image_address_comes_from_the_environment(serve_dockerfile: Dockerfile) -> None:
+    """No --host/--port in CMD: ARINEXT_HOST/ARINEXT_PORT drive the server and the healthcheck."""
     final = serve_dockerfile.final
     assert final.last("ENTRYPOINT").exec_form == ["arinext", "serve"]
-    command = final.last("CMD").exec_form
-    assert command == ["--host", "0.0.0.0", "--port", "8000"]
+    assert final.last("CMD").exec_form == []
+    settings = parse_service_environment(final.env)
+    assert settings.host == "0.0.0.0"
     exposed = final.last("EXPOSE")
-    assert exposed is not None and exposed.words == [command[command.index("--port") + 1]]
-    assert final.env["ARINEXT_PORT"] == "8000", "the healthcheck reads the port from ARINEXT_PORT"
+    assert exposed is not None and exposed.words == [str(settings.port)]
+    assert settings.demo is False, "the API-only image has no Gradio"
 
 
 # --- training image --------------------------------------------------------------------------
 
 
-def test_train_image_uses_a_cuda_pytorch_base_and_the_train_extra(
+def test_train_image_uses_a_cuda_pytorch_base_and_the_train_lock(
     train_dockerfile: Dockerfile,
 ) -> None:
     base = train_dockerfile.final.base
     assert re.fullmatch(r"pytorch/pytorch:2\.\d+\.\d+-cuda12\.\d+-cudnn9-runtime", base), base
-    installs = _pip_installs(train_dockerfile.final)
-    assert any(".[train]" in c for c in installs), installs
-    # torch comes with the base image (CUDA build); pip must not swap it for another one.
-    assert all("-c " in c for c in installs), installs
+    lock, project = _pip_installs(train_dockerfile.final)
+    assert "--require-hashes" in lock and lock.endswith("-r requirements/train.txt"), lock
+    # torch comes with the base image (CUDA build, or the CPU base of `make image-train`): with
+    # --no-deps, pip can never swap it for another one.
+    assert "--no-deps" in lock and project.endswith("--no-deps ."), project
+
+
+def test_torch_base_installs_the_locked_torch_alone() -> None:
+    dockerfile = Dockerfile(REPO / "docker" / "torch-base.Dockerfile")
+    (install,) = _pip_installs(dockerfile.final)
+    assert "--require-hashes --no-deps" in install and "-r /tmp/torch.txt" in install
+    copies = [c.words for c in dockerfile.final.all("COPY")]
+    assert ["requirements/torch.txt", "/tmp/torch.txt"] in copies
 
 
 def test_train_image_entrypoint_is_arinext(train_dockerfile: Dockerfile) -> None:
@@ -193,16 +223,20 @@ def test_dockerignore_keeps_out(dockerignore: DockerIgnore, path: str) -> None:
         "service/__init__.py",
         "training/__init__.py",
         "docker/serve.Dockerfile",
+        "docker/warm-up.py",
+        "requirements/serve.txt",
+        "README.md",
     ],
 )
 def test_dockerignore_keeps_in(dockerignore: DockerIgnore, path: str) -> None:
     assert not dockerignore.excludes(path)
 
 
-@pytest.mark.parametrize("name", ["serve", "train"])
+@pytest.mark.parametrize("name", ["serve", "train", "torch-base"])
 def test_copy_sources_are_in_the_build_context(dockerignore: DockerIgnore, name: str) -> None:
     dockerfile = Dockerfile(REPO / "docker" / f"{name}.Dockerfile")
-    for stage, sources, _ in _copies(dockerfile):
+    for found_in, sources, _ in _copies(dockerfile):
+        stage = found_in.name or found_in.base
         for source in sources:
             assert not Path(source).is_absolute(), source
             assert not dockerignore.excludes(source.rstrip("/")), f"{stage}: {source} ignored"

@@ -43,17 +43,17 @@ def _image_environment(dockerfile: Dockerfile, tmp: Path) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     # Only what the serve extra installs is importable; the package itself from the checkout.
     blocker = tmp / "serve-only"
-    write_import_blocker(blocker, modules_missing_from_serve_image(REPO / "pyproject.toml"))
+    lockfile = REPO / "requirements" / "serve.txt"
+    write_import_blocker(blocker, modules_missing_from_serve_image(lockfile))
     env["PYTHONPATH"] = os.pathsep.join([str(blocker), str(REPO)])
     return env
 
 
-def _server_command(dockerfile: Dockerfile, port: int) -> list[str]:
-    """ENTRYPOINT + CMD, bound to localhost on ``port``."""
+def _server_command(dockerfile: Dockerfile) -> list[str]:
+    """ENTRYPOINT + CMD: no address on the command line, the environment gives it."""
     command = dockerfile.final.last("ENTRYPOINT").exec_form + dockerfile.final.last("CMD").exec_form
-    command[command.index("--host") + 1] = "127.0.0.1"
-    command[command.index("--port") + 1] = str(port)
     assert command[0] == "arinext"
+    assert "--port" not in command and "--host" not in command
     # The console script when the package is installed here, else the module it points to.
     script = shutil.which("arinext", path=str(Path(sys.executable).parent))
     program = [script] if script else [sys.executable, "-m", "arinext"]
@@ -75,8 +75,10 @@ def test_entrypoint_serves_and_healthcheck_passes(
     env = _image_environment(dockerfile, tmp_path)
     env.update(
         ARINEXT_MODELS=str(tiny_artifact),
-        # The healthcheck and the server agree on the port through ARINEXT_PORT, as in the image.
+        # The healthcheck and the server agree on the port through ARINEXT_PORT, as in the image
+        # (`docker run -e ARINEXT_PORT=...` moves both); loopback instead of the image's 0.0.0.0.
         ARINEXT_PORT=str(port),
+        ARINEXT_HOST="127.0.0.1",
         ARINEXT_DRAIN_SECONDS="0.2",
     )
     workdir = Path(_moved(dockerfile.final.last("WORKDIR").args, tmp_path))
@@ -88,7 +90,7 @@ def test_entrypoint_serves_and_healthcheck_passes(
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
-            _server_command(dockerfile, port),
+            _server_command(dockerfile),
             env=env,
             cwd=workdir,
             stdout=out,
