@@ -17,7 +17,13 @@ from collections.abc import Sequence
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 # Modules whose ``register(subparsers)`` adds sub-commands, in the order ``--help`` lists them.
-COMMAND_MODULES = ("model.commands", "training.cli", "training.synth_speech", "service.cli")
+COMMAND_MODULES = (
+    "model.commands",
+    "model.runtime_cli",
+    "training.cli",
+    "training.synth_speech",
+    "service.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

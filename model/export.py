@@ -14,9 +14,7 @@ import hashlib
 import io
 import logging
 import shlex
-import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -25,22 +23,15 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from pydantic import ValidationError
 from torch import Tensor, nn
 
 from model.audio_config import AudioConfig
+from model.backends import open_session
 from model.complexity import count_macs, count_params
-from model.manifest import (
-    INPUT_NAME,
-    MANIFEST_FILE,
-    MODEL_FILE,
-    HeadSpec,
-    Manifest,
-    Provenance,
-    write_manifest,
-)
+from model.manifest import INPUT_NAME, HeadSpec, Manifest, Provenance
+from model.publish import destination_problem, publish_artifact
 from model.reparam import reparameterize_model
 
 __all__ = [
@@ -98,18 +89,6 @@ class _TupleOutputs(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         outputs = self.model(x)
         return tuple(outputs[name] for name in self.head_names)
-
-
-def _check_destination(out: Path, overwrite: bool) -> None:
-    """Refuse to replace anything that is not an earlier artifact (or an empty directory)."""
-    if overwrite or not (out.exists() or out.is_symlink()):
-        return
-    is_dir = out.is_dir() and not out.is_symlink()
-    if is_dir and ((out / MANIFEST_FILE).is_file() or not any(out.iterdir())):
-        return
-    raise ExportError(
-        f"{out} exists and is not an artifact directory; pass overwrite=True to replace it"
-    )
 
 
 def _reparameterize(model: nn.Module, level: ReparamLevel) -> nn.Module:
@@ -175,8 +154,8 @@ def _to_onnx(
 
 def _onnx_logits(data: bytes, inputs: Sequence[Tensor]) -> list[list[np.ndarray]]:
     try:
-        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        return [session.run(None, {INPUT_NAME: x.cpu().numpy()}) for x in inputs]
+        session = open_session(data)
+        return [session.run(session.output_names, {INPUT_NAME: x.cpu().numpy()}) for x in inputs]
     except Exception as exc:
         raise ExportError(f"ONNX Runtime cannot run the exported graph: {exc}") from exc
 
@@ -221,7 +200,8 @@ def export_artifact(
     out = Path(out_dir)
     if level not in ("none", "paper", "full"):
         raise ExportError(f"level must be 'none', 'paper' or 'full', got {level!r}")
-    _check_destination(out, overwrite)
+    if problem := destination_problem(out, overwrite):
+        raise ExportError(problem)
     head_names = [str(h) for h in getattr(model, "head_names", ())]
     if not head_names or set(labels) != set(head_names):
         raise ExportError(f"labels are for heads {sorted(labels)}, the model has {head_names}")
@@ -291,37 +271,6 @@ def export_artifact(
             "sha256": hashlib.sha256(data).hexdigest(),
         }
     )
-    _publish(out, data, manifest)
+    publish_artifact(out, data, manifest)
     logger.info("wrote %s (%d params, %.3f GMACs)", out, num_params, macs / 1e9)
     return manifest
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-
-
-def _publish(out: Path, data: bytes, manifest: Manifest) -> None:
-    """Write into a sibling temp dir, then rename it into place (replacing any old artifact)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        staging.chmod(0o755)  # mkdtemp's 0700 would hide the artifact from a server's user
-        (staging / MODEL_FILE).write_bytes(data)
-        write_manifest(staging, manifest)
-        if out.exists() or out.is_symlink():
-            retired = staging.with_name(staging.name + ".old")
-            out.rename(retired)
-            try:
-                staging.rename(out)
-            except BaseException:
-                retired.rename(out)
-                raise
-            _remove(retired)
-        else:
-            staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

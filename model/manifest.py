@@ -25,7 +25,9 @@ __all__ = [
     "ArtifactError",
     "HeadSpec",
     "Manifest",
+    "Precision",
     "Provenance",
+    "Quantization",
     "read_manifest",
     "sha256_file",
     "verify_artifact",
@@ -38,6 +40,8 @@ MANIFEST_FILE = "manifest.json"
 INPUT_NAME = "logmel"
 
 Reparameterized = Literal["none", "paper", "full"]
+# Numeric format of the weights and activations in ``model.onnx`` (int8: a QDQ graph).
+Precision = Literal["fp32", "int8"]
 
 
 class ArtifactError(ValueError):
@@ -66,6 +70,32 @@ class Provenance(BaseModel):
     arinext_version: str | None = None
 
 
+class Quantization(BaseModel):
+    """How an int8 artifact was made from its fp32 source, and how closely it agrees with it.
+
+    The figures come from held-out clips (never used for calibration) run through both graphs; an
+    artifact is only written when ``top1_agreement >= min_agreement`` and, for labelled clips,
+    ``check_top1_fp32 - check_top1_int8 <= max_top1_drop``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(description="quantiser and scheme, e.g. static QDQ, u8 activations")
+    source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="the fp32 model.onnx")
+    calibration: str = Field(description="where the calibration clips came from")
+    calibration_clips: int = Field(ge=1)
+    check_clips: int = Field(ge=1)
+    top1_agreement: float = Field(ge=0, le=1, description="share of held-out views, all heads")
+    max_prob_diff: float = Field(ge=0, description="largest |p_int8 - p_fp32| of any class")
+    mean_prob_diff: float = Field(ge=0, description="mean over views of the largest |p diff|")
+    check_top1_fp32: float | None = Field(
+        default=None, ge=0, le=1, description="clip-level top-1 of fp32 on labelled check clips"
+    )
+    check_top1_int8: float | None = Field(default=None, ge=0, le=1)
+    min_agreement: float = Field(ge=0, le=1, description="the agreement it had to reach")
+    max_top1_drop: float = Field(ge=0, le=1, description="the top-1 loss it had to stay within")
+
+
 class Manifest(BaseModel):
     """Everything needed to serve ``model.onnx``."""
 
@@ -81,6 +111,10 @@ class Manifest(BaseModel):
     num_params: int = Field(ge=0)
     gflops: float = Field(ge=0, description="multiply-adds per view, in billions")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    precision: Precision = "fp32"
+    quantization: Quantization | None = Field(
+        default=None, description="for int8 artifacts: calibration and agreement with fp32"
+    )
     provenance: Provenance = Field(default_factory=Provenance)
     metrics: dict[str, Any] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict, description="e.g. the data recipe")
@@ -91,6 +125,8 @@ class Manifest(BaseModel):
         outputs = [h.output for h in self.heads]
         if len(set(names)) != len(names) or len(set(outputs)) != len(outputs):
             raise ValueError("head names and outputs must be unique")
+        if (self.precision == "int8") != (self.quantization is not None):
+            raise ValueError("an int8 artifact needs its quantization record, fp32 none")
         return self
 
     def head(self, name: str) -> HeadSpec:

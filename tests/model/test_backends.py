@@ -1,0 +1,139 @@
+"""``model.backends``: one way to open a graph on ONNX Runtime or OpenVINO, with clear refusals."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.backends import BackendError, available_backends, open_session
+from model.bench import random_input
+from model.manifest import MODEL_FILE
+from model.quantize import quantize_artifact
+from tests.model.band_artifact import CFG, make_band_artifact
+
+OUTPUT = "logits_bands"
+needs_openvino = pytest.mark.skipif(
+    "openvino" not in available_backends(), reason="the openvino extra is not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def band(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("band") / "fp32"
+    make_band_artifact(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def band_int8(band: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("band") / "int8"
+    quantize_artifact(band, out, calibration_clips=24, check_clips=24, min_agreement=0.0)
+    return out
+
+
+def _views(batch: int = 5) -> np.ndarray:
+    return random_input(batch, (1, CFG.num_frames, CFG.n_mels), seed=3)
+
+
+def _logits(model: Path, **kwargs: object) -> np.ndarray:
+    session = open_session(model / MODEL_FILE, threads=1, **kwargs)
+    return session.run([OUTPUT], {"logmel": _views()})[0]
+
+
+def test_onnx_runtime_session_describes_the_graph_and_takes_bytes_too(band: Path) -> None:
+    session = open_session(band / MODEL_FILE, threads=1)
+    assert session.backend == "onnxruntime"
+    assert (session.input_names, session.output_names) == (["logmel"], [OUTPUT])
+    assert session.input_shapes["logmel"] == [None, 1, None, 128]
+    assert "CPUExecutionProvider" in session.description
+    from_bytes = open_session((band / MODEL_FILE).read_bytes())
+    feed = {"logmel": _views()}
+    np.testing.assert_array_equal(session.run([OUTPUT], feed)[0], from_bytes.run([OUTPUT], feed)[0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backend": "tensorrt"}, "unknown backend 'tensorrt'"),
+        ({"precision": "fp8"}, "unknown precision 'fp8'"),
+        ({"precision": "bf16"}, "precision bf16 needs the openvino backend"),
+        ({"providers": ["CUDAExecutionProvider"]}, "not in this ONNX Runtime build"),
+        ({"threads": -1}, "threads must be >= 0"),
+    ],
+)
+def test_unsupported_settings_are_refused_with_a_reason(
+    band: Path, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(BackendError, match=message):
+        open_session(band / MODEL_FILE, **kwargs)
+
+
+def test_a_graph_that_cannot_load_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="no such model file"):
+        open_session(tmp_path / "missing.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07not a graph")
+    with pytest.raises(BackendError, match="ONNX Runtime cannot load the model"):
+        open_session(tmp_path / "bad.onnx")
+
+
+def test_openvino_missing_says_which_extra_to_install(
+    band: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail
+    with pytest.raises(BackendError, match=r"pip install 'arinext\[openvino\]'"):
+        open_session(band / MODEL_FILE, backend="openvino")
+
+
+@needs_openvino
+def test_openvino_f32_computes_what_onnx_runtime_does(band: Path) -> None:
+    session = open_session(band / MODEL_FILE, backend="openvino", precision="f32", threads=1)
+    assert session.backend == "openvino" and "f32" in session.description
+    assert session.input_shapes["logmel"] == [None, 1, None, 128]
+    reference = _logits(band)
+    np.testing.assert_allclose(
+        _logits(band, backend="openvino", precision="f32"), reference, rtol=1e-4, atol=1e-3
+    )
+
+
+@needs_openvino
+def test_openvino_bf16_stays_within_bfloat16_rounding(band: Path) -> None:
+    try:
+        got = _logits(band, backend="openvino", precision="bf16")
+    except BackendError as exc:
+        pytest.skip(str(exc))  # a CPU without bfloat16 support: refused, as tested above
+    reference = _logits(band)
+    # bfloat16 keeps 8 significant bits: a relative error of 2**-8 per rounding, a few roundings.
+    np.testing.assert_allclose(got, reference, rtol=2e-2, atol=2e-2 * np.abs(reference).max())
+    assert not np.array_equal(got, reference)  # it did run in bf16, not silently in f32
+
+
+@needs_openvino
+def test_openvino_runs_the_int8_graph_like_onnx_runtime(band_int8: Path) -> None:
+    reference = _logits(band_int8)
+    got = _logits(band_int8, backend="openvino")
+    np.testing.assert_allclose(got, reference, atol=0.05 * np.abs(reference).max())
+    assert (got.argmax(axis=1) == reference.argmax(axis=1)).all()
+
+
+@needs_openvino
+def test_openvino_session_is_safe_to_share_between_threads(band: Path) -> None:
+    session = open_session(band / MODEL_FILE, backend="openvino", precision="f32", threads=1)
+    inputs = [_views(batch) for batch in (1, 2, 3, 4)]
+    expected = [session.run([OUTPUT], {"logmel": x})[0] for x in inputs]
+    results: dict[int, list[np.ndarray]] = {}
+
+    def worker(i: int) -> None:
+        results[i] = [session.run([OUTPUT], {"logmel": inputs[i]})[0] for _ in range(20)]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, runs in results.items():
+        for got in runs:
+            np.testing.assert_array_equal(got, expected[i])
