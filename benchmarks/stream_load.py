@@ -67,7 +67,7 @@ async def _stream(
     result = StreamResult()
     chunk = round(chunk_ms / 1000 * RATE) * 2
     start = {"type": "start", "format": "s16le", "sample_rate": RATE, "hop": hop}
-    async with websockets.connect(url, max_size=2**22, open_timeout=30) as ws:
+    async with websockets.connect(url, max_size=2**22, open_timeout=30, compression=None) as ws:
         await ws.send(json.dumps(start))
         assert json.loads(await ws.recv())["type"] == "ready"
         ready.append(1)
@@ -121,6 +121,12 @@ async def _run(
     return list(await asyncio.gather(*tasks)), refusal
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -132,7 +138,7 @@ def _cpus(text: str | None) -> set[int] | None:
 
 
 @contextlib.contextmanager
-def _server(model: Path, streams: int, cpus: set[int] | None) -> Iterator[str]:
+def _server(model: Path, streams: int, cpus: set[int] | None) -> Iterator[tuple[str, int]]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARINEXT_")}
     env.update(
@@ -161,7 +167,7 @@ def _server(model: Path, streams: int, cpus: set[int] | None) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the server did not become ready")
             time.sleep(0.1)
-        yield base.replace("http://", "ws://") + "/stream"
+        yield base.replace("http://", "ws://") + "/stream", process.pid
     finally:
         process.terminate()
         process.wait(15)
@@ -180,29 +186,40 @@ def main(argv: list[str] | None = None) -> int:
     available = os.sched_getaffinity(0)
     server_cpus = _cpus(args.server_cpus) & available or None
     client_cpus = _cpus(args.client_cpus) & available or None
-    with _server(args.model, args.streams, server_cpus) as url:
+    with _server(args.model, args.streams, server_cpus) as (url, pid):
         if client_cpus:
             os.sched_setaffinity(0, client_cpus)
+        server_cpu, client_cpu, began = _cpu_seconds(pid), time.process_time(), time.monotonic()
         results, (refused_code, refused_reason) = asyncio.run(
             _run(url, args.streams, args.seconds, args.hop, args.chunk_ms)
         )
+        wall = time.monotonic() - began
+        server_cpu = _cpu_seconds(pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
     lags = np.concatenate([r.lags for r in results]) * 1000
     hop_ms = args.hop * 1000
     completed = sum(r.close_code == 1000 for r in results)
     worst = max(float(lags.max()), 0.0)
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    load = os.getloadavg()[0]
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {load:.1f} after the run"
+    )
     print(
         f"server CPUs {sorted(server_cpus or available)}, clients CPUs "
         f"{sorted(client_cpus or available)}; model {args.model.name}; {args.seconds:g} s of "
         f"audio per stream in {args.chunk_ms:g} ms messages, hop {args.hop:g} s"
     )
     print()
-    print("| streams | completed | windows | lag p50 ms | lag p99 ms | lag max ms | max in hops |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| streams | completed | windows | lag p50 ms | lag p99 ms | lag max ms | max in hops "
+        "| server CPU % | client CPU % |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     p50, p99 = np.percentile(lags, [50, 99])
     print(
         f"| {args.streams} | {completed} | {len(lags)} | {p50:.0f} | {p99:.0f} | {worst:.0f} | "
-        f"{worst / hop_ms:.2f} |"
+        f"{worst / hop_ms:.2f} | {100 * server_cpu / wall:.0f} | {100 * client_cpu / wall:.0f} |"
     )
     print()
     print(f"stream {args.streams + 1}: closed with {refused_code} ({refused_reason})")

@@ -376,6 +376,7 @@ class Windower:
             if input_rate != cfg.sample_rate
             else None
         )
+        self._blocks: list[np.ndarray] = []  # joined only when a window is cut
         self._buffer = np.zeros(0, dtype=np.float32)
         self._offset = 0  # stream position of _buffer[0]
         self._next_end = self.view
@@ -386,8 +387,12 @@ class Windower:
         """Add audio at the input rate; the windows it completes (all the rest when ``last``)."""
         if self._resampler is not None:
             block = self._resampler.resample_chunk(block, last=last)
-        self._buffer = np.concatenate([self._buffer, block.astype(np.float32, copy=False)])
+        self._blocks.append(block.astype(np.float32, copy=False))
         self.total += len(block)
+        if self.total < self._next_end and not last:
+            return []
+        self._buffer = np.concatenate([self._buffer, *self._blocks])
+        self._blocks = []
         windows = []
         while self.total >= self._next_end:
             windows.append(self._cut(self._next_end - self.view, self._next_end))
@@ -685,7 +690,8 @@ class StreamSession:
         idle = self.settings.stream_idle_timeout_seconds
         while True:
             try:
-                message = await asyncio.wait_for(self._receive(), idle)
+                async with asyncio.timeout(idle):  # a timer, not a task per message
+                    message = await self._receive()
             except TimeoutError:
                 raise StreamError(
                     CLOSE_POLICY, "idle_timeout", f"no message for {idle:g} s"

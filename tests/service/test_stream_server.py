@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -239,3 +240,17 @@ def test_stream_load_benchmark_prints_its_table(speech_artifact: Path) -> None:
     row = lines[lines.index(header) + 2].strip("|").split("|")
     assert [cell.strip() for cell in row[:3]] == ["3", "3", "15"]  # 5 windows in 2 s, each
     assert "stream 4: closed with 1013 (too_many_streams: 3 streams are open" in done.stdout
+
+
+def test_the_readme_python_client_runs(tiny_server: ServerProcess) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Live streaming (`WS /stream`)", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    code = code.replace("ws://127.0.0.1:8000/stream", _ws_url(tiny_server))
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert all(
+        re.fullmatch(r"\d+\.\d\d s: \w+ \(\d\.\d\d\)", line) for line in done.stdout.splitlines()
+    )
