@@ -33,7 +33,7 @@ from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
 from service.routers import classify, health, models, stream
 from service.settings import Settings
-from service.streaming import StreamHub
+from service.streams.session import StreamHub
 
 __all__ = ["create_app"]
 

@@ -19,14 +19,8 @@ from pydantic import ValidationError
 
 from service.errors import ApiError
 from service.inference import ModelService
-from service.streaming import (
-    CLOSE_NORMAL,
-    CLOSE_POLICY,
-    StartMessage,
-    StreamError,
-    StreamHub,
-    StreamSession,
-)
+from service.streams.protocol import CLOSE_NORMAL, CLOSE_POLICY, StartMessage, StreamError
+from service.streams.session import StreamHub, StreamSession
 
 __all__ = ["router"]
 

@@ -11,14 +11,12 @@ import pytest
 
 from model.audio_config import PRESETS
 from model.audio_io import decode, resample
-from service.streaming import (
+from service.streams.audio import PcmDecoder, WebmDecoder, Windower
+from service.streams.detection import Debouncer
+from service.streams.protocol import (
     CLOSE_INVALID_DATA,
     CLOSE_UNSUPPORTED,
-    Debouncer,
     StreamError,
-    Windower,
-    _PcmDecoder,
-    _WebmDecoder,
     is_keyword,
 )
 from tests.service.audio import encode_av, signal
@@ -104,7 +102,7 @@ def test_pcm_decoder_keeps_split_frames_and_downmixes() -> None:
     data = pcm.tobytes()
 
     async def decode_all() -> np.ndarray:
-        decoder = _PcmDecoder("s16le", channels=2, sample_rate=8000)
+        decoder = PcmDecoder("s16le", channels=2, sample_rate=8000)
         parts = [await decoder.decode(data[i : i + 333]) for i in range(0, len(data), 333)]
         parts.append(await decoder.finish())
         return np.concatenate(parts)
@@ -115,7 +113,7 @@ def test_pcm_decoder_keeps_split_frames_and_downmixes() -> None:
 
 def test_pcm_decoder_refuses_nan_and_a_cut_frame() -> None:
     async def feed(fmt: str, data: bytes) -> None:
-        decoder = _PcmDecoder(fmt, channels=1, sample_rate=16000)
+        decoder = PcmDecoder(fmt, channels=1, sample_rate=16000)
         await decoder.decode(data)
         await decoder.finish()
 
@@ -132,7 +130,7 @@ def test_webm_opus_decodes_incrementally_like_the_whole_file() -> None:
     webm = encode_av(x, 48000, "webm", "libopus")
 
     async def decode_chunks() -> tuple[list[int], np.ndarray, int | None]:
-        decoder = _WebmDecoder(declared_rate=None)
+        decoder = WebmDecoder(declared_rate=None)
         sizes, parts = [], []
         for i in range(0, len(webm), 2000):
             parts.append(await decoder.decode(webm[i : i + 2000]))
@@ -150,7 +148,7 @@ def test_webm_opus_decodes_incrementally_like_the_whole_file() -> None:
 
 def test_webm_refuses_garbage_other_codecs_and_a_wrong_declared_rate() -> None:
     async def feed(data: bytes, declared: int | None = None) -> None:
-        decoder = _WebmDecoder(declared_rate=declared)
+        decoder = WebmDecoder(declared_rate=declared)
         try:
             await decoder.decode(data)
             await decoder.finish()

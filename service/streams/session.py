@@ -1,0 +1,405 @@
+"""One live stream on the service side: limits, scoring on the shared batchers, events, metrics.
+
+A stream is the same pipeline as ``POST /classify`` run as the audio arrives: decoded audio
+(``service.streams.audio``) is cut into windows every ``hop`` seconds, turned into log-mels by
+``service.prepare.features`` (``model.frontend``) and queued on the model's batcher like any other
+request's windows, with the same admission, so streams and uploads share batches and limits.
+Each window's top-k per head is sent as it is scored, then any detection it makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+
+from model.manifest import HeadSpec
+from service.errors import ApiError
+from service.inference import LoadedModel, ModelService
+from service.metrics import Metrics
+from service.predict import _probabilities as probabilities
+from service.predict import _top as top_labels
+from service.predict import resolve_heads
+from service.prepare import features
+from service.settings import Settings
+from service.streams.audio import Decoder, PcmDecoder, WebmDecoder, Window, Windower
+from service.streams.detection import Debouncer
+from service.streams.protocol import (
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN,
+    StartMessage,
+    StreamError,
+    invalid_audio,
+    invalid_start,
+)
+
+__all__ = ["StreamHub", "StreamMetrics", "StreamSession", "StreamStats"]
+
+# Audio messages waiting for the stream's scorer; beyond that the socket is not read (TCP
+# backpressure), so a stream's memory stays bounded whatever the client does.
+_PENDING_MESSAGES = 32
+_LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class StreamMetrics:
+    """Prometheus collectors of the streams, in the app's registry."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        r = metrics.registry
+        self.active = Gauge("arinext_streams_active", "WebSocket streams open now", registry=r)
+        self.closed = Counter(
+            "arinext_streams_total",
+            "Streams ended, by close reason code (completed, disconnected, or a refusal)",
+            ["reason"],
+            registry=r,
+        )
+        self.audio = Counter(
+            "arinext_stream_audio_seconds_total", "Audio seconds received on streams", registry=r
+        )
+        self.windows = Counter(
+            "arinext_stream_windows_total", "Stream windows scored, by model", ["model"], registry=r
+        )
+        self.detections = Counter(
+            "arinext_stream_detections_total", "Keyword detections, by head", ["head"], registry=r
+        )
+        self.lag = Histogram(
+            "arinext_stream_event_lag_seconds",
+            "From the arrival of a window's last audio to its event being sent",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+
+
+class StreamHub:
+    """The app's streams: how many are open (bounded) and their metrics."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.limit = settings.stream_max_concurrent
+        self.open = 0
+        self.metrics = StreamMetrics(metrics)
+        self._ids = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[int]:
+        """Hold one of the ``stream_max_concurrent`` slots; refuse (1013) when none is free."""
+        if self.open >= self.limit:
+            raise StreamError(
+                CLOSE_TRY_AGAIN,
+                "too_many_streams",
+                f"{self.open} streams are open, the limit is {self.limit}; try again later",
+            )
+        self.open += 1
+        self._ids += 1
+        self.metrics.active.set(self.open)
+        try:
+            yield self._ids
+        finally:
+            self.open -= 1
+            self.metrics.active.set(self.open)
+
+
+@dataclass
+class _ModelTrack:
+    """One model's part of a stream: its windower and the heads asked of it."""
+
+    model: LoadedModel
+    heads: list[HeadSpec]
+    windower: Windower
+    debouncers: dict[str, Debouncer]
+
+
+@dataclass
+class StreamStats:
+    """Per-stream figures, sent in the closing ``end`` event."""
+
+    audio_seconds: float = 0.0
+    windows: int = 0
+    detections: int = 0
+    lags: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        lags = np.asarray(self.lags) * 1000 if self.lags else np.zeros(1)
+        return {
+            "audio_seconds": round(self.audio_seconds, 3),
+            "windows": self.windows,
+            "detections": self.detections,
+            "lag_ms": {
+                "mean": round(float(lags.mean()), 2),
+                "p99": round(float(np.percentile(lags, 99)), 2),
+                "max": round(float(lags.max()), 2),
+            },
+        }
+
+
+class _Limits:
+    """Speed limits of one stream, measured from its start: wire bytes and audio seconds."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started = time.monotonic()
+        self.wire_bytes = 0
+        self.audio_seconds = 0.0
+
+    def add_bytes(self, count: int) -> None:
+        s = self.settings
+        if count > s.stream_max_message_bytes:
+            raise StreamError(
+                CLOSE_TOO_BIG,
+                "message_too_big",
+                f"a message of {count} bytes; the limit is {s.stream_max_message_bytes}",
+            )
+        self.wire_bytes += count
+        allowed = s.stream_max_bytes_per_second * (time.monotonic() - self.started + 1.0)
+        if self.wire_bytes > allowed:
+            raise StreamError(
+                CLOSE_POLICY,
+                "too_fast",
+                f"more than {s.stream_max_bytes_per_second} bytes per second",
+            )
+
+    def add_audio(self, seconds: float) -> None:
+        s = self.settings
+        self.audio_seconds += seconds
+        if self.audio_seconds > s.stream_max_seconds:
+            raise StreamError(
+                CLOSE_POLICY,
+                "stream_too_long",
+                f"the stream passed its limit of {s.stream_max_seconds:g} s of audio",
+            )
+        elapsed = time.monotonic() - self.started
+        if self.audio_seconds > s.stream_max_speed * elapsed + s.stream_burst_seconds:
+            raise StreamError(
+                CLOSE_POLICY,
+                "too_fast",
+                f"{self.audio_seconds:.1f} s of audio in {elapsed:.1f} s; streams may send "
+                f"{s.stream_max_speed:g}x real time",
+            )
+
+
+_END = object()
+
+
+class StreamSession:
+    """One accepted stream after its start message: receive, decode, window, score, answer.
+
+    Two tasks: the receiver reads messages (with the idle timeout and the speed limits) into a
+    bounded queue; the scorer decodes, windows, scores and sends events in order.
+    """
+
+    def __init__(
+        self,
+        *,
+        start: StartMessage,
+        service: ModelService,
+        hub: StreamHub,
+        receive: Callable[[], Any],
+        send: Callable[[dict[str, Any]], Any],
+    ) -> None:
+        self.start = start
+        self.service = service
+        self.hub = hub
+        self.settings = hub.settings
+        self._receive = receive
+        self._send = send
+        self.stats = StreamStats()
+        self.limits = _Limits(self.settings)
+        self._queue: asyncio.Queue[tuple[bytes, float] | object] = asyncio.Queue(_PENDING_MESSAGES)
+        try:
+            self.head_names = resolve_heads(service, start.heads)
+        except ApiError as exc:
+            raise invalid_start(exc.message) from exc
+        self.decoder = self._decoder()
+        self.tracks: list[_ModelTrack] = []
+
+    def _decoder(self) -> Decoder:
+        start = self.start
+        if start.format == "webm":
+            return WebmDecoder(start.sample_rate)
+        if start.sample_rate is None:
+            raise invalid_start(f"format {start.format!r} needs a sample_rate")
+        return PcmDecoder(start.format, start.channels, start.sample_rate)
+
+    def _tracks(self, input_rate: int) -> list[_ModelTrack]:
+        start = self.start
+        by_model: dict[str, _ModelTrack] = {}
+        for name in self.head_names:
+            model, head = self.service.registry.heads[name]
+            if model.name not in by_model:
+                windower = Windower(model.manifest.frontend, input_rate, start.hop)
+                by_model[model.name] = _ModelTrack(model, [], windower, {})
+            track = by_model[model.name]
+            track.heads.append(head)
+            debounce = start.debounce
+            if debounce is None:
+                debounce = model.manifest.frontend.clip_seconds
+            track.debouncers[head.name] = Debouncer(head.name, start.hop, start.threshold, debounce)
+        return list(by_model.values())
+
+    def describe(self) -> dict[str, Any]:
+        """The ``ready`` event: what will be scored and how."""
+        names = self.head_names
+        models = {m.name: m for m in (self.service.registry.heads[n][0] for n in names)}
+        return {
+            "type": "ready",
+            "format": self.start.format,
+            "hop": self.start.hop,
+            "threshold": self.start.threshold,
+            "heads": names,
+            "models": [
+                {
+                    "name": m.name,
+                    "sha256": m.manifest.sha256,
+                    "window": m.manifest.frontend.clip_seconds,
+                    "sample_rate": m.manifest.frontend.sample_rate,
+                }
+                for m in models.values()
+            ],
+        }
+
+    async def run(self) -> None:
+        """Until the client's ``end`` (every window scored) or a :class:`StreamError`."""
+        if isinstance(self.decoder, PcmDecoder):
+            self.tracks = self._tracks(self.decoder.sample_rate)
+        receiver = asyncio.create_task(self._receive_loop(), name="stream-receive")
+        scorer = asyncio.create_task(self._score_loop(), name="stream-score")
+        try:
+            done, _ = await asyncio.wait({receiver, scorer}, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # raises the first failure
+            await scorer
+        finally:
+            for task in (receiver, scorer):
+                task.cancel()
+            await asyncio.gather(receiver, scorer, return_exceptions=True)
+            self.decoder.close()
+
+    async def _receive_loop(self) -> None:
+        idle = self.settings.stream_idle_timeout_seconds
+        while True:
+            try:
+                async with asyncio.timeout(idle):  # a timer, not a task per message
+                    message = await self._receive()
+            except TimeoutError:
+                raise StreamError(
+                    CLOSE_POLICY, "idle_timeout", f"no message for {idle:g} s"
+                ) from None
+            data = message.get("bytes")
+            if data is None:
+                if _is_end(message.get("text")):
+                    await self._queue.put(_END)
+                    return
+                raise StreamError(
+                    CLOSE_POLICY,
+                    "invalid_message",
+                    'after "start", send audio as binary messages and {"type": "end"} to finish',
+                )
+            if not data:
+                continue
+            self.limits.add_bytes(len(data))
+            seconds = self.decoder.seconds(len(data))
+            if seconds is not None:
+                self.limits.add_audio(seconds)
+            await self._queue.put((data, time.perf_counter()))
+
+    async def _score_loop(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is _END:
+                block = await self.decoder.finish()
+                await self._windows(block, time.perf_counter(), last=True)
+                return
+            data, arrived = item
+            block = await self.decoder.decode(data)
+            await self._windows(block, arrived, last=False)
+
+    async def _windows(self, block: np.ndarray, arrived: float, *, last: bool) -> None:
+        if isinstance(self.decoder, WebmDecoder):
+            if self.decoder.sample_rate is None:
+                if last:
+                    raise invalid_audio("the stream ended before any audio was decoded")
+                return
+            self.limits.add_audio(len(block) / self.decoder.sample_rate)
+            if not self.tracks:
+                self.tracks = self._tracks(self.decoder.sample_rate)
+        self.stats.audio_seconds = self.limits.audio_seconds
+        self.hub.metrics.audio.inc(len(block) / self._input_rate())
+        for track in self.tracks:
+            for window in track.windower.push(block, last=last):
+                await self._score(track, window, arrived)
+
+    def _input_rate(self) -> int:
+        rate = self.decoder.sample_rate
+        assert rate is not None
+        return rate
+
+    async def _score(self, track: _ModelTrack, window: Window, arrived: float) -> None:
+        model = track.model
+        cfg = model.manifest.frontend
+        batcher = self.service.batchers[model.name]
+        try:
+            views = await asyncio.to_thread(features, window.samples, [0], cfg)
+        except ApiError as exc:
+            raise invalid_audio(exc.message) from exc
+        try:
+            batcher.reserve()
+        except ApiError as exc:
+            raise StreamError.from_api_error(exc) from exc
+        future: asyncio.Future | None = None
+        try:
+            future = await batcher.submit(views, reserved=True)
+        finally:
+            if future is None:
+                batcher.cancel_reservation()
+        try:
+            result = await future
+        except ApiError as exc:
+            raise StreamError.from_api_error(exc) from exc
+        finally:
+            future.cancel()
+        start = round(window.start / cfg.sample_rate, 6)
+        end = round(window.end / cfg.sample_rate, 6)
+        predictions = []
+        detections = []
+        for head in track.heads:
+            probs = probabilities(result.logits[head.name][0], head)
+            top = top_labels(probs, head, min(self.start.top_k, len(head.labels)))
+            predictions.append(
+                {"head": head.name, "top_k": [s.model_dump() for s in top]},
+            )
+            found = track.debouncers[head.name].update(top[0].label, top[0].score, start, end)
+            if found is not None:
+                detections.append(found)
+        await self._send(
+            {"type": "window", "model": model.name, "start": start, "end": end,
+             "predictions": predictions}
+        )  # fmt: skip
+        for found in detections:
+            await self._send({"type": "detection", **found.__dict__})
+        lag = time.perf_counter() - arrived
+        self.stats.windows += 1
+        self.stats.detections += len(detections)
+        self.stats.lags.append(lag)
+        metrics = self.hub.metrics
+        metrics.windows.labels(model=model.name).inc()
+        metrics.lag.observe(lag)
+        for found in detections:
+            metrics.detections.labels(head=found.head).inc()
+
+
+def _is_end(text: str | None) -> bool:
+    if text is None:
+        return False
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("type") == "end"
