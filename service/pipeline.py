@@ -2,7 +2,7 @@
 
 ``Classifier`` runs bytes (or a file, or a waveform) -> PCM -> resample -> windows -> log-mel
 -> ONNX Runtime -> labels in the calling thread, with the server's decoding, front-end, window
-placement and scoring (``service.decoding``, ``model.frontend``, ``service.predict``), so a clip
+placement and scoring (``service.prepare``, ``service.predict``), so a clip
 scores the same in a script, in ``arinext predict`` and over HTTP. No torch, no event loop::
 
     from service.pipeline import Classifier
@@ -12,8 +12,9 @@ scores the same in a script, in ``arinext predict`` and over HTTP. No torch, no 
     print(result.predictions[0].top_k[0].label)
 
 The work is split in two so that callers with many files can spread the first half over
-processes: :func:`prepare_clip` (decode, resample, log-mel; plain data in and out, so it pickles)
-and :meth:`Classifier.score` (batched inference over any number of prepared clips).
+processes: :func:`prepare_clip` (decode, resample, log-mel: :func:`service.prepare.prepare`, the
+call the server makes; plain data in and out, so it pickles) and :meth:`Classifier.score`
+(batched inference over any number of prepared clips).
 """
 
 from __future__ import annotations
@@ -22,73 +23,27 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from model.audio_config import AudioConfig
-from service.decoding import (
-    MAX_CHANNELS,
-    MAX_SAMPLE_RATE,
-    MIN_SAMPLE_RATE,
-    DecodedAudio,
-    decode_audio,
-    resample,
-)
+from service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, resample
 from service.errors import ApiError
 from service.inference import LoadedModel, ModelRegistry, load_models
-from service.predict import ClassifyResponse, HeadPrediction, window_starts
-from service.predict import _features as features
+from service.predict import ClassifyResponse, HeadPrediction
 from service.predict import _predict_head as predict_head
+from service.prepare import ModelInput, PreparedClip, features, prepare, window_starts
 from service.settings import EMBEDDED_MODEL_DIR, MAX_TOP_K
 
-__all__ = [
-    "AudioInput",
-    "Classifier",
-    "PreparedClip",
-    "clip_windows",
-    "prepare_clip",
-    "waveform_audio",
-]
+__all__ = ["AudioInput", "Classifier", "prepare_clip", "prepare_waveform"]
 
 AudioInput = str | os.PathLike | bytes | np.ndarray
 DEFAULT_MAX_DURATION_SECONDS = 600.0
 
 
-@dataclass
-class PreparedClip:
-    """A decoded clip's facts and, per front-end, its length, window starts and log-mels."""
-
-    duration: float
-    sample_rate: int
-    channels: int
-    num_samples: dict[AudioConfig, int]
-    starts: dict[AudioConfig, list[int]]
-    views: dict[AudioConfig, np.ndarray]
-    timing: dict[str, float] = field(default_factory=dict)
-
-
-def clip_windows(num_samples: int, cfg: AudioConfig, hop: float | None = None) -> list[int]:
-    """Window starts: the server's even spread by default, or one every ``hop`` seconds.
-
-    With a hop, windows start at 0, hop, 2 hop, ... and one more ends exactly at the end of the
-    clip, so the whole clip is covered whatever the hop.
-    """
-    if hop is None:
-        return window_starts(num_samples, cfg)
-    if not hop > 0:
-        raise ApiError(422, "invalid_parameter", f"hop must be positive seconds, got {hop}")
-    clip = cfg.clip_samples
-    if num_samples <= clip:
-        return [0]
-    step = max(1, round(hop * cfg.sample_rate))
-    last = num_samples - clip
-    return sorted({*range(0, last, step), last})
-
-
-def waveform_audio(samples: np.ndarray, sample_rate: int, max_duration: float) -> DecodedAudio:
-    """A waveform given as numbers, checked like a decoded file: mono or (frames, channels)."""
+def _mono(samples: np.ndarray, sample_rate: int, max_duration: float) -> tuple[np.ndarray, int]:
+    """A waveform given as numbers, checked like a decoded file: (samples,) or (samples, ch)."""
     array = np.asarray(samples)
     if array.dtype.kind not in "fiu":
         raise ApiError(400, "invalid_audio", f"waveform must be numeric, got {array.dtype}")
@@ -98,7 +53,7 @@ def waveform_audio(samples: np.ndarray, sample_rate: int, max_duration: float) -
         raise ApiError(
             400,
             "invalid_audio",
-            f"waveform must be (samples,) or (samples, channels<= {MAX_CHANNELS}), "
+            f"waveform must be (samples,) or (samples, channels <= {MAX_CHANNELS}), "
             f"got shape {np.shape(samples)}",
         )
     if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
@@ -119,61 +74,62 @@ def waveform_audio(samples: np.ndarray, sample_rate: int, max_duration: float) -
     mono = array.astype(np.float32).mean(axis=1, dtype=np.float32)
     if not np.isfinite(mono).all():
         raise ApiError(400, "invalid_audio", "audio contains NaN or infinite samples")
-    return DecodedAudio(mono, int(sample_rate), array.shape[1], "pcm")
+    return mono, array.shape[1]
 
 
-def _read(audio: AudioInput, sample_rate: int | None, max_duration: float) -> DecodedAudio:
-    if isinstance(audio, np.ndarray):
-        if sample_rate is None:
-            raise ApiError(422, "invalid_parameter", "a waveform needs its sample_rate")
-        return waveform_audio(audio, sample_rate, max_duration)
-    if sample_rate is not None:
-        raise ApiError(422, "invalid_parameter", "sample_rate is only for waveforms")
-    data = audio if isinstance(audio, bytes) else Path(audio).read_bytes()
-    return decode_audio(data, max_duration)
+def prepare_waveform(
+    samples: np.ndarray,
+    sample_rate: int,
+    configs: Sequence[AudioConfig],
+    *,
+    hop: float | None = None,
+    max_duration: float = DEFAULT_MAX_DURATION_SECONDS,
+) -> PreparedClip:
+    """:func:`service.prepare.prepare` for PCM given as numbers instead of an encoded file."""
+    began = time.perf_counter()
+    mono, channels = _mono(samples, sample_rate, max_duration)
+    at_rate = {rate: resample(mono, sample_rate, rate) for rate in {c.sample_rate for c in configs}}
+    resampled = time.perf_counter()
+    inputs = []
+    for cfg in configs:
+        at = at_rate[cfg.sample_rate]
+        starts = window_starts(len(at), cfg, hop)
+        inputs.append(ModelInput(cfg, at, starts, features(at, starts, cfg)))
+    seconds = {
+        "decode": 0.0,
+        "resample": resampled - began,
+        "features": time.perf_counter() - resampled,
+    }
+    return PreparedClip(inputs, sample_rate, channels, "pcm", len(mono) / sample_rate, seconds)
 
 
 def prepare_clip(
     audio: AudioInput,
-    frontends: Sequence[AudioConfig],
+    configs: Sequence[AudioConfig],
     *,
     sample_rate: int | None = None,
     hop: float | None = None,
     max_duration: float = DEFAULT_MAX_DURATION_SECONDS,
 ) -> PreparedClip:
-    """Decode, resample to each front-end's rate and compute every window's log-mel.
+    """Decode (a path, bytes) or take (a waveform) a clip and compute every window's log-mel.
 
     Raises :class:`ApiError` for audio the server would refuse, with the same status and code.
     """
-    began = time.perf_counter()
-    decoded = _read(audio, sample_rate, max_duration)
-    decoded_at = time.perf_counter()
-    clip = PreparedClip(
-        duration=decoded.duration,
-        sample_rate=decoded.sample_rate,
-        channels=decoded.channels,
-        num_samples={},
-        starts={},
-        views={},
-    )
-    at_rate: dict[int, np.ndarray] = {}
-    resampling = featuring = 0.0
-    for cfg in dict.fromkeys(frontends):
-        start = time.perf_counter()
-        if cfg.sample_rate not in at_rate:
-            at_rate[cfg.sample_rate] = resample(
-                decoded.samples, decoded.sample_rate, cfg.sample_rate
-            )
-        samples = at_rate[cfg.sample_rate]
-        resampled = time.perf_counter()
-        starts = clip_windows(len(samples), cfg, hop)
-        clip.views[cfg] = features(samples, starts, cfg)
-        clip.starts[cfg] = starts
-        clip.num_samples[cfg] = len(samples)
-        resampling += resampled - start
-        featuring += time.perf_counter() - resampled
-    clip.timing = {"decode": decoded_at - began, "resample": resampling, "features": featuring}
-    return clip
+    if hop is not None and not hop > 0:
+        raise ApiError(422, "invalid_parameter", f"hop must be positive seconds, got {hop}")
+    if isinstance(audio, np.ndarray):
+        if sample_rate is None:
+            raise ApiError(422, "invalid_parameter", "a waveform needs its sample_rate")
+        return prepare_waveform(audio, sample_rate, configs, hop=hop, max_duration=max_duration)
+    if sample_rate is not None:
+        raise ApiError(422, "invalid_parameter", "sample_rate is only for waveforms")
+    data = audio if isinstance(audio, bytes) else Path(audio).read_bytes()
+    return prepare(data, configs, max_seconds=max_duration, hop_seconds=hop)
+
+
+def _input_for(clip: PreparedClip, model: LoadedModel) -> ModelInput:
+    cfg = model.manifest.frontend
+    return next(i for i in clip.inputs if i.cfg == cfg)
 
 
 class Classifier:
@@ -228,7 +184,7 @@ class Classifier:
     @property
     def frontends(self) -> list[AudioConfig]:
         """The front-end settings of the served models (what :func:`prepare_clip` needs)."""
-        return [m.manifest.frontend for m in self.registry.models.values()]
+        return list(dict.fromkeys(m.manifest.frontend for m in self.registry.models.values()))
 
     def __call__(
         self,
@@ -275,6 +231,8 @@ class Classifier:
     ) -> list[ClassifyResponse]:
         """Run the windows of ``clips`` through the models in shared batches; one answer each."""
         selected = self._select(heads, top_k)
+        if not clips:
+            return []
         models = list({model.name: model for model, _ in selected}.values())
         logits: dict[str, list[dict[str, np.ndarray]]] = {}
         inference = 0.0
@@ -286,20 +244,20 @@ class Classifier:
         for i, clip in enumerate(clips):
             predictions: list[HeadPrediction] = []
             for model, head in selected:
-                cfg = model.manifest.frontend
+                clip_input = _input_for(clip, model)
                 predictions.append(
                     predict_head(
                         model,
                         head,
-                        clip.starts[cfg],
+                        clip_input.starts,
                         logits[model.name][i][head.name],
-                        clip.num_samples[cfg],
+                        len(clip_input.samples),
                         top_k,
                         windows,
                     )
                 )
-            total = time.perf_counter() - began if began is not None else sum(clip.timing.values())
-            timing = {**clip.timing, "queue": 0.0, "inference": inference / len(clips)}
+            total = time.perf_counter() - began if began is not None else sum(clip.seconds.values())
+            timing = {**clip.seconds, "queue": 0.0, "inference": inference / len(clips)}
             answers.append(
                 ClassifyResponse(
                     duration=round(clip.duration, 6),
@@ -329,13 +287,13 @@ class Classifier:
 
     @staticmethod
     def _frontends_of(selected: Sequence) -> list[AudioConfig]:
-        return [model.manifest.frontend for model, _ in selected]
+        return list(dict.fromkeys(model.manifest.frontend for model, _ in selected))
 
     def _run(
         self, model: LoadedModel, clips: Sequence[PreparedClip]
     ) -> list[dict[str, np.ndarray]]:
         """Per clip, the logits of every head of ``model`` for each of its windows."""
-        views = [clip.views[model.manifest.frontend] for clip in clips]
+        views = [_input_for(clip, model).views for clip in clips]
         counts = [len(v) for v in views]
         stacked = np.concatenate(views) if len(views) > 1 else views[0]
         batches = math.ceil(len(stacked) / self.max_batch)
