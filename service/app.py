@@ -135,7 +135,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         mount_demo(app, app.state.models, settings)
     # Added last = outermost: metrics see every answer, including the body limit's 413.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, metrics=metrics)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_upload_bytes,
+        metrics=metrics,
+        body_timeout=settings.body_timeout_seconds,
+        discard_bytes=settings.discard_bytes,
+    )
     api_routes = [route for router in routers for route in router.routes]
     app.add_middleware(
         RequestMetricsMiddleware, metrics=metrics, routes=lambda: [*api_routes, *app.routes]

@@ -4,6 +4,9 @@ Registering imports nothing heavy (no uvicorn, FastAPI or ONNX Runtime) so that 
 stays fast; the command body imports what it runs. Command-line options override the
 ``ARINEXT_*`` environment, which fills in everything else.
 
+It runs uvicorn with the header limits of :mod:`service.http_limits` and ``max_connections`` as
+uvicorn's concurrency limit, which plain ``uvicorn service.app:app`` does not have.
+
 There is deliberately no ``--workers``: the batcher needs all requests in one process to form
 batches, and metrics live per process; scale out with more replicas instead.
 """
@@ -44,6 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.http_limits import limited_protocol
     from service.settings import Settings
 
     overrides = {
@@ -63,5 +67,11 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level,
         proxy_headers=False,
         server_header=False,
+        http=limited_protocol(
+            max_header_bytes=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            header_timeout=settings.header_timeout_seconds,
+        ),
+        limit_concurrency=settings.max_connections,
     )
     return 0

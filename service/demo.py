@@ -11,14 +11,22 @@ over time (``service.demo_plots``). The live tab is plain HTML and JavaScript
 from __future__ import annotations
 
 import asyncio
+import atexit
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
+from starlette.routing import Mount
 
 from service.decoding import resample
 from service.demo_plots import display_label, spectrogram_figure, timeline_figure
+from service.demo_uploads import (
+    DemoUploadGuard,
+    prepare_upload_dir,
+    release,
+    remove_upload_dir,
+)
 from service.errors import ApiError
 from service.inference import ModelService
 from service.predict import classify
@@ -47,7 +55,11 @@ async def run_demo(
         raise gr.Error("Upload or record a clip first.")
     if not heads:
         raise gr.Error("Choose at least one head.")
-    data = await asyncio.to_thread(Path(path).read_bytes)
+    try:
+        data = await asyncio.to_thread(Path(path).read_bytes)
+    except FileNotFoundError:  # used already, or deleted to keep the uploads under their quota
+        raise gr.Error("That upload is gone; upload or record the clip again.") from None
+    release(path)  # an upload is used once; examples (outside the upload dir) are kept
     try:
         outcome = await classify(
             service,
@@ -144,4 +156,16 @@ def mount_demo(app: FastAPI, service: ModelService, settings: Settings) -> None:
         enable_monitoring=False,
         mcp_server=False,
         theme=theme,
+    )
+    # Uploads go to a directory of this process that the guard polices (service.demo_uploads).
+    uploads = prepare_upload_dir()
+    atexit.register(remove_upload_dir)
+    for route in app.routes:
+        if isinstance(route, Mount) and route.path == DEMO_PATH:
+            route.app.uploaded_file_dir = str(uploads)  # type: ignore[attr-defined]
+    app.add_middleware(
+        DemoUploadGuard,
+        route=f"{DEMO_PATH}/gradio_api/upload",
+        directory=uploads,
+        max_bytes_on_disk=max(settings.demo_temp_bytes, settings.max_upload_bytes),
     )

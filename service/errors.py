@@ -25,9 +25,12 @@ _REASONS: dict[int, str] = {
     400: "bad_audio",
     404: "bad_request",
     405: "bad_request",
+    408: "timeout",
     413: "too_large",
     415: "unsupported_media",
     422: "bad_request",
+    431: "too_large",
+    499: "client_closed",
     503: "not_ready",
 }
 
@@ -75,7 +78,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
         request.app.state.metrics.rejections.labels(reason=exc.reason).inc()
-        logger.debug(
+        logger.log(
+            logging.INFO if exc.status == 499 else logging.DEBUG,
             "%s %s -> %d %s: %s",
             request.method,
             request.url.path,

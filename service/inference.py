@@ -4,12 +4,10 @@ Each artifact is verified (manifest schema and sha256) before its session is cre
 once on an all-zero batch before the server calls itself ready, so the first real request
 does not pay for graph optimisation and a broken artifact is caught at startup, not at traffic.
 
-Windows from concurrent requests are batched per model: a batch runs when ``max_batch`` windows
-are waiting or the oldest has waited ``max_wait_ms``. The run happens on the model's own thread,
-off the event loop. Admission is bounded: a model holds at most ``queue_size`` windows (reserved,
-waiting or running). A request reserves one window per model when it arrives, before any decoding,
-and is refused at once with 503 when that does not fit; an admitted request's further windows wait
-for room instead (they only wait on windows already queued, which always finish).
+Windows from concurrent requests are batched per model by :class:`Batcher`: an idle model runs a
+request at once, and what arrives while a batch runs forms the next batch. The run happens on the
+model's own thread, off the event loop. Admission is bounded in count and in time and decided
+before any decoding; long clips run as background chunks that cannot starve short requests.
 """
 
 from __future__ import annotations
@@ -117,7 +115,11 @@ def load_model(
 
 @dataclass
 class BatchResult:
-    """One submission's logits, and how long it waited and how long its batch ran."""
+    """One submission's logits, how long it waited, and its share of its batch's run time.
+
+    ``inference_seconds`` is the batch's run time times this submission's fraction of the batch's
+    windows, so the shares of everyone in a batch add up to the batch's time, never more.
+    """
 
     logits: dict[str, np.ndarray]
     queue_seconds: float
@@ -128,11 +130,40 @@ class BatchResult:
 class _Job:
     views: np.ndarray
     future: asyncio.Future[BatchResult]
+    bulk: bool
     enqueued: float = field(default_factory=time.perf_counter)
 
 
+class _Ewma:
+    """An exponentially weighted mean (None until the first observation)."""
+
+    def __init__(self, weight: float = 0.2) -> None:
+        self.weight = weight
+        self.value: float | None = None
+
+    def add(self, x: float) -> None:
+        self.value = x if self.value is None else self.value + self.weight * (x - self.value)
+
+
 class Batcher:
-    """Collects windows for one model and runs them in batches on a dedicated thread."""
+    """Collects windows for one model and runs them in batches on a dedicated thread.
+
+    Adaptive batching (as Triton's dynamic batcher with no queue delay): an idle model runs what
+    is queued at once; while a batch runs, arrivals pile up and form the next one, up to
+    ``max_batch`` windows. ``max_wait_ms`` > 0 additionally holds a batch that long to fill it.
+
+    Two classes of work keep long clips from starving short ones: a request's first submission
+    (``reserved=True``; all the windows of an ordinary clip) is *urgent*; the further chunks of a
+    long clip are *bulk*, at most ``bulk_chunk`` (half a batch) windows each. Every batch takes at
+    most one bulk chunk first, then urgent windows in arrival order, then more bulk if room is
+    left: long clips always progress and short requests get at least half of every batch.
+
+    Admission is checked on arrival, before decoding, by count and by time: ``reserve`` refuses
+    (503) when ``queue_size`` urgent windows are already admitted, or when the admitted work's
+    estimated time (windows x measured seconds per window of preparation and inference) exceeds
+    ``max_queue_ms``, so an admitted request waits a bounded time. Bulk chunks never refuse:
+    they wait for room in their own pool of ``queue_size`` windows.
+    """
 
     def __init__(
         self,
@@ -140,8 +171,9 @@ class Batcher:
         metrics: Metrics,
         *,
         max_batch: int,
-        max_wait_ms: float,
+        max_wait_ms: float = 0.0,
         queue_size: int,
+        max_queue_ms: float = 0.0,
         retry_after: int,
     ) -> None:
         self.model = model
@@ -149,12 +181,18 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.capacity = queue_size
+        self.max_queue = max_queue_ms / 1000
         self.retry_after = retry_after
         # Submissions never exceed what one batch or the whole queue can hold.
         self.chunk = min(max_batch, queue_size)
-        self._jobs: deque[_Job] = deque()
+        self.bulk_chunk = max(1, self.chunk // 2)
+        self._urgent: deque[_Job] = deque()
+        self._bulk: deque[_Job] = deque()
         self._running: list[_Job] = []
         self._admitted = 0
+        self._bulk_admitted = 0
+        self._infer_cost = _Ewma()
+        self._prepare_cost = _Ewma()
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{model.name}")
@@ -169,84 +207,125 @@ class Batcher:
 
     @property
     def admitted(self) -> int:
-        """Windows admitted and not yet finished."""
-        return self._admitted
+        """Windows admitted (urgent and bulk) and not yet finished."""
+        return self._admitted + self._bulk_admitted
 
-    def _queue_full(self) -> ApiError:
+    def estimated_wait(self) -> float:
+        """Seconds a new request is expected to take: the admitted urgent work and its own
+        window (0 until costs are measured)."""
+        per_window = (self._infer_cost.value or 0.0) + (self._prepare_cost.value or 0.0)
+        # Bulk work takes up to half of every batch while it waits.
+        share = 2.0 if self._bulk or self._bulk_admitted else 1.0
+        return (self._admitted + 1) * per_window * share
+
+    def observe_prepare(self, seconds: float, windows: int) -> None:
+        """Record what preparing (decode to features) one request cost per window."""
+        if windows > 0:
+            self._prepare_cost.add(seconds / windows)
+
+    def _refuse(self, message: str, reason: str) -> ApiError:
         return ApiError(
             503,
             "overloaded",
-            f"model {self.model.name!r} has {self._admitted} windows queued; try again shortly",
-            reason="queue_full",
+            f"model {self.model.name!r} {message}; try again shortly",
+            reason=reason,
             headers={"Retry-After": str(self.retry_after)},
         )
 
     def reserve(self) -> None:
-        """Admit a request by reserving one window, or refuse it (503) when the queue is full."""
+        """Admit a request by reserving one window, or refuse it (503) at once."""
         if self._admitted >= self.capacity:
-            raise self._queue_full()
+            raise self._refuse(f"has {self._admitted} windows queued", "queue_full")
+        if self.max_queue and (wait := self.estimated_wait()) > self.max_queue:
+            raise self._refuse(
+                f"is {wait * 1000:.0f} ms behind (limit {self.max_queue * 1000:.0f} ms)",
+                "queue_time",
+            )
         self._admitted += 1
-        self._depth.set(self._admitted)
+        self._update_depth()
 
     def cancel_reservation(self) -> None:
         """Give back a reservation that will not be used (the request failed before inference)."""
-        self._release(1)
+        self._admitted -= 1
+        self._update_depth()
 
     async def submit(self, views: np.ndarray, *, reserved: bool) -> asyncio.Future:
         """Queue windows; the future resolves to a :class:`BatchResult`.
 
-        ``reserved``: this is the request's first submission, exactly one window, which uses the
-        reservation made by :meth:`reserve`. Otherwise up to ``chunk`` windows, waiting for room.
+        ``reserved``: this is the request's urgent submission (up to ``chunk`` windows), which
+        uses the reservation made by :meth:`reserve` and never waits. Otherwise a bulk chunk of up
+        to ``bulk_chunk`` windows, which waits for room (only on windows already queued).
         """
         count = len(views)
-        if reserved and count != 1:
-            raise ValueError("the reserved submission is a single window")
-        if not 0 < count <= self.chunk:
-            raise ValueError(f"submit 1..{self.chunk} windows, got {count}")
-        if not reserved:
-            while self._admitted + count > self.capacity:
+        limit = self.chunk if reserved else self.bulk_chunk
+        if not 0 < count <= limit:
+            raise ValueError(f"submit 1..{limit} windows, got {count}")
+        if reserved:
+            self._admitted += count - 1
+        else:
+            while self._bulk_admitted + count > self.capacity:
                 self._room.clear()
                 await self._room.wait()
-            self._admitted += count
-            self._depth.set(self._admitted)
+            self._bulk_admitted += count
+        self._update_depth()
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._jobs.append(_Job(views, future))
+        (self._urgent if reserved else self._bulk).append(_Job(views, future, bulk=not reserved))
         self._arrived.set()
         return future
 
-    def _take_batch(self) -> list[_Job]:
-        batch: list[_Job] = []
-        size = 0
-        while self._jobs and size + len(self._jobs[0].views) <= self.max_batch:
-            job = self._jobs.popleft()
+    def _update_depth(self) -> None:
+        self._depth.set(self._admitted + self._bulk_admitted)
+
+    def _release(self, job: _Job) -> None:
+        if job.bulk:
+            self._bulk_admitted -= len(job.views)
+        else:
+            self._admitted -= len(job.views)
+        self._update_depth()
+        self._room.set()
+
+    def _fill(self, queue: deque[_Job], batch: list[_Job], size: int, most: int) -> int:
+        """Move jobs from ``queue`` into ``batch`` while they fit; the new size."""
+        taken = 0
+        while queue and taken < most and size + len(queue[0].views) <= self.max_batch:
+            job = queue.popleft()
             if job.future.cancelled():  # the client went away; drop its windows
-                self._release(len(job.views))
+                self._release(job)
                 continue
             batch.append(job)
             size += len(job.views)
+            taken += 1
+        return size
+
+    def _take_batch(self) -> list[_Job]:
+        batch: list[_Job] = []
+        size = self._fill(self._bulk, batch, 0, most=1)
+        size = self._fill(self._urgent, batch, size, most=len(self._urgent))
+        self._fill(self._bulk, batch, size, most=len(self._bulk))
         return batch
 
     def _waiting(self) -> int:
-        return sum(len(job.views) for job in self._jobs)
+        return sum(len(job.views) for job in (*self._urgent, *self._bulk))
 
-    def _release(self, count: int) -> None:
-        self._admitted -= count
-        self._depth.set(self._admitted)
-        self._room.set()
+    async def _fill_window(self) -> None:
+        """Hold the batch until it is full or its oldest job has waited ``max_wait_ms``."""
+        oldest = min(job.enqueued for job in (*self._urgent, *self._bulk))
+        deadline = oldest + self.max_wait
+        while self._waiting() < self.max_batch and (left := deadline - time.perf_counter()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                return
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._jobs:
+            if not (self._urgent or self._bulk):
                 self._arrived.clear()
                 await self._arrived.wait()
-            deadline = self._jobs[0].enqueued + self.max_wait
-            while self._waiting() < self.max_batch and (left := deadline - time.perf_counter()) > 0:
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), left)
-                except TimeoutError:
-                    break
+            if self.max_wait > 0:
+                await self._fill_window()
             batch = self._take_batch()
             if not batch:
                 continue
@@ -262,6 +341,7 @@ class Batcher:
                         job.future.set_exception(exc)
             else:
                 elapsed = time.perf_counter() - started
+                self._infer_cost.add(elapsed / len(views))
                 self._batch_size.observe(len(views))
                 self.metrics.stage_duration.labels(stage="inference").observe(elapsed)
                 offset = 0
@@ -271,18 +351,20 @@ class Batcher:
                     self.metrics.stage_duration.labels(stage="queue").observe(waited)
                     if not job.future.done():
                         part = {h: v[offset : offset + n] for h, v in logits.items()}
-                        job.future.set_result(BatchResult(part, waited, elapsed))
+                        share = elapsed * n / len(views)
+                        job.future.set_result(BatchResult(part, waited, share))
                     offset += n
             finally:
                 self._running = []
-                self._release(sum(len(job.views) for job in batch))
+                for job in batch:
+                    self._release(job)
 
     async def close(self, timeout: float) -> None:
         """Let admitted windows finish (up to ``timeout`` seconds), then stop the loop."""
         deadline = time.perf_counter() + timeout
-        while self._admitted and time.perf_counter() < deadline:
+        while self.admitted and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
-        leftover = [*self._running, *self._jobs]
+        leftover = [*self._running, *self._urgent, *self._bulk]
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -290,7 +372,8 @@ class Batcher:
         for job in leftover:
             if not job.future.done():
                 job.future.set_exception(shutting_down)
-        self._jobs.clear()
+        self._urgent.clear()
+        self._bulk.clear()
         # A batch still inside ONNX Runtime finishes on its thread; nobody waits for it.
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -405,6 +488,7 @@ class ModelService:
                 max_batch=settings.max_batch,
                 max_wait_ms=settings.max_wait_ms,
                 queue_size=settings.queue_size,
+                max_queue_ms=settings.max_queue_ms,
                 retry_after=self.retry_after,
             )
             batcher.start()

@@ -1,4 +1,4 @@
-"""ASGI middleware: request metrics and the request-body size limit.
+"""ASGI middleware: request metrics and the request-body size and time limits.
 
 Both are plain ASGI (not ``BaseHTTPMiddleware``) so they see every request, including the mounted
 demo, and never buffer a body.
@@ -6,64 +6,131 @@ demo, and never buffer a body.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ApiError, error_response
 from service.metrics import Metrics
 
-__all__ = ["UNMATCHED", "BodyLimitMiddleware", "RequestMetricsMiddleware"]
+__all__ = ["CLIENT_CLOSED", "UNMATCHED", "BodyLimitMiddleware", "RequestMetricsMiddleware"]
+
+logger = logging.getLogger(__name__)
 
 UNMATCHED = "unmatched"
+CLIENT_CLOSED = 499  # nginx's "client closed request"
 _UNCOUNTED = frozenset({"/metrics"})
 
 
-def _too_large(limit: int) -> ApiError:
+def _too_large(limit: int, *, close: bool = False) -> ApiError:
     return ApiError(
-        413, "upload_too_large", f"request body exceeds {limit} bytes", reason="too_large"
+        413,
+        "upload_too_large",
+        f"request body exceeds {limit} bytes",
+        reason="too_large",
+        headers={"Connection": "close"} if close else None,
+    )
+
+
+def _body_timeout(seconds: float) -> ApiError:
+    return ApiError(
+        408,
+        "body_timeout",
+        f"the request body did not arrive in time (no data for {seconds:g} s)",
+        reason="timeout",
+        headers={"Connection": "close"},
     )
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` with a 413, also when they arrive chunked.
+    """Bound what a request body may cost: its size (413) and its read time (408).
 
-    A declared ``Content-Length`` over the limit is refused before anything is read; otherwise the
-    bytes are counted as the app reads them and the read that crosses the limit raises, so a
-    chunked upload without a length is stopped after at most one chunk over the limit.
+    A declared ``Content-Length`` over the limit is refused before the app reads anything; a
+    chunked upload is counted as the app reads it and refused at the read that crosses the limit.
+    Either way the rest of the body is read and discarded (up to ``discard_bytes``) before the
+    413 is sent, as nginx's lingering close does, so that clients which send the whole body before
+    reading (Python's urllib, httpx) read the answer instead of a reset connection; a client that
+    sent ``Expect: 100-continue`` (curl) gets the 413 at once instead of ``100 Continue``.
+    Each read of the body must bring data within ``body_timeout`` seconds, so slow or stalled
+    uploads (and a ``Content-Length`` larger than the body) are answered 408 and closed.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        metrics: Metrics,
+        body_timeout: float = 30.0,
+        discard_bytes: int = 0,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.metrics = metrics
+        self.body_timeout = body_timeout
+        self.discard_bytes = discard_bytes
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.metrics.rejections.labels(reason="too_large").inc()
-        await error_response(_too_large(self.max_bytes))(scope, receive, send)
+    async def _refuse(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
+        self.metrics.rejections.labels(reason=error.reason).inc()
+        await error_response(error)(scope, receive, send)
+
+    async def _discard(self, receive: Receive, already: int = 0) -> bool:
+        """Read and drop the rest of the body; True when it ended within the bounds."""
+        seen = already
+        while seen <= self.discard_bytes:
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                return False
+            if message["type"] != "http.request":
+                return False
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return True
+        return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+            expects = headers.get("expect", "").lower() == "100-continue"
+            ended = False
+            if not expects and int(declared) <= self.discard_bytes:
+                ended = await self._discard(receive)
+            await self._refuse(_too_large(self.max_bytes, close=not ended), scope, receive, send)
             return
 
         received = 0
+        body_done = False
         started = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _too_large(self.max_bytes)
+            nonlocal received, body_done
+            if body_done:  # e.g. waiting for a disconnect: no time limit
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                body_done = True
+                raise _body_timeout(self.body_timeout) from None
+            if message["type"] != "http.request":
+                body_done = True
+                return message
+            body_done = not message.get("more_body", False)
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                ended = body_done or await self._discard(receive, received)
+                body_done = True
+                raise _too_large(self.max_bytes, close=not ended)
             return message
 
         async def watching_send(message: Message) -> None:
@@ -74,11 +141,11 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, watching_send)
         except ApiError as exc:
-            # Routes turn the error into a 413 themselves; this catches readers outside our
+            # Routes turn these errors into answers themselves; this catches readers outside our
             # routes (the mounted demo), which would otherwise answer 500.
-            if started or exc.status != 413:
+            if started or exc.status not in (408, 413):
                 raise
-            await self._refuse(scope, receive, send)
+            await self._refuse(exc, scope, receive, send)
 
 
 class RequestMetricsMiddleware:
@@ -124,6 +191,11 @@ class RequestMetricsMiddleware:
 
         try:
             await self.app(scope, receive, recording_send)
+        except ClientDisconnect:
+            # Raised where a reader outside our routes (the demo) met the disconnect; the client
+            # is gone, so there is nobody to answer.
+            status = CLIENT_CLOSED
+            logger.info("%s %s: the client closed the connection", scope["method"], endpoint)
         finally:
             self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
             self.metrics.request_duration.labels(endpoint=endpoint).observe(

@@ -1,31 +1,26 @@
 """The prediction pipeline shared by the HTTP API and the demo: bytes in, scored labels out.
 
-decode -> downmix -> resample to each model's rate -> windows over the whole clip -> log-mel
-(``model.frontend``, the same code training used) -> batched ONNX inference -> per-window
-probabilities -> clip-level average and top-k.
-
-Windows: a clip no longer than a model's view is one window (the front-end pads it); a longer
-clip is covered by ``ceil((n - clip) / clip) + 1`` evenly spaced views, so the hop is at most
-the view length and the last view ends exactly at the end of the clip.
+:func:`service.prepare.prepare` (decode -> downmix -> streaming resample to each model's rate
+-> windows -> log-mel, one worker call) -> batched ONNX inference (:class:`Batcher`) ->
+per-window probabilities -> clip-level average and top-k.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from model.audio_config import AudioConfig
-from model.frontend import clip_view, view_starts
 from model.manifest import HeadSpec
-from service.decoding import DecodedAudio, decode_audio, resample
+from service.decoding import DecodedAudio
 from service.errors import ApiError
-from service.inference import LoadedModel, ModelService
+from service.inference import Batcher, LoadedModel, ModelService
+from service.prepare import ModelInput, prepare, window_starts
 
 __all__ = [
     "ClassifyResponse",
@@ -87,6 +82,14 @@ class Outcome:
 
 @dataclass
 class _Timing:
+    """Seconds per stage of one request, on its own timeline, so the stages add up to at most
+    ``total``: ``decode`` (container and codec), ``resample`` and ``features`` are worker time
+    spent on this request; ``inference`` is its share of the batches that ran its windows (a
+    batch's run time split by windows); ``queue`` is the rest of the wait for a worker thread and
+    for batches. Stages of several models or chunks that overlap in time are clipped so the
+    parts never add up to more than the whole.
+    """
+
     decode: float = 0.0
     resample: float = 0.0
     features: float = 0.0
@@ -114,22 +117,6 @@ def resolve_heads(service: ModelService, heads: Sequence[str] | None) -> list[st
     return selected
 
 
-def window_starts(num_samples: int, cfg: AudioConfig) -> list[int]:
-    """Start samples of the windows covering a clip of ``num_samples`` at the model's rate."""
-    clip = cfg.clip_samples
-    if num_samples <= clip:
-        return [0]
-    return view_starts(num_samples, cfg, views=math.ceil((num_samples - clip) / clip) + 1)
-
-
-def _features(samples: np.ndarray, starts: Sequence[int], cfg: AudioConfig) -> np.ndarray:
-    with np.errstate(over="ignore", invalid="ignore"):  # absurd amplitudes are refused below
-        views = np.stack([clip_view(samples, start, cfg) for start in starts])[:, None]
-    if not np.isfinite(views).all():
-        raise ApiError(400, "invalid_audio", "sample values are out of range (features overflow)")
-    return views
-
-
 def _probabilities(logits: np.ndarray, head: HeadSpec) -> np.ndarray:
     x = logits.astype(np.float64)
     if head.activation == "sigmoid":
@@ -143,70 +130,51 @@ def _top(probs: np.ndarray, head: HeadSpec, k: int) -> list[ScoredLabel]:
     return [ScoredLabel(label=head.labels[i], index=int(i), score=float(probs[i])) for i in order]
 
 
-def _chunks(starts: list[int], size: int) -> list[list[int]]:
-    """The first window alone (it uses the request's reservation), then ``size`` at a time."""
-    return [starts[:1]] + [starts[i : i + size] for i in range(1, len(starts), size)]
+@dataclass
+class _ModelRun:
+    """One model's windows through its batcher: logits and the time spent, per stage."""
+
+    logits: dict[str, np.ndarray]
+    features: float = 0.0
+    queue: float = 0.0
+    inference: float = 0.0
 
 
-async def _run_model(
-    service: ModelService,
-    model: LoadedModel,
-    samples: np.ndarray,
-    timing: _Timing,
-    reservations: set[str],
-) -> tuple[list[int], dict[str, np.ndarray]]:
-    """Window starts and per-window logits of every head of ``model``.
+async def _run_model(service: ModelService, model: LoadedModel, clip: ModelInput) -> _ModelRun:
+    """Per-window logits of every head of ``model``.
 
-    Features are computed a chunk at a time, so a long clip never holds all its log-mels, and
-    the next chunk is computed while the previous one waits for or runs inference.
+    The first windows (all of an ordinary clip) go in as one urgent submission that uses the
+    request's reservation; a long clip's further windows follow as bulk chunks, each computed
+    only when the previous one is done, so a request never holds all its log-mels and long clips
+    take their turn without starving short requests.
     """
-    cfg = model.manifest.frontend
     batcher = service.batchers[model.name]
-    starts = window_starts(len(samples), cfg)
-    stage = service.metrics.stage_duration
-    futures: list[asyncio.Future] = []
+    run = _ModelRun({})
+    results = []
+    future: asyncio.Future = await batcher.submit(clip.views, reserved=True)
     try:
-        for chunk in _chunks(starts, batcher.chunk):
+        results.append(await future)
+        done = len(clip.views)
+        while done < len(clip.starts):
+            end = min(done + batcher.bulk_chunk, len(clip.starts))
             began = time.perf_counter()
-            views = await asyncio.to_thread(_features, samples, chunk, cfg)
+            views = await run_in_threadpool(clip.views_for, done, end)
             spent = time.perf_counter() - began
-            timing.features += spent
-            stage.labels(stage="features").observe(spent)
-            reserved = model.name in reservations
-            reservations.discard(model.name)
-            futures.append(await batcher.submit(views, reserved=reserved))
-        results = [await future for future in futures]
+            run.features += spent
+            service.metrics.stage_duration.labels(stage="features").observe(spent)
+            future = await batcher.submit(views, reserved=False)
+            results.append(await future)
+            done = end
     finally:
-        for future in futures:
-            future.cancel()
+        future.cancel()
     for result in results:
-        timing.queue += result.queue_seconds
-        timing.inference += result.inference_seconds
-    logits = {
+        run.queue += result.queue_seconds
+        run.inference += result.inference_seconds
+    run.logits = {
         head.name: np.concatenate([r.logits[head.name] for r in results])
         for head in model.manifest.heads
     }
-    return starts, logits
-
-
-async def _decode(
-    service: ModelService, data: bytes, rates: Sequence[int], max_duration: float, timing: _Timing
-) -> tuple[DecodedAudio, dict[int, np.ndarray]]:
-    """The decoded clip and its resampled copy per model rate."""
-    stage = service.metrics.stage_duration
-    start = time.perf_counter()
-    audio = await asyncio.to_thread(decode_audio, data, max_duration)
-    timing.decode = time.perf_counter() - start
-    stage.labels(stage="decode").observe(timing.decode)
-    service.metrics.audio_duration.observe(audio.duration)
-    at_rate: dict[int, np.ndarray] = {}
-    for rate in rates:
-        start = time.perf_counter()
-        at_rate[rate] = await asyncio.to_thread(resample, audio.samples, audio.sample_rate, rate)
-        spent = time.perf_counter() - start
-        timing.resample += spent
-        stage.labels(stage="resample").observe(spent)
-    return audio, at_rate
+    return run
 
 
 def _predict_head(
@@ -248,58 +216,94 @@ async def classify(
     top_k: int,
     windows: bool,
     max_duration: float,
+    hop: float | None = None,
+    max_windows: int | None = None,
 ) -> Outcome:
     """Run the whole pipeline on an upload; raises :class:`ApiError` for anything refused.
 
     Admission comes first: the request reserves a window with every model it needs before any
-    decoding, so under overload it is refused in microseconds and costs nothing.
+    decoding, so under overload it is refused in microseconds and costs nothing. Then one worker
+    call decodes, resamples and computes the first batch of log-mels (:func:`prepare`).
     """
     began = time.perf_counter()
     service.ensure_serving()
     names = resolve_heads(service, heads)
     selected = [service.registry.heads[name] for name in names]
     models = list({model.name: model for model, _ in selected}.values())
-    reservations: set[str] = set()
-    timing = _Timing()
+    batchers = [service.batchers[model.name] for model in models]
+    reserved: list[Batcher] = []
     try:
-        for model in models:
-            service.batchers[model.name].reserve()
-            reservations.add(model.name)
-        rates = list(dict.fromkeys(m.manifest.frontend.sample_rate for m in models))
-        audio, at_rate = await _decode(service, data, rates, max_duration, timing)
-        tasks = [
-            asyncio.create_task(
-                _run_model(
-                    service, m, at_rate[m.manifest.frontend.sample_rate], timing, reservations
-                )
+        for batcher in batchers:
+            batcher.reserve()
+            reserved.append(batcher)
+        clip = await run_in_threadpool(
+            prepare,
+            data,
+            [model.manifest.frontend for model in models],
+            max_seconds=max_duration,
+            hop_seconds=hop,
+            max_windows=max_windows,
+            feature_windows=min(b.chunk for b in batchers),
+        )
+        prepared = time.perf_counter()
+        for batcher, model_input in zip(batchers, clip.inputs, strict=True):
+            batcher.observe_prepare(prepared - began, len(model_input.views))
+        reserved.clear()  # each reservation now goes in with its model's first submission
+        runs = await asyncio.gather(
+            *(
+                _run_model(service, model, model_input)
+                for model, model_input in zip(models, clip.inputs, strict=True)
             )
-            for m in models
-        ]
-        try:
-            outputs = await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
+        )
     finally:
-        for name in reservations:  # the request failed before using them
-            service.batchers[name].cancel_reservation()
-    by_model = dict(zip((m.name for m in models), outputs, strict=True))
+        for batcher in reserved:  # the request failed before using them
+            batcher.cancel_reservation()
+    finished = time.perf_counter()
+    stage = service.metrics.stage_duration
+    for name in ("decode", "resample", "features"):
+        stage.labels(stage=name).observe(clip.seconds[name])
+    service.metrics.audio_duration.observe(clip.duration)
 
+    phase = finished - prepared  # waiting for batches, and computing later chunks' features
+    later_features = min(sum(r.features for r in runs), phase)
+    inference = min(sum(r.inference for r in runs), phase - later_features)
+    worker_wait = max(0.0, prepared - began - sum(clip.seconds.values()))
+    timing = _Timing(
+        decode=clip.seconds["decode"],
+        resample=clip.seconds["resample"],
+        features=clip.seconds["features"] + later_features,
+        queue=worker_wait + phase - later_features - inference,
+        inference=inference,
+    )
+
+    by_model = {
+        model.name: (run, model_input)
+        for model, run, model_input in zip(models, runs, clip.inputs, strict=True)
+    }
     predictions = []
     for model, head in selected:
-        starts, logits = by_model[model.name]
-        num_samples = len(at_rate[model.manifest.frontend.sample_rate])
+        run, model_input = by_model[model.name]
         predictions.append(
-            _predict_head(model, head, starts, logits[head.name], num_samples, top_k, windows)
+            _predict_head(
+                model,
+                head,
+                model_input.starts,
+                run.logits[head.name],
+                len(model_input.samples),
+                top_k,
+                windows,
+            )
         )
     elapsed = time.perf_counter() - began
     for name in names:
         service.metrics.head_duration.labels(head=name).observe(elapsed)
     response = ClassifyResponse(
-        duration=round(audio.duration, 6),
-        sample_rate=audio.sample_rate,
-        channels=audio.channels,
+        duration=round(clip.duration, 6),
+        sample_rate=clip.sample_rate,
+        channels=clip.channels,
         predictions=predictions,
         timing_ms=timing.as_ms(elapsed),
     )
+    first = clip.inputs[0]
+    audio = DecodedAudio(first.samples, first.cfg.sample_rate, clip.channels, clip.container)
     return Outcome(response, audio)

@@ -42,12 +42,45 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     max_upload_bytes: int = Field(default=20_000_000, gt=0)
     max_duration_seconds: float = Field(default=600.0, gt=0)
+    max_windows: int = Field(
+        default=4096, ge=1, description="windows one request may need per model (413 beyond)"
+    )
     max_batch: int = Field(default=16, ge=1, description="windows per ONNX Runtime call")
     max_wait_ms: float = Field(
-        default=5.0, ge=0, description="how long a batch waits to fill up before it runs"
+        default=0.0,
+        ge=0,
+        description="optional hold to fill a batch; 0 runs at once what is queued (adaptive)",
     )
     queue_size: int = Field(
         default=256, ge=1, description="windows admitted per model (waiting or running)"
+    )
+    max_queue_ms: float = Field(
+        default=1000.0,
+        ge=0,
+        description="refuse (503) when admitted work is estimated to take longer (0: no bound)",
+    )
+    max_header_bytes: int = Field(
+        default=32_768, ge=1024, description="request line and headers (431 beyond)"
+    )
+    max_headers: int = Field(default=100, ge=1, description="header fields (431 beyond)")
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="time to send the request line and headers (408 after)"
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="longest pause while the body is read (408 after)"
+    )
+    max_connections: int = Field(
+        default=256, ge=1, description="open connections; more are answered 503"
+    )
+    discard_bytes: int = Field(
+        default=128_000_000,
+        ge=0,
+        description="body read and discarded after a 413 so the client can read the answer",
+    )
+    demo_temp_bytes: int = Field(
+        default=24_000_000,
+        ge=0,
+        description="the demo's uploads kept on disk; the oldest are deleted beyond this",
     )
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime choose")
     providers: Annotated[list[str], NoDecode] = Field(

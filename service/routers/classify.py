@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service.errors import ApiError
 from service.inference import ModelService, get_model_service
@@ -54,7 +55,20 @@ _ERRORS = {
 
 
 async def read_clip(request: Request) -> bytes:
-    """The uploaded bytes, from the multipart field ``file`` or the raw body."""
+    """The uploaded bytes, from the multipart field ``file`` or the raw body.
+
+    A client that goes away mid-upload is answered 499 (client closed request), as nginx logs it,
+    so it is neither a server error nor a silent success in the metrics.
+    """
+    try:
+        return await _read_clip(request)
+    except ClientDisconnect:
+        raise ApiError(
+            499, "client_closed", "the client closed the connection during the upload"
+        ) from None
+
+
+async def _read_clip(request: Request) -> bytes:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         try:
@@ -99,6 +113,15 @@ async def classify_clip(
     ] = None,
     top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="labels per head")] = 5,
     windows: Annotated[bool, Query(description="add each window's top-k (a timeline)")] = False,
+    hop: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            le=3600,
+            description="window step in seconds (e.g. 0.25 scans with overlapping windows); "
+            "default: evenly spaced windows about one view apart",
+        ),
+    ] = None,
 ) -> ClassifyResponse:
     """Clip-level scores average the probabilities of windows covering the whole clip."""
     service.ensure_serving()
@@ -111,5 +134,7 @@ async def classify_clip(
         top_k=top_k,
         windows=windows,
         max_duration=settings.max_duration_seconds,
+        hop=hop,
+        max_windows=settings.max_windows,
     )
     return outcome.response

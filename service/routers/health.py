@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
+from service.demo_uploads import temp_space_low
 from service.inference import ModelService, get_model_service
 from service.metrics import Metrics, get_metrics
+from service.settings import Settings, get_settings
 
 __all__ = ["router"]
 
@@ -22,12 +24,19 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: models verified and warmed up, not draining")
-async def readyz(service: Annotated[ModelService, Depends(get_model_service)]) -> JSONResponse:
-    """503 while loading, after a failed verification, without models, and while draining."""
+async def readyz(
+    service: Annotated[ModelService, Depends(get_model_service)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> JSONResponse:
+    """503 while loading, after a failed verification, without models, while draining, and
+    when the temp space (where uploads are spooled) has room for fewer than two more uploads."""
     status = "draining" if service.draining else service.status
+    ready = service.ready
+    if ready and temp_space_low(2 * settings.max_upload_bytes):
+        status, ready = "low_temp_space", False
     return JSONResponse(
         {"status": status, "heads": list(service.registry.heads)},
-        status_code=200 if service.ready else 503,
+        status_code=200 if ready else 503,
     )
 
 

@@ -1,4 +1,4 @@
-"""The per-model batcher: batching across submissions, bounded admission, cancellation."""
+"""The per-model batcher: adaptive batching, fair classes, bounded admission, cancellation."""
 
 from __future__ import annotations
 
@@ -19,16 +19,16 @@ class EchoModel:
 
     name = "echo"
 
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
-        self.batches: list[int] = []
+    def __init__(self) -> None:
+        self.batches: list[list[float]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()
 
     def run(self, views: np.ndarray) -> dict[str, np.ndarray]:
+        self.entered.set()
         assert self.gate.wait(10)
-        time.sleep(self.delay)
-        self.batches.append(len(views))
+        self.batches.append(views[:, 0, 0, 0].tolist())
         return {"head": views[:, 0, 0, :1].copy()}
 
 
@@ -37,74 +37,154 @@ def _views(*values: float) -> np.ndarray:
 
 
 def _batcher(model: EchoModel, **kwargs: float) -> Batcher:
-    options = {"max_batch": 4, "max_wait_ms": 20.0, "queue_size": 64, "retry_after": 2}
+    options = {"max_batch": 4, "max_wait_ms": 0.0, "queue_size": 64, "retry_after": 2}
     options.update(kwargs)
     batcher = Batcher(model, Metrics(), **options)  # type: ignore[arg-type]
     batcher.start()
     return batcher
 
 
-def test_concurrent_submissions_share_batches_and_get_their_own_results() -> None:
-    async def scenario() -> tuple[list[float], list[int]]:
+async def _held(model: EchoModel, batcher: Batcher, value: float) -> asyncio.Future:
+    """Submit one window and wait until its batch is inside the (gated) model."""
+    model.gate.clear()
+    model.entered.clear()
+    batcher.reserve()
+    future = await batcher.submit(_views(value), reserved=True)
+    assert await asyncio.to_thread(model.entered.wait, 10)
+    return future
+
+
+def test_a_lone_request_runs_at_once_and_arrivals_during_a_batch_form_the_next() -> None:
+    async def scenario() -> list[list[float]]:
         model = EchoModel()
         batcher = _batcher(model, max_batch=4)
-        futures = [await batcher.submit(_views(float(i)), reserved=False) for i in range(6)]
-        results = await asyncio.gather(*futures)
+        first = await _held(model, batcher, 0)  # ran alone: nothing made it wait for company
+        futures = []
+        for i in range(1, 7):
+            batcher.reserve()
+            futures.append(await batcher.submit(_views(float(i)), reserved=True))
+        model.gate.set()
+        results = await asyncio.gather(first, *futures)
+        assert [float(r.logits["head"][0, 0]) for r in results] == [0, 1, 2, 3, 4, 5, 6]
+        assert batcher.admitted == 0
         await batcher.close(5)
-        return [float(r.logits["head"][0, 0]) for r in results], model.batches
+        return model.batches
 
-    values, batches = asyncio.run(scenario())
-    assert values == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    assert batches == [4, 2]
+    assert asyncio.run(scenario()) == [[0], [1, 2, 3, 4], [5, 6]]
 
 
-def test_multi_window_submissions_are_split_back_in_order() -> None:
+def test_max_wait_is_an_optional_hold_that_default_settings_do_not_use() -> None:
+    async def scenario(max_wait_ms: float) -> bool:
+        batcher = _batcher(EchoModel(), max_batch=4, max_wait_ms=max_wait_ms)
+        batcher.reserve()
+        future = await batcher.submit(_views(1), reserved=True)
+        done, _ = await asyncio.wait([future], timeout=0.5 if max_wait_ms else 10)
+        await batcher.close(0)
+        return bool(done)
+
+    assert asyncio.run(scenario(0.0))  # the default: run what is queued at once
+    assert not asyncio.run(scenario(60_000.0))  # a deliberate hold really holds
+
+
+def test_multi_window_submissions_are_split_back_in_order_with_shares_of_the_batch() -> None:
+    async def scenario() -> None:
+        model = EchoModel()
+        batcher = _batcher(model, max_batch=8)
+        held = await _held(model, batcher, 0)
+        batcher.reserve()
+        first = await batcher.submit(_views(1, 2, 3), reserved=True)
+        batcher.reserve()
+        second = await batcher.submit(_views(4, 5), reserved=True)
+        model.gate.set()
+        _, a, b = await asyncio.gather(held, first, second)
+        assert a.logits["head"][:, 0].tolist() == [1, 2, 3]
+        assert b.logits["head"][:, 0].tolist() == [4, 5]
+        assert model.batches == [[0], [1, 2, 3, 4, 5]]
+        # The batch's run time is split by windows: 3/5 and 2/5 of it.
+        assert a.inference_seconds == pytest.approx(b.inference_seconds * 1.5)
+        await batcher.close(5)
+
+    asyncio.run(scenario())
+
+
+def test_bulk_chunks_of_long_clips_cannot_starve_urgent_requests() -> None:
     async def scenario() -> list[list[float]]:
-        batcher = _batcher(EchoModel(), max_batch=8)
-        first = await batcher.submit(_views(1, 2, 3), reserved=False)
-        second = await batcher.submit(_views(4, 5), reserved=False)
-        results = await asyncio.gather(first, second)
+        model = EchoModel()
+        batcher = _batcher(model, max_batch=4)
+        assert batcher.bulk_chunk == 2
+        held = await _held(model, batcher, 0)
+        bulk = [await batcher.submit(_views(10 + i, 10 + i), reserved=False) for i in range(3)]
+        urgent = []
+        for i in range(1, 5):
+            batcher.reserve()
+            urgent.append(await batcher.submit(_views(float(i)), reserved=True))
+        model.gate.set()
+        await asyncio.gather(held, *bulk, *urgent)
+        assert batcher.admitted == 0
         await batcher.close(5)
-        return [r.logits["head"][:, 0].tolist() for r in results]
+        return model.batches
 
-    assert asyncio.run(scenario()) == [[1, 2, 3], [4, 5]]
+    # Each batch: one bulk chunk first (long clips progress), then urgent windows in order.
+    assert asyncio.run(scenario()) == [[0], [10, 10, 1, 2], [11, 11, 3, 4], [12, 12]]
 
 
 def test_a_full_queue_refuses_at_once_with_retry_after() -> None:
     async def scenario() -> None:
         model = EchoModel()
-        model.gate.clear()  # hold the first batch inside the model
-        batcher = _batcher(model, queue_size=2, max_batch=2, max_wait_ms=0.0)
-        batcher.reserve()
-        admitted = await batcher.submit(_views(1), reserved=True)
+        batcher = _batcher(model, queue_size=2, max_batch=2)
+        admitted = await _held(model, batcher, 1)
         batcher.reserve()
         assert batcher.admitted == 2
-        started = time.perf_counter()
         with pytest.raises(ApiError) as info:
             batcher.reserve()
-        assert time.perf_counter() - started < 0.1
         assert (info.value.status, info.value.reason) == (503, "queue_full")
         assert info.value.headers == {"Retry-After": "2"}
-        # An admitted request's further windows wait for room instead of failing.
-        waiting = asyncio.ensure_future(batcher.submit(_views(2, 3), reserved=False))
+        # An admitted request's bulk chunks wait for room instead of failing.
+        await batcher.submit(_views(2), reserved=False)
+        await batcher.submit(_views(3), reserved=False)
+        waiting = asyncio.ensure_future(batcher.submit(_views(4), reserved=False))
         await asyncio.sleep(0.05)
         assert not waiting.done()
         batcher.cancel_reservation()
         model.gate.set()
         assert (await admitted).logits["head"][:, 0].tolist() == [1]
-        assert (await (await waiting)).logits["head"][:, 0].tolist() == [2, 3]
+        assert (await (await waiting)).logits["head"][:, 0].tolist() == [4]
         assert batcher.admitted == 0
         await batcher.close(5)
 
     asyncio.run(scenario())
 
 
-def test_the_reserved_submission_is_one_window() -> None:
+def test_admission_is_bounded_in_time_by_the_measured_cost_per_window() -> None:
     async def scenario() -> None:
-        batcher = _batcher(EchoModel())
+        model = EchoModel()
+        batcher = _batcher(model, queue_size=1000, max_queue_ms=100.0)
+        batcher.reserve()
+        await (await batcher.submit(_views(0), reserved=True))  # measures inference
+        batcher.observe_prepare(0.03, 1)  # 30 ms per window to prepare
+        for _ in range(3):
+            batcher.reserve()  # the third is expected to finish after about 90 ms
+        with pytest.raises(ApiError) as info:
+            batcher.reserve()  # a fourth would take about 120 ms, over the bound
+        assert (info.value.status, info.value.reason) == (503, "queue_time")
+        assert info.value.headers == {"Retry-After": "2"}
+        for _ in range(3):
+            batcher.cancel_reservation()
+        batcher.reserve()  # room again once admitted work is gone
+        batcher.cancel_reservation()
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
+def test_submissions_are_limited_to_a_batch_or_half_a_batch_for_bulk() -> None:
+    async def scenario() -> None:
+        batcher = _batcher(EchoModel(), max_batch=4)
         batcher.reserve()
         with pytest.raises(ValueError):
-            await batcher.submit(_views(1, 2), reserved=True)
+            await batcher.submit(_views(1, 2, 3, 4, 5), reserved=True)
+        with pytest.raises(ValueError):
+            await batcher.submit(_views(1, 2, 3), reserved=False)
         batcher.cancel_reservation()
         assert batcher.admitted == 0
         await batcher.close(1)
@@ -113,12 +193,10 @@ def test_the_reserved_submission_is_one_window() -> None:
 
 
 def test_cancelled_submissions_are_dropped_and_release_their_room() -> None:
-    async def scenario() -> list[int]:
+    async def scenario() -> list[list[float]]:
         model = EchoModel()
-        model.gate.clear()
-        batcher = _batcher(model, queue_size=4, max_batch=1, max_wait_ms=0.0)
-        running = await batcher.submit(_views(1), reserved=False)
-        await asyncio.sleep(0.05)  # the first batch is now inside the model
+        batcher = _batcher(model, queue_size=4, max_batch=1)
+        running = await _held(model, batcher, 1)
         abandoned = await batcher.submit(_views(2), reserved=False)
         abandoned.cancel()
         kept = await batcher.submit(_views(3), reserved=False)
@@ -128,19 +206,19 @@ def test_cancelled_submissions_are_dropped_and_release_their_room() -> None:
         await batcher.close(5)
         return model.batches
 
-    assert asyncio.run(scenario()) == [1, 1]  # the cancelled window never ran
+    assert asyncio.run(scenario()) == [[1], [3]]  # the cancelled window never ran
 
 
 def test_close_fails_what_is_left_instead_of_hanging() -> None:
     async def scenario() -> None:
         model = EchoModel()
-        model.gate.clear()
-        batcher = _batcher(model, queue_size=8, max_batch=1, max_wait_ms=0.0)
-        first = await batcher.submit(_views(1), reserved=False)
-        await asyncio.sleep(0.05)
+        batcher = _batcher(model, queue_size=8, max_batch=1)
+        first = await _held(model, batcher, 1)
         queued = await batcher.submit(_views(2), reserved=False)
         threading.Timer(0.2, model.gate.set).start()
+        began = time.perf_counter()
         await batcher.close(0.05)
+        assert time.perf_counter() - began < 5
         for future in (first, queued):
             with pytest.raises(ApiError):
                 await future

@@ -174,7 +174,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.model_dirs() == [Path("/a/one"), Path("/b/two")]
     assert (settings.max_batch, settings.demo, settings.log_level) == (4, False, "warning")
     assert (settings.max_upload_bytes, settings.max_duration_seconds) == (20_000_000, 600.0)
-    assert (settings.max_wait_ms, settings.queue_size, settings.intra_op_threads) == (5.0, 256, 0)
+    assert (settings.max_wait_ms, settings.queue_size, settings.intra_op_threads) == (0.0, 256, 0)
 
 
 def test_settings_are_an_overridable_dependency(speech_artifact: Path) -> None:

@@ -1,0 +1,158 @@
+"""Limits uvicorn does not enforce itself: header size and count, and the time to send them.
+
+uvicorn's httptools protocol buffers a request's headers without bound and waits for them
+without a deadline, so one client could hold megabytes of memory and a connection forever
+(nginx bounds both: ``large_client_header_buffers``, ``client_header_timeout``). This protocol
+answers 431 when the request line and headers pass ``max_header_bytes`` or ``max_headers``
+fields, and 408 when they are not complete ``header_timeout`` seconds after the request began;
+both close the connection, in the service's JSON error shape. The body's size and read time are
+bounded by :class:`service.middleware.BodyLimitMiddleware`; the number of connections by
+uvicorn's ``limit_concurrency``. ``arinext serve`` runs uvicorn with this protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["LimitedHttpToolsProtocol", "limited_protocol"]
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class _HeaderLimitError(Exception):
+    """Raised inside a parser callback to stop parsing a request over the header limits."""
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with header limits; configure with :func:`limited_protocol`."""
+
+    max_header_bytes = 32_768
+    max_headers = 100
+    header_timeout = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_headers = False
+        self._limit_hit = False
+        self._raw_bytes = 0  # bytes received while the headers were incomplete
+        self._parsed_bytes = 0  # request line and header fields as parsed
+        self._fields = 0
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the header clock as soon as the connection opens (slow-loris clients)."""
+        super().connection_made(transport)
+        self._begin_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the header clock."""
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed httptools, then refuse when incomplete headers have passed the byte limit."""
+        if self._in_headers:
+            self._raw_bytes += len(data)
+        super().data_received(data)
+        if (
+            self._in_headers
+            and self._raw_bytes > self.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._refuse_headers()
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer 431 instead of uvicorn's 400 when the parser stopped at our header limit."""
+        if self._limit_hit:
+            self._refuse_headers()
+        else:
+            super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        """A new request (also the next one on a kept-alive connection): restart the clock."""
+        super().on_message_begin()
+        self._begin_headers()
+
+    def on_url(self, url: bytes) -> None:
+        """Count the request line."""
+        self._count(len(url), fields=0)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Count header fields and their bytes."""
+        self._count(len(name) + len(value) + 4, fields=1)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        """Headers are in: stop the clock, then let uvicorn start the request."""
+        self._in_headers = False
+        self._stop_header_timer()
+        super().on_headers_complete()
+
+    def _begin_headers(self) -> None:
+        self._in_headers = True
+        self._limit_hit = False
+        self._raw_bytes = self._parsed_bytes = self._fields = 0
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _count(self, size: int, fields: int) -> None:
+        self._parsed_bytes += size
+        self._fields += fields
+        if self._parsed_bytes > self.max_header_bytes or self._fields > self.max_headers:
+            self._limit_hit = True
+            raise _HeaderLimitError  # httptools stops parsing and uvicorn calls send_400_response
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self._in_headers and not self.transport.is_closing():
+            self._in_headers = False
+            self._refuse(
+                408, "header_timeout", f"the request headers took over {self.header_timeout:g} s"
+            )
+
+    def _refuse_headers(self) -> None:
+        self._in_headers = False
+        self._stop_header_timer()
+        self._refuse(
+            431,
+            "headers_too_large",
+            f"request headers exceed {self.max_header_bytes} bytes or {self.max_headers} fields",
+        )
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
+        defaults = self.server_state.default_headers
+        head += [name + b": " + value + b"\r\n" for name, value in defaults]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+
+def limited_protocol(
+    *, max_header_bytes: int, max_headers: int, header_timeout: float
+) -> type[LimitedHttpToolsProtocol]:
+    """A protocol class with these limits, for ``uvicorn.run(http=...)``."""
+    return type(
+        "ConfiguredHttpToolsProtocol",
+        (LimitedHttpToolsProtocol,),
+        {
+            "max_header_bytes": max_header_bytes,
+            "max_headers": max_headers,
+            "header_timeout": header_timeout,
+        },
+    )
