@@ -6,10 +6,12 @@ Browser screenshots are kept as test artifacts in ``$TEST_ARTIFACTS_DIR`` (defau
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import httpx
@@ -151,6 +153,22 @@ def test_demo_reports_refusals_as_gradio_errors(demo_client: TestClient, tmp_pat
         _run_demo(demo_client, EXAMPLES_DIR / "yes.wav", [])
 
 
+@contextlib.contextmanager
+def _demo_page(url: str, height: int, extra_args: tuple[str, ...] = ()) -> Iterator[Any]:
+    """A headless Chromium page showing the demo at ``url``, closed afterwards."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": height})
+            page.goto(f"{url}/demo/", wait_until="domcontentloaded", timeout=60_000)
+            yield page
+        finally:
+            browser.close()
+
+
 @pytest.mark.system
 @needs_chromium
 def test_browser_uploads_a_clip_and_sees_labels_spectrogram_and_timeline(
@@ -166,28 +184,22 @@ def test_browser_uploads_a_clip_and_sees_labels_spectrogram_and_timeline(
             timeout=30,
         ).json()
         expected = answer["predictions"][0]["top_k"][0]["label"]
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 1400})
-                page.goto(f"{server.url}/demo/", wait_until="domcontentloaded", timeout=60_000)
-                page.wait_for_selector("#classify", timeout=60_000)
-                # The head choices arrive with the page's load event (models load after startup).
-                head = page.get_by_role("checkbox", name="speech_commands")
-                sync_api.expect(head).to_be_checked(timeout=30_000)
-                page.locator("input[type=file]").first.set_input_files(str(clip))
-                page.wait_for_selector("audio, wave, [data-testid='waveform-Clip']", timeout=30_000)
-                page.click("#classify")
-                top = page.locator("#head-0 h2")
-                sync_api.expect(top).to_have_text(expected, timeout=60_000)
-                assert "speech_commands" in page.locator("#head-0").inner_text()
-                for plot in ("#spectrogram", "#timeline"):
-                    sync_api.expect(page.locator(f"{plot} img")).to_be_visible(timeout=30_000)
-                    box = page.locator(f"{plot} img").bounding_box()
-                    assert box is not None and box["width"] > 400 and box["height"] > 150
-                page.screenshot(path=artifacts_dir / "demo-clip-pictures.png", full_page=True)
-            finally:
-                browser.close()
+        with _demo_page(server.url, height=1400) as page:
+            page.wait_for_selector("#classify", timeout=60_000)
+            # The head choices arrive with the page's load event (models load after startup).
+            head = page.get_by_role("checkbox", name="speech_commands")
+            sync_api.expect(head).to_be_checked(timeout=30_000)
+            page.locator("input[type=file]").first.set_input_files(str(clip))
+            page.wait_for_selector("audio, wave, [data-testid='waveform-Clip']", timeout=30_000)
+            page.click("#classify")
+            top = page.locator("#head-0 h2")
+            sync_api.expect(top).to_have_text(expected, timeout=60_000)
+            assert "speech_commands" in page.locator("#head-0").inner_text()
+            for plot in ("#spectrogram", "#timeline"):
+                sync_api.expect(page.locator(f"{plot} img")).to_be_visible(timeout=30_000)
+                box = page.locator(f"{plot} img").bounding_box()
+                assert box is not None and box["width"] > 400 and box["height"] > 150
+            page.screenshot(path=artifacts_dir / "demo-clip-pictures.png", full_page=True)
 
 
 @pytest.mark.system
@@ -200,31 +212,23 @@ def test_live_tab_hears_the_fake_microphone_say_yes(
     silence = np.zeros(rate, dtype=np.float32)
     microphone = tmp_path / "microphone.wav"  # Chromium loops it: silence, "yes", silence
     sf.write(microphone, np.concatenate([silence, word, silence]), rate, subtype="PCM_16")
-    fake_microphone = [
+    fake_microphone = (
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={microphone}",
-    ]
+    )
     with (
         server_factory(models=DEFAULT_MODEL, demo="true") as server,
-        sync_api.sync_playwright() as playwright,
+        _demo_page(server.url, height=1000, extra_args=fake_microphone) as page,
     ):
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_microphone
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(f"{server.url}/demo/", wait_until="domcontentloaded", timeout=60_000)
-            page.get_by_role("tab", name="Live microphone").click()
-            page.click("#live-start")
-            status = page.locator("#live-status")
-            sync_api.expect(status).to_contain_text("Listening", timeout=30_000)
-            detections = page.locator("#live-detections")
-            sync_api.expect(detections).to_contain_text("yes at", timeout=60_000)
-            sync_api.expect(page.locator("#live-top")).not_to_have_text("—", timeout=10_000)
-            page.wait_for_timeout(3000)  # a few more seconds of the rolling chart
-            page.screenshot(path=artifacts_dir / "demo-live-microphone.png", full_page=True)
-            page.click("#live-stop")
-            sync_api.expect(status).to_have_text("Stopped.", timeout=30_000)
-        finally:
-            browser.close()
+        page.get_by_role("tab", name="Live microphone").click()
+        page.click("#live-start")
+        status = page.locator("#live-status")
+        sync_api.expect(status).to_contain_text("Listening", timeout=30_000)
+        detections = page.locator("#live-detections")
+        sync_api.expect(detections).to_contain_text("yes at", timeout=60_000)
+        sync_api.expect(page.locator("#live-top")).not_to_have_text("—", timeout=10_000)
+        page.wait_for_timeout(3000)  # a few more seconds of the rolling chart
+        page.screenshot(path=artifacts_dir / "demo-live-microphone.png", full_page=True)
+        page.click("#live-stop")
+        sync_api.expect(status).to_have_text("Stopped.", timeout=30_000)
