@@ -1,11 +1,15 @@
 """Import the authors' AudioRepInceptionNeXt checkpoints (PySlowFast ``.pyth`` files).
 
 A checkpoint is ``torch.save({"epoch", "model_state", "optimizer_state", "cfg": <YAML>})``. The
-YAML config says which network (width), which heads, which dataset and which audio settings the
-weights belong to; everything the artifact needs is derived from it, so a released checkpoint
-becomes a servable artifact with one command. Loading is strict: any key or shape that does not
-line up is reported by name and nothing is written, because a silently half-loaded network
-still produces confident-looking (wrong) predictions.
+YAML config says which network, which heads, which dataset and which audio settings the weights
+belong to; everything the artifact needs is derived from it, so a released checkpoint becomes a
+servable artifact with one command. The network is built from the cfg the way the authors'
+builder reads it (width, depth, kernel sizes per stage and block, strides, groups, heads, frames,
+mel bands) and its constructor arguments are recorded in the manifest; only what their code
+itself could not build (or what this importer cannot reproduce exactly) is refused, by name.
+Loading is strict: any key or shape that does not line up is reported by name and nothing is
+written, because a silently half-loaded network still produces confident-looking (wrong)
+predictions.
 
 Checkpoints are read with ``weights_only=True`` only: a ``.pyth`` from the internet must not be
 able to run code on import.
@@ -27,11 +31,11 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from model.audio_config import PRESETS, AudioConfig
-from model.export import ReparamLevel, default_provenance, export_artifact
-from model.inception_next import authors_key_map
+from model.export import default_provenance, export_artifact
+from model.inception_next import AudioRepInceptionNeXt, authors_key_map
 from model.labels import LABEL_SETS, PRESET_LABELS, load_labels, resolve_labels
-from model.manifest import Manifest, sha256_file
-from model.registry import VARIANTS, create_model
+from model.manifest import Manifest, ReparamLevel, sha256_file
+from model.registry import VARIANTS
 from model.reparam import reparameterize_model
 
 __all__ = [
@@ -45,7 +49,22 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 AUTHORS_MODEL_NAME = "AudioRepInceptionNeXt"
-_WIDTH_TO_ARCHITECTURE = {32: "b0", 64: "b1"}
+# What the authors' builder accepts and hard-codes (their PySlowFast fork, commit 17272a5).
+_STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+_TRANSFORMS = (
+    "ms_threeway_dw_bottleneck_transform",
+    "ms_threeway_dw_bottleneck_inference_transform",
+)
+_FIXED_BRANCHES = (11, 3)  # medium and small kernels of every mixer; the cfg sets the large one
+_STAGES = 4
+_PAPER_NETWORK = {  # cfg values when a key is absent (older configs): the paper's network
+    "TEMP_KERNEL_SIZES": [[[5]], [[21]], [[21]], [[21]], [[21]]],
+    "FREQ_KERNEL_SIZES": [[[7]], [[21]], [[21]], [[21]], [[21]]],
+    "TIME_STRIDES": [[1], [2], [2], [2]],
+    "FREQUENCY_STRIDES": [[1], [2], [2], [2]],
+    "FREQUENCY_DILATIONS": [[1], [1], [1], [1]],
+}
+_ACTIVATIONS = ("softmax", "sigmoid")  # MODEL.HEAD_ACT: what their head applies in eval mode
 # Dataset names as the authors' configs spell them (lower-cased, punctuation dropped).
 _DATASET_PRESETS = {
     "vggsound": "vggsound",
@@ -82,7 +101,7 @@ class AuthorsCheckpointInfo:
     """What the checkpoint's config says about the weights."""
 
     path: Path
-    architecture: str
+    architecture: str  # a registry variant (b0, b1) or "audiorepinceptionnext"
     width: int
     heads: dict[str, int]
     dataset: str
@@ -92,6 +111,11 @@ class AuthorsCheckpointInfo:
     epoch: int | None
     sha256: str
     dropped_keys: tuple[str, ...] = field(default=())  # branch keys a merged checkpoint carries
+    # ``create_model(variant, heads, **overrides)`` rebuilds the network (training uses this).
+    variant: str = "b1"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    architecture_params: dict[str, Any] = field(default_factory=dict)
+    activation: str = "softmax"
 
 
 def _cfg(cfg: Mapping[str, Any], dotted: str, default: Any = _MISSING) -> Any:
@@ -145,44 +169,178 @@ def _names(keys: Sequence[str]) -> str:
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > _LISTED_KEYS else "")
 
 
-def _architecture(cfg: Mapping[str, Any]) -> tuple[str, int]:
+def _int(value: Any, key: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CheckpointError(
+            f"checkpoint cfg {key} must be an integer >= {minimum}, got {value!r}"
+        )
+    return value
+
+
+def _per_stage(cfg: Mapping[str, Any], key: str, stages: int) -> list[list[int]]:
+    """``RESNET.<key>``: one ``[pathway 0 values, ...]`` list per stage -> pathway 0's values."""
+    value = _cfg(cfg, f"RESNET.{key}", _PAPER_NETWORK.get(key))
+    if not isinstance(value, list) or len(value) != stages:
+        raise CheckpointError(f"checkpoint cfg RESNET.{key} needs {stages} entries: {value!r}")
+    rows = []
+    for entry in value:
+        first = entry[0] if isinstance(entry, list) and entry else entry
+        row = first if isinstance(first, list) else [first]
+        rows.append([_int(v, f"RESNET.{key}") for v in row])
+    return rows
+
+
+def _block_sizes(
+    cfg: Mapping[str, Any], axis: str, depths: Sequence[int]
+) -> tuple[int, list[list[int]]]:
+    """Stem kernel and each block's large kernel along ``axis`` ("TEMP" or "FREQ").
+
+    As the authors' stage does: the stage's kernel list repeated over its blocks, the first
+    ``NUM_BLOCK_<axis>_KERNEL`` blocks use it, the rest a 1-tap kernel.
+    """
+    key = f"{axis}_KERNEL_SIZES"
+    kernels = _per_stage(cfg, key, _STAGES + 1)
+    stem = kernels[0][0]
+    counts = _cfg(cfg, f"RESNET.NUM_BLOCK_{axis}_KERNEL", [[d] for d in depths])
+    if not isinstance(counts, list) or len(counts) != _STAGES:
+        raise CheckpointError(f"checkpoint cfg RESNET.NUM_BLOCK_{axis}_KERNEL is malformed")
+    per_block = []
+    for stage, (depth, sizes) in enumerate(zip(depths, kernels[1:], strict=True)):
+        entry = counts[stage]
+        n = _int(entry[0] if isinstance(entry, list) else entry, "NUM_BLOCK_KERNEL", minimum=0)
+        if n > depth:
+            raise CheckpointError(
+                f"RESNET.NUM_BLOCK_{axis}_KERNEL[{stage}] is {n} but the stage has {depth} "
+                "blocks (the authors' stage asserts it is not more)"
+            )
+        blocks = ((sizes * depth)[:n] + [1] * (depth - n))[:depth]
+        for k in blocks:
+            if k % 2 == 0:
+                raise CheckpointError(
+                    f"RESNET.{key} has an even kernel ({k}): 'same' padding k//2 changes the "
+                    "length, so the authors' branches cannot be added"
+                )
+            if k in _FIXED_BRANCHES:
+                raise CheckpointError(
+                    f"RESNET.{key} has a {k}-tap kernel, the size of a fixed branch "
+                    f"({', '.join(map(str, _FIXED_BRANCHES))}): two branches of one size are not "
+                    "supported by this importer"
+                )
+        per_block.append(blocks)
+    return stem, per_block
+
+
+def _network(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``AudioRepInceptionNeXt`` constructor arguments (plain JSON types) from the cfg."""
     model_name = _cfg(cfg, "MODEL.MODEL_NAME")
     if model_name != AUTHORS_MODEL_NAME:
         raise CheckpointError(
             f"unknown architecture: MODEL.MODEL_NAME is {model_name!r}, expected "
             f"{AUTHORS_MODEL_NAME!r}"
         )
-    width = _cfg(cfg, "RESNET.WIDTH_PER_GROUP")
-    if width not in _WIDTH_TO_ARCHITECTURE:
-        known = ", ".join(f"{w} -> {a}" for w, a in _WIDTH_TO_ARCHITECTURE.items())
-        raise CheckpointError(f"unknown architecture: RESNET.WIDTH_PER_GROUP {width!r} ({known})")
-    return _WIDTH_TO_ARCHITECTURE[width], width
-
-
-def _flat(value: Any) -> list[Any]:
-    if isinstance(value, list | tuple):
-        return [item for sub in value for item in _flat(sub)]
-    return [value]
-
-
-def _check_kernels(cfg: Mapping[str, Any], architecture: str) -> None:
-    """The stem and mixer kernel sizes must be the ones the registry's variant builds."""
-    variant = VARIANTS[architecture]
-    expected = {
-        "RESNET.TEMP_KERNEL_SIZES": (variant["stem_kernel"][0], max(variant["kernel_sizes"])),
-        "RESNET.FREQ_KERNEL_SIZES": (variant["stem_kernel"][1], max(variant["kernel_sizes"])),
+    width = _int(_cfg(cfg, "RESNET.WIDTH_PER_GROUP"), "RESNET.WIDTH_PER_GROUP")
+    depth = _cfg(cfg, "RESNET.DEPTH", 50)
+    if depth not in _STAGE_DEPTHS:
+        raise CheckpointError(
+            f"unknown architecture: RESNET.DEPTH {depth!r}; the authors' builder knows "
+            f"{', '.join(map(str, _STAGE_DEPTHS))}"
+        )
+    depths = _STAGE_DEPTHS[depth]
+    transform = _cfg(cfg, "RESNET.TRANS_FUNC", _TRANSFORMS[0])
+    if transform not in _TRANSFORMS:
+        raise CheckpointError(f"unknown architecture: RESNET.TRANS_FUNC {transform!r}")
+    if _cfg(cfg, "RESNET.STRIDE_1X1", False):
+        raise CheckpointError(
+            "RESNET.STRIDE_1X1 is true: the authors' transform then passes a (time, freq) stride "
+            "pair as one element of the depthwise stride, which PyTorch cannot build"
+        )
+    groups = _int(_cfg(cfg, "RESNET.NUM_GROUPS", 1), "RESNET.NUM_GROUPS")
+    channels = _cfg(cfg, "DATA.INPUT_CHANNEL_NUM", [1])
+    if channels not in ([1], 1):
+        raise CheckpointError(
+            f"DATA.INPUT_CHANNEL_NUM {channels!r}: the log-mel front-end gives one channel"
+        )
+    dilations = _per_stage(cfg, "FREQUENCY_DILATIONS", _STAGES)
+    if any(d != 1 for row in dilations for d in row):
+        raise CheckpointError(
+            f"RESNET.FREQUENCY_DILATIONS {dilations}: with dilation the authors' 'same' padding "
+            "no longer keeps the length, so their branches cannot be added"
+        )
+    time_strides = [row[0] for row in _per_stage(cfg, "TIME_STRIDES", _STAGES)]
+    freq_strides = [row[0] for row in _per_stage(cfg, "FREQUENCY_STRIDES", _STAGES)]
+    if (time_strides[0], freq_strides[0]) != (1, 1):
+        raise CheckpointError(
+            "the first stage must not stride (RESNET.TIME_STRIDES/FREQUENCY_STRIDES [0]): its "
+            "first 1x1 conv keeps the width and so never strides in the authors' transform"
+        )
+    stem_t, time_blocks = _block_sizes(cfg, "TEMP", depths)
+    stem_f, freq_blocks = _block_sizes(cfg, "FREQ", depths)
+    block_kernels = [
+        [[[t, *_FIXED_BRANCHES], [f, *_FIXED_BRANCHES]] for t, f in zip(ts, fs, strict=True)]
+        for ts, fs in zip(time_blocks, freq_blocks, strict=True)
+    ]
+    first = block_kernels[0][0][0]
+    uniform = all(k == [first, first] for stage in block_kernels for k in stage)
+    dropout = _cfg(cfg, "MODEL.DROPOUT_RATE", 0.5)
+    if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise CheckpointError(f"MODEL.DROPOUT_RATE must be in [0, 1), got {dropout!r}")
+    return {
+        "width": width,
+        "depths": list(depths),
+        "kernel_sizes": first if uniform else [21, *_FIXED_BRANCHES],
+        "stem_kernel": [stem_t, stem_f],
+        "expansion": 4 * groups,  # the authors' inner width is 4 x NUM_GROUPS x stage width
+        "mixer": "band",
+        "dropout": float(dropout),
+        "in_chans": 1,
+        "strides": [[t, f] for t, f in zip(time_strides, freq_strides, strict=True)],
+        "block_kernels": None if uniform else block_kernels,
     }
-    for key, (stem, mixer) in expected.items():
-        stages = _cfg(cfg, key, None)
-        if stages is None:
-            continue  # older configs: the key/shape check below still catches a mismatch
-        if not isinstance(stages, list) or len(stages) < 2:
-            raise CheckpointError(f"checkpoint cfg {key} is malformed: {stages!r}")
-        if _flat(stages[0]) != [stem] or any(k != mixer for k in _flat(stages[1:])):
-            raise CheckpointError(
-                f"unsupported kernel sizes: {key} is {stages!r}; this importer builds a "
-                f"{stem}-tap stem and {mixer}-tap mixers"
-            )
+
+
+def _feature_map(size: int, stem_kernel: int, strides: Sequence[int]) -> int:
+    """Length of one axis after the stem (conv /2, max-pool /2) and the stage strides."""
+    size = (size + 2 * (stem_kernel // 2) - stem_kernel) // 2 + 1
+    size = (size + 2 - 3) // 2 + 1
+    for stride in strides:
+        size = (size - 1) // stride + 1
+    return size
+
+
+def _check_head_pool(kwargs: Mapping[str, Any], frames: int, bands: int) -> None:
+    """The authors' head average-pools a fixed window sized from NUM_FRAMES and NUM_FREQUENCIES.
+
+    It is a global average (which this project's network computes for any size) only when that
+    window covers the whole final feature map; otherwise their head slides the window and
+    averages per-window softmaxes, which this importer does not reproduce.
+    """
+    time_strides = [s[0] for s in kwargs["strides"]]
+    window = (frames // 4 // math.prod(time_strides), bands // 32)
+    feature_map = (
+        _feature_map(frames, kwargs["stem_kernel"][0], time_strides),
+        _feature_map(bands, kwargs["stem_kernel"][1], [s[1] for s in kwargs["strides"]]),
+    )
+    if window != feature_map:
+        raise CheckpointError(
+            f"AUDIO_DATA.NUM_FRAMES {frames} x NUM_FREQUENCIES {bands}: the authors' head pools a "
+            f"fixed {window[0]}x{window[1]} window of a {feature_map[0]}x{feature_map[1]} feature "
+            "map, which is not a global average; only sizes where it is (e.g. multiples of 32 "
+            "with the default strides) are supported"
+        )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _variant(kwargs: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The registry variant closest to ``kwargs`` and the overrides that rebuild them exactly."""
+    base = "b0" if kwargs["width"] == VARIANTS["b0"]["width"] else "b1"
+    defaults = AudioRepInceptionNeXt(heads={"x": 1}, **VARIANTS[base]).architecture_params
+    overrides = {k: v for k, v in kwargs.items() if _plain(defaults.get(k)) != _plain(v)}
+    return base, overrides
 
 
 def _heads(cfg: Mapping[str, Any], single_head: str) -> dict[str, int]:
@@ -196,7 +354,19 @@ def _heads(cfg: Mapping[str, Any], single_head: str) -> dict[str, int]:
         return {single_head: counts[0]}
     if len(counts) == len(_TWO_HEADS):
         return dict(zip(_TWO_HEADS, counts, strict=True))
-    raise CheckpointError(f"MODEL.NUM_CLASSES {classes!r}: only one or two heads are supported")
+    raise CheckpointError(
+        f"MODEL.NUM_CLASSES {classes!r}: the authors' head builds one projection, or a verb and a "
+        "noun projection"
+    )
+
+
+def _activation(cfg: Mapping[str, Any]) -> str:
+    activation = _cfg(cfg, "MODEL.HEAD_ACT", "softmax")
+    if activation not in _ACTIVATIONS:
+        raise CheckpointError(
+            f"MODEL.HEAD_ACT {activation!r}: the authors' head knows {', '.join(_ACTIVATIONS)}"
+        )
+    return str(activation)
 
 
 def _dataset(cfg: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -292,20 +462,23 @@ def load_authors_checkpoint(
     path = Path(path)
     state, cfg, epoch = _read(path)
     try:
-        architecture, width = _architecture(cfg)
-        _check_kernels(cfg, architecture)
+        kwargs = _network(cfg)
         dataset, preset = _dataset(cfg)
         default_head = next(iter(PRESET_LABELS[preset])) if preset else _slug(dataset)
         heads = _heads(cfg, _slug(head_name) if head_name else default_head)
+        activation = _activation(cfg)
         frontend = _frontend(cfg, dataset, preset)
+        _check_head_pool(kwargs, frontend.num_frames, frontend.n_mels)
         merged = bool(_cfg(cfg, "MODEL.MERGE_MODE", False)) or any("_reparam." in k for k in state)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
 
-    train_form = create_model(architecture, heads)
+    variant, overrides = _variant(kwargs)
+    architecture = variant if not overrides else "audiorepinceptionnext"
+    train_form = AudioRepInceptionNeXt(heads=heads, **kwargs)
     train_map = authors_key_map(train_form)
     if merged:
-        model = reparameterize_model(train_form, inplace=False, fold_identity=False)
+        model = reparameterize_model(train_form, ReparamLevel.PAPER)
         key_map = authors_key_map(model)
         train_state = train_form.state_dict()
         droppable = {
@@ -317,8 +490,8 @@ def load_authors_checkpoint(
     if problems:
         form = "merged" if merged else "train-form"
         raise CheckpointError(
-            f"{path}: weights do not fit {architecture} ({form}, heads {heads}): "
-            + "; ".join(problems)
+            f"{path}: weights do not fit the cfg's network ({architecture}, width "
+            f"{kwargs['width']}, {form}, heads {heads}): " + "; ".join(problems)
         )
     model.load_state_dict({ours: state[theirs] for theirs, ours in key_map.items()}, strict=True)
     model.eval()
@@ -330,7 +503,7 @@ def load_authors_checkpoint(
     info = AuthorsCheckpointInfo(
         path=path,
         architecture=architecture,
-        width=width,
+        width=kwargs["width"],
         heads=heads,
         dataset=dataset,
         preset=preset,
@@ -339,12 +512,16 @@ def load_authors_checkpoint(
         epoch=epoch,
         sha256=sha256_file(path),
         dropped_keys=dropped,
+        variant=variant,
+        overrides=overrides,
+        architecture_params=kwargs,
+        activation=activation,
     )
     logger.info(
         "loaded %s: %s (width %d), %s, dataset %s, heads %s, epoch %s",
         path,
         architecture,
-        width,
+        kwargs["width"],
         "merged" if merged else "train form",
         dataset,
         heads,
@@ -374,7 +551,7 @@ def import_checkpoint(
     out_dir: Path | str,
     labels: str | None = None,
     name: str | None = None,
-    level: ReparamLevel = "full",
+    level: ReparamLevel | str = ReparamLevel.FULL,
     overwrite: bool = False,
 ) -> Manifest:
     """Turn an authors' checkpoint into a verified artifact directory.
@@ -384,7 +561,7 @@ def import_checkpoint(
     ``CheckpointError`` (bad checkpoint or labels) or ``ExportError`` (export not faithful);
     in both cases nothing is written.
     """
-    if level not in ("paper", "full"):
+    if level not in (ReparamLevel.PAPER, ReparamLevel.FULL):
         raise CheckpointError(f"level must be 'paper' or 'full', got {level!r}")
     requested = _requested_labels(labels) if labels is not None else None
     single = next(iter(requested)) if requested and len(requested) == 1 else None
@@ -415,6 +592,7 @@ def import_checkpoint(
         frontend=info.frontend,
         labels=requested,
         level=level,
+        activation="sigmoid" if info.activation == "sigmoid" else "softmax",
         provenance=default_provenance(source=str(info.path.resolve())),
         extra={
             "authors_checkpoint": {
@@ -424,6 +602,8 @@ def import_checkpoint(
                 "dataset": info.dataset,
                 "width_per_group": info.width,
                 "merged": info.merged,
+                "variant": info.variant,
+                "overrides": info.overrides,
             }
         },
         overwrite=overwrite,

@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from model.manifest import ReparamLevel
+
 __all__ = ["register", "run_import_checkpoint", "run_info"]
 
 _EXIT_ERROR = 2  # argparse's code for bad usage; a bad checkpoint is the user's input too
 _MEL_BINS = 128
-_LEVELS = ("train", "paper", "full")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,8 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     imp.add_argument("--name", help="artifact name (default: <architecture>-<dataset>)")
     imp.add_argument(
         "--level",
-        choices=("paper", "full"),
-        default="full",
+        choices=[level.value for level in (ReparamLevel.PAPER, ReparamLevel.FULL)],
+        default=ReparamLevel.FULL.value,
         help="re-parameterisation: paper (mixers merged) or full (no BatchNorm left; default)",
     )
     imp.add_argument(
@@ -69,17 +70,17 @@ def _complexity_row(architecture: str, classes: int, frames: int) -> dict[str, A
     from model.reparam import reparameterize_model
 
     model = create_model(architecture, {"classes": classes}).eval()
-    forms = {"train": model}
+    forms = {ReparamLevel.NONE: model}
     # The Slow-Fast baseline has no multi-branch mixers: the paper compares it in train form.
     if not architecture.startswith("slowfast"):
-        forms["paper"] = reparameterize_model(model, fold_identity=False)
-        forms["full"] = reparameterize_model(model, fold_identity=True)
+        forms[ReparamLevel.PAPER] = reparameterize_model(model, ReparamLevel.PAPER)
+        forms[ReparamLevel.FULL] = reparameterize_model(model, ReparamLevel.FULL)
     row: dict[str, Any] = {"architecture": architecture}
-    for level in _LEVELS:
+    for level in ReparamLevel:
         form = forms.get(level)
-        row[f"params_{level}"] = None if form is None else count_params(form)
+        row[f"params_{level.value}"] = None if form is None else count_params(form)
         macs = None if form is None else count_macs(form, frames=frames, mel_bins=_MEL_BINS)
-        row[f"gmacs_{level}"] = None if macs is None else round(macs / 1e9, 4)
+        row[f"gmacs_{level.value}"] = None if macs is None else round(macs / 1e9, 4)
     return row
 
 
@@ -98,8 +99,8 @@ def _table(rows: list[dict[str, Any]], classes: int, frames: int) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        cells = [millions(row[f"params_{lvl}"]) for lvl in _LEVELS]
-        cells += [gmacs(row[f"gmacs_{lvl}"]) for lvl in _LEVELS]
+        cells = [millions(row[f"params_{level.value}"]) for level in ReparamLevel]
+        cells += [gmacs(row[f"gmacs_{level.value}"]) for level in ReparamLevel]
         lines.append(f"| {row['architecture']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -17,7 +17,6 @@ import shlex
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,15 +29,23 @@ from torch import Tensor, nn
 from model.audio_config import AudioConfig
 from model.backends import open_session
 from model.complexity import count_macs, count_params
-from model.manifest import INPUT_NAME, HeadSpec, Manifest, Provenance
+from model.manifest import (
+    INPUT_NAME,
+    HeadSpec,
+    Manifest,
+    Provenance,
+    ReparamLevel,
+    Verification,
+    arinext_version,
+)
 from model.publish import destination_problem, publish_artifact
 from model.reparam import reparameterize_model
 
 __all__ = [
+    "VERIFY_ATOL",
     "VERIFY_BATCH_SIZES",
+    "VERIFY_RTOL",
     "ExportError",
-    "ReparamLevel",
-    "arinext_version",
     "default_provenance",
     "export_artifact",
     "output_name",
@@ -46,10 +53,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ReparamLevel = Literal["none", "paper", "full"]
 
 # Batch 1 is what the service runs most; 3 catches graphs that baked in the traced batch size.
 VERIFY_BATCH_SIZES: tuple[int, ...] = (1, 3)
+# ONNX Runtime must agree with the train-form torch logits to atol + rtol * max|logit|: float32
+# rounding grows with what the network computes (a correct B1 export with randomised BN differs
+# by ~1e-4 at logits of ~1), while a wrong fusion is off by a sizeable fraction of the logits.
+VERIFY_ATOL = 1e-4
+VERIFY_RTOL = 1e-4
 _TRACE_BATCH = 1
 _PLACEHOLDER_SHA = "0" * 64
 
@@ -61,14 +72,6 @@ class ExportError(RuntimeError):
 def output_name(head: str) -> str:
     """ONNX output name holding ``head``'s logits."""
     return f"logits_{head}"
-
-
-def arinext_version() -> str | None:
-    """Installed version of this project, or None when it runs from a plain checkout."""
-    try:
-        return metadata.version("arinext")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def default_provenance(source: str | None = None) -> Provenance:
@@ -92,10 +95,10 @@ class _TupleOutputs(nn.Module):
 
 
 def _reparameterize(model: nn.Module, level: ReparamLevel) -> nn.Module:
-    if level == "none":
+    if level is ReparamLevel.NONE:
         return model
     try:
-        return reparameterize_model(model, inplace=False, fold_identity=level == "full")
+        return reparameterize_model(model, level, inplace=False)
     except Exception as exc:
         raise ExportError(f"re-parameterisation to level {level!r} failed: {exc}") from exc
 
@@ -179,13 +182,14 @@ def export_artifact(
     architecture: str,
     frontend: AudioConfig,
     labels: Mapping[str, Sequence[str]],
-    level: ReparamLevel = "full",
+    level: ReparamLevel | str = ReparamLevel.FULL,
     activation: Literal["softmax", "sigmoid"] = "softmax",
     provenance: Provenance | None = None,
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     opset: int = 17,
-    atol: float = 1e-4,
+    atol: float = VERIFY_ATOL,
+    rtol: float = VERIFY_RTOL,
     overwrite: bool = False,
 ) -> Manifest:
     """Export ``model`` (train form) as a verified artifact directory ``out_dir``.
@@ -194,12 +198,15 @@ def export_artifact(
     the multi-scale mixers (the paper's benchmarked model), ``"full"`` folds every BN and the
     identity too. The caller's model is never modified (its train/eval mode is restored).
     Raises ``ExportError`` without writing anything when ONNX Runtime's logits differ from the
-    train-form torch logits by more than ``atol``, or when ``out_dir`` exists and is not an
-    artifact (unless ``overwrite``).
+    train-form torch logits by more than ``atol + rtol * max|logit|`` (recorded in the manifest's
+    ``verification``), or when ``out_dir`` exists and is not an artifact (unless ``overwrite``).
     """
     out = Path(out_dir)
-    if level not in ("none", "paper", "full"):
-        raise ExportError(f"level must be 'none', 'paper' or 'full', got {level!r}")
+    try:
+        level = ReparamLevel(level)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in ReparamLevel)
+        raise ExportError(f"level must be one of {choices}, got {level!r}") from None
     if problem := destination_problem(out, overwrite):
         raise ExportError(problem)
     head_names = [str(h) for h in getattr(model, "head_names", ())]
@@ -210,6 +217,7 @@ def export_artifact(
         manifest = Manifest(
             name=name,
             architecture=architecture,
+            architecture_params=dict(getattr(model, "architecture_params", {})),
             reparameterized=level,
             frontend=frontend,
             heads=[
@@ -245,19 +253,25 @@ def export_artifact(
         data = _to_onnx(inference, head_names, frontend, opset)
         actual = _onnx_logits(data, inputs)
         max_diff = max(_max_abs_diff(e, a) for e, a in zip(expected, actual, strict=True))
+        scale = max(float(np.abs(logits).max()) for batch in expected for logits in batch)
+        tolerance = atol + rtol * scale
         logger.info(
-            "%s (%s, level %s): max |onnx - torch train form| = %.3g over batches %s x %d frames",
+            "%s (%s, level %s): max |onnx - torch train form| = %.3g (tolerance %.3g at logit "
+            "scale %.3g) over batches %s x %d frames",
             name,
             architecture,
-            level,
+            level.value,
             max_diff,
+            tolerance,
+            scale,
             VERIFY_BATCH_SIZES,
             frontend.num_frames,
         )
-        if not max_diff <= atol:
+        if not max_diff <= tolerance:
             raise ExportError(
                 f"ONNX Runtime logits differ from the torch model's by {max_diff:.3g} "
-                f"(tolerance {atol:g}); nothing written"
+                f"(tolerance {tolerance:.3g} = {atol:g} + {rtol:g} x max|logit| {scale:.3g}); "
+                "nothing written"
             )
         num_params = count_params(inference)
         macs = count_macs(inference, frames=frontend.num_frames, mel_bins=frontend.n_mels)
@@ -269,6 +283,15 @@ def export_artifact(
             "num_params": num_params,
             "gflops": round(macs / 1e9, 6),
             "sha256": hashlib.sha256(data).hexdigest(),
+            "verification": Verification(
+                atol=atol,
+                rtol=rtol,
+                logit_scale=scale,
+                tolerance=tolerance,
+                max_abs_diff=max_diff,
+                batch_sizes=list(VERIFY_BATCH_SIZES),
+                frames=frontend.num_frames,
+            ),
         }
     )
     publish_artifact(out, data, manifest)

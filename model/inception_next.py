@@ -66,9 +66,9 @@ class ConvBN(nn.Module):
     """Conv2d (no bias) followed by BatchNorm2d.
 
     It is the unit every foldable conv of the network is built from, so the full fold is a
-    local rewrite: ``reparameterize(fold_identity=True)`` replaces ``conv``+``bn`` by one biased
-    conv named ``fused``. At the paper's level (``fold_identity=False``) BNs outside the mixers
-    stay, which keeps the paper's parameter count, so the call is then a no-op.
+    local rewrite: ``reparameterize()`` replaces ``conv``+``bn`` by one biased conv named
+    ``fused``. The paper's level never calls it (BNs outside the mixers stay, which keeps the
+    paper's parameter count).
     """
 
     def __init__(
@@ -109,9 +109,9 @@ class ConvBN(nn.Module):
             return self.fused.weight, self.fused.bias
         return fuse_conv_bn(self.conv.weight, self.conv.bias, self.bn)
 
-    def reparameterize(self, fold_identity: bool = False) -> None:
-        """Fold the BN into the conv, but only for the full fold (see class docstring)."""
-        if not fold_identity or hasattr(self, "fused"):
+    def reparameterize(self) -> None:
+        """Fold the BN into the conv (a no-op once folded)."""
+        if hasattr(self, "fused"):
             return
         weight, bias = self.fused_kernel()
         conv = self.conv
@@ -135,9 +135,10 @@ class MultiScaleMixer(nn.Module):
     """``ReLU(x + sum_k BN(DWConv_k(x)))`` with depthwise kernels along one axis (or both).
 
     ``axis="time"`` gives k x 1 kernels, ``"freq"`` 1 x k, ``"both"`` k x k (the paper's 2D
-    ablation). Branches are named ``k<size>``. ``reparameterize()`` merges all branches into
-    one depthwise conv ``fused`` of the largest size; the identity add stays in ``forward``
-    (the paper's form) unless ``fold_identity=True`` moves it into the centre tap.
+    ablation). Branches are named ``k<size>``, listed largest-role first as in the authors'
+    naming (``a``, ``a_medium``, ``a_small``). ``merge_branches()`` merges them into one
+    depthwise conv ``fused`` of the largest size with the identity add kept in ``forward`` (the
+    paper's form); ``reparameterize()`` also moves the identity into the centre tap.
     """
 
     def __init__(
@@ -186,8 +187,8 @@ class MultiScaleMixer(nn.Module):
                 y = y + getattr(self, f"k{k}")(x)
         return self.act(y)
 
-    def reparameterize(self, fold_identity: bool = False) -> None:
-        """Merge the branches into ``fused``; repeat calls only add what is still missing."""
+    def merge_branches(self) -> None:
+        """Merge the branches into ``fused`` (the paper's level); a no-op once merged."""
         if not hasattr(self, "fused"):
             weight, bias = self._merged_kernel()
             shape = self._kernel_shape(max(self.kernel_sizes))
@@ -204,7 +205,11 @@ class MultiScaleMixer(nn.Module):
             self.fused = _load(fused, weight, bias)
             for k in self.kernel_sizes:
                 delattr(self, f"k{k}")
-        if fold_identity and not self.identity_folded:
+
+    def reparameterize(self) -> None:
+        """Merge the branches and fold the identity into the centre tap; a no-op once done."""
+        self.merge_branches()
+        if not self.identity_folded:
             kh, kw = self.fused.weight.shape[-2:]
             with torch.no_grad():
                 self.fused.weight[:, 0, kh // 2, kw // 2] += 1.0
@@ -236,13 +241,14 @@ class InceptionNeXtBlock(nn.Module):
         self,
         in_chans: int,
         out_chans: int,
-        stride: int = 1,
+        stride: int | Sequence[int] = 1,
         kernel_sizes: Sequence[int] = (21, 11, 3),
         expansion: int = 4,
         mixer: Literal["band", "2d"] = "band",
+        freq_kernel_sizes: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if in_chans != out_chans or stride != 1:
+        if in_chans != out_chans or _pair(stride) != (1, 1):
             self.shortcut: nn.Module = ConvBN(in_chans, out_chans, 1, stride=stride)
         else:
             self.shortcut = nn.Identity()
@@ -250,7 +256,8 @@ class InceptionNeXtBlock(nn.Module):
         self.act_in = nn.ReLU(inplace=True)
         if mixer == "band":
             self.time_mixer = MultiScaleMixer(out_chans, kernel_sizes, "time")
-            self.freq_mixer = MultiScaleMixer(out_chans, kernel_sizes, "freq")
+            freq_sizes = kernel_sizes if freq_kernel_sizes is None else freq_kernel_sizes
+            self.freq_mixer = MultiScaleMixer(out_chans, freq_sizes, "freq")
             self._mixer_names: tuple[str, ...] = ("time_mixer", "freq_mixer")
         elif mixer == "2d":
             self.mixer = MultiScaleMixer(out_chans, kernel_sizes, "both")
@@ -269,30 +276,40 @@ class InceptionNeXtBlock(nn.Module):
 
 
 class InceptionNeXtStage(nn.Module):
-    """``depth`` blocks at one width; the first one changes width and applies the stride."""
+    """``depth`` blocks at one width; the first one changes width and applies the stride.
+
+    ``block_kernels`` gives each block its own (time, frequency) branch sizes, as the authors'
+    configs can (``NUM_BLOCK_TEMP_KERNEL``); by default every mixer uses ``kernel_sizes``.
+    """
 
     def __init__(
         self,
         in_chans: int,
         out_chans: int,
         depth: int,
-        stride: int = 1,
+        stride: int | Sequence[int] = 1,
         kernel_sizes: Sequence[int] = (21, 11, 3),
         expansion: int = 4,
         mixer: Literal["band", "2d"] = "band",
+        block_kernels: Sequence[tuple[Sequence[int], Sequence[int]]] | None = None,
     ) -> None:
         super().__init__()
+        if block_kernels is None:
+            block_kernels = [(kernel_sizes, kernel_sizes)] * depth
+        if len(block_kernels) != depth:
+            raise ValueError(f"{len(block_kernels)} block kernels for {depth} blocks")
         self.blocks = nn.Sequential(
             *(
                 InceptionNeXtBlock(
                     in_chans if i == 0 else out_chans,
                     out_chans,
                     stride if i == 0 else 1,
-                    kernel_sizes,
+                    time_sizes,
                     expansion,
                     mixer,
+                    freq_kernel_sizes=freq_sizes,
                 )
-                for i in range(depth)
+                for i, (time_sizes, freq_sizes) in enumerate(block_kernels)
             )
         )
 
@@ -339,7 +356,10 @@ class AudioRepInceptionNeXt(nn.Module):
     """Stem, four stages of C, 2C, 4C, 8C channels, global average pool, dropout, linear heads.
 
     ``forward`` returns ``{head name: logits}`` in the order of ``heads`` (never softmax, also in
-    eval mode); global pooling over T and F means any number of frames works.
+    eval mode); global pooling over T and F means any number of frames works. ``strides`` are
+    the (time, frequency) strides of each stage's first block (default 1, 2, 2, 2);
+    ``block_kernels[stage][block]`` is an optional (time sizes, frequency sizes) pair per block.
+    ``architecture_params`` holds the constructor arguments (without heads) as plain JSON.
     """
 
     def __init__(
@@ -354,10 +374,34 @@ class AudioRepInceptionNeXt(nn.Module):
         heads: Mapping[str, int] = DEFAULT_HEADS,
         dropout: float = 0.5,
         in_chans: int = 1,
+        strides: Sequence[int | Sequence[int]] | None = None,
+        block_kernels: Sequence[Sequence[tuple[Sequence[int], Sequence[int]]]] | None = None,
     ) -> None:
         super().__init__()
         self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
         self.mixer_kind = mixer
+        stage_strides = [_pair(s) for s in (strides or [1] + [2] * (len(depths) - 1))]
+        if len(stage_strides) != len(depths):
+            raise ValueError(f"{len(stage_strides)} strides for {len(depths)} stages")
+        if block_kernels is not None and len(block_kernels) != len(depths):
+            raise ValueError(f"block kernels for {len(block_kernels)} of {len(depths)} stages")
+        self.architecture_params = {
+            "width": int(width),
+            "depths": [int(d) for d in depths],
+            "kernel_sizes": list(self.kernel_sizes),
+            "stem_kernel": list(_pair(stem_kernel)),
+            "expansion": int(expansion),
+            "mixer": mixer,
+            "dropout": float(dropout),
+            "in_chans": int(in_chans),
+            "strides": [list(s) for s in stage_strides],
+            "block_kernels": None
+            if block_kernels is None
+            else [
+                [[[int(k) for k in t], [int(k) for k in f]] for t, f in stage]
+                for stage in block_kernels
+            ],
+        }
         self.stem = Stem(in_chans, width, stem_kernel)
         dims = [width * 2**i for i in range(len(depths))]
         stages = []
@@ -365,7 +409,14 @@ class AudioRepInceptionNeXt(nn.Module):
         for i, (depth, dim) in enumerate(zip(depths, dims, strict=True)):
             stages.append(
                 InceptionNeXtStage(
-                    prev, dim, depth, 1 if i == 0 else 2, self.kernel_sizes, expansion, mixer
+                    prev,
+                    dim,
+                    depth,
+                    stage_strides[i],
+                    self.kernel_sizes,
+                    expansion,
+                    mixer,
+                    None if block_kernels is None else block_kernels[i],
                 )
             )
             prev = dim
@@ -398,7 +449,7 @@ _BLOCK_KEY = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\.(.+)$")
 _PARAM_SUFFIXES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
-def _authors_unit(unit: str, kernel_sizes: tuple[int, ...]) -> tuple[str, str] | None:
+def _authors_unit(unit: str, block: nn.Module) -> tuple[str, str] | None:
     """Authors' (conv name, BN name) inside ``branch2``/block for one of our ConvBN paths."""
     fixed = {
         "shortcut": ("branch1", "branch1_bn"),
@@ -409,14 +460,15 @@ def _authors_unit(unit: str, kernel_sizes: tuple[int, ...]) -> tuple[str, str] |
     if unit in fixed:
         return fixed[unit]
     for mixer, letter in (("time_mixer", "a"), ("freq_mixer", "b")):
-        for position, k in enumerate(sorted(kernel_sizes, reverse=True)):
+        sizes = getattr(getattr(block, mixer, None), "kernel_sizes", ())
+        for position, k in enumerate(sizes):  # role order: large, medium, small
             if unit == f"{mixer}.k{k}":
                 suffix = _AUTHORS_SIZE_SUFFIX[position]
                 return f"branch2.{letter}{suffix}", f"branch2.{letter}_bn{suffix}"
     return None
 
 
-def _authors_key(key: str, kernel_sizes: tuple[int, ...], head_names: list[str]) -> str:
+def _authors_key(key: str, model: AudioRepInceptionNeXt) -> str:
     path, _, param = key.rpartition(".")
     if param not in _PARAM_SUFFIXES:
         raise KeyError(key)
@@ -426,7 +478,7 @@ def _authors_key(key: str, kernel_sizes: tuple[int, ...], head_names: list[str])
         return f"s1.pathway0_stem.bn.{param}"
     if path.startswith("heads."):
         name = path.removeprefix("heads.")
-        projection = "projection" if len(head_names) == 1 else f"projection_{name}"
+        projection = "projection" if len(model.head_names) == 1 else f"projection_{name}"
         return f"head.{projection}.{param}"
     match = _BLOCK_KEY.match(key)
     if match is None:
@@ -438,7 +490,7 @@ def _authors_key(key: str, kernel_sizes: tuple[int, ...], head_names: list[str])
         if inner == f"{mixer}.fused":
             return f"{prefix}branch2.{letter}_reparam.{param}"
     unit, _, part = inner.rpartition(".")
-    names = _authors_unit(unit, kernel_sizes)
+    names = _authors_unit(unit, model.stages[stage].blocks[block])
     if names is None or part not in ("conv", "bn"):
         raise KeyError(key)
     return prefix + (names[0] if part == "conv" else names[1]) + f".{param}"
@@ -447,8 +499,8 @@ def _authors_key(key: str, kernel_sizes: tuple[int, ...], head_names: list[str])
 def authors_key_map(model: AudioRepInceptionNeXt) -> dict[str, str]:
     """Map the authors' (PySlowFast-style) state-dict keys to ``model``'s state-dict keys.
 
-    Works for the train form and for the paper-merged form (``reparameterize_model`` with
-    ``fold_identity=False``): in the merged form ``...branch2.a_reparam.*``/``b_reparam.*`` map
+    Works for the train form and for the paper-merged form (``reparameterize_model`` at
+    ``ReparamLevel.PAPER``): in the merged form ``...branch2.a_reparam.*``/``b_reparam.*`` map
     to ``time_mixer.fused.*``/``freq_mixer.fused.*`` and the authors' branch keys, which a merged
     checkpoint still carries, have no entry (the importer drops them). Authors' naming:
     ``branch2.a_head`` first 1x1, ``a``/``a_medium``/``a_small`` time kernels (large to small),
@@ -456,13 +508,12 @@ def authors_key_map(model: AudioRepInceptionNeXt) -> dict[str, str]:
     one head is ``head.projection``, several are ``head.projection_<name>``.
     Raises ``ValueError`` for forms the authors never saved (2D mixer, full fold).
     """
-    if model.mixer_kind != "band" or len(model.kernel_sizes) != 3:
+    mixers = [m for m in model.modules() if isinstance(m, MultiScaleMixer)]
+    if model.mixer_kind != "band" or any(len(m.kernel_sizes) != 3 for m in mixers):
         raise ValueError("the authors' layout exists only for band mixers with three kernels")
     for module in model.modules():
         if isinstance(module, MultiScaleMixer) and module.identity_folded:
             raise ValueError("identity-folded mixers have no counterpart in the authors' layout")
         if isinstance(module, ConvBN) and hasattr(module, "fused"):
             raise ValueError("fully folded conv+BN units have no authors' counterpart")
-    return {
-        _authors_key(key, model.kernel_sizes, model.head_names): key for key in model.state_dict()
-    }
+    return {_authors_key(key, model): key for key in model.state_dict()}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from enum import StrEnum
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +30,9 @@ __all__ = [
     "Precision",
     "Provenance",
     "Quantization",
+    "ReparamLevel",
+    "Verification",
+    "arinext_version",
     "read_manifest",
     "sha256_file",
     "verify_artifact",
@@ -39,7 +44,28 @@ MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 INPUT_NAME = "logmel"
 
-Reparameterized = Literal["none", "paper", "full"]
+
+class ReparamLevel(StrEnum):
+    """How far a network is re-parameterised: the one vocabulary for code, CLI and manifest.
+
+    ``NONE``: train form. ``PAPER``: the multi-scale mixers merged into one kernel each, identity
+    add and the other BNs kept (the model the paper benchmarks). ``FULL``: identity folded into
+    the centre tap and every BN into its conv, a plain conv/ReLU graph.
+    """
+
+    NONE = "none"
+    PAPER = "paper"
+    FULL = "full"
+
+
+def arinext_version() -> str | None:
+    """Installed version of this project (package metadata), None when run from a bare checkout."""
+    try:
+        return metadata.version("arinext")
+    except metadata.PackageNotFoundError:
+        return None
+
+
 # Numeric format of the weights and activations in ``model.onnx`` (int8: a QDQ graph).
 Precision = Literal["fp32", "int8"]
 
@@ -68,6 +94,28 @@ class Provenance(BaseModel):
     command: str | None = None
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     arinext_version: str | None = None
+
+
+class Verification(BaseModel):
+    """How ONNX Runtime's logits were checked against the train-form torch model's.
+
+    The tolerance scales with the logits (``atol + rtol * logit_scale``): float32 rounding grows
+    with the magnitude of what a network computes, while a wrong fusion is off by a sizeable
+    fraction of the logits themselves.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule: Literal["max|onnx - torch| <= atol + rtol * max|torch|"] = (
+        "max|onnx - torch| <= atol + rtol * max|torch|"
+    )
+    atol: float = Field(ge=0)
+    rtol: float = Field(ge=0)
+    logit_scale: float = Field(ge=0, description="max |train-form torch logit| over the batches")
+    tolerance: float = Field(ge=0)
+    max_abs_diff: float = Field(ge=0)
+    batch_sizes: list[int]
+    frames: int = Field(ge=1)
 
 
 class Quantization(BaseModel):
@@ -104,13 +152,19 @@ class Manifest(BaseModel):
     format_version: int = FORMAT_VERSION
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     architecture: str
-    reparameterized: Reparameterized
+    architecture_params: dict[str, Any] = Field(
+        default_factory=dict, description="constructor arguments that rebuild the network"
+    )
+    reparameterized: ReparamLevel
     frontend: AudioConfig
     input: str = INPUT_NAME
     heads: list[HeadSpec] = Field(min_length=1)
     num_params: int = Field(ge=0)
     gflops: float = Field(ge=0, description="multiply-adds per view, in billions")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    verification: Verification | None = Field(
+        default=None, description="ONNX Runtime against the train-form torch model at export"
+    )
     precision: Precision = "fp32"
     quantization: Quantization | None = Field(
         default=None, description="for int8 artifacts: calibration and agreement with fp32"

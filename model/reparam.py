@@ -1,10 +1,13 @@
 """Structural re-parameterisation helpers (RepVGG / MobileOne / FastViT style).
 
-Every multi-branch or conv+BN module of the project owns a ``reparameterize(fold_identity=...)``
-method that rewrites itself into its inference form; this module holds the arithmetic they share
-and the model-level driver. The maths is the paper's Sec. III-C (Lau, Rehman, Po, Neurocomputing
-2024, arXiv 2404.13551): fold BN into the preceding conv, zero-pad small kernels to the large size
-along their own axis, and sum.
+As in MobileOne / FastViT / timm, every multi-branch or conv+BN module owns a ``reparameterize()``
+that rewrites itself into its plain inference form, completely, and is a no-op the second time.
+Modules whose paper-level form differs (the multi-scale mixers: branches merged, identity add and
+the other BNs kept) also offer ``merge_branches()``. This module holds the arithmetic they share
+and the model-level driver, which calls nothing else, so foreign re-parameterisable blocks work.
+The maths is the paper's Sec. III-C (Lau, Rehman, Po, Neurocomputing 2024, arXiv 2404.13551):
+fold BN into the preceding conv, zero-pad small kernels to the large size along their own axis,
+and sum.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["fuse_conv_bn", "pad_kernel_to", "reparameterize_model"]
+from model.manifest import ReparamLevel
+
+__all__ = ["ReparamLevel", "fuse_conv_bn", "pad_kernel_to", "reparameterize_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,26 +59,31 @@ def pad_kernel_to(kernel: Tensor, size: int, axis: int) -> Tensor:
     return F.pad(kernel, pads)
 
 
-def _reparameterize_tree(module: nn.Module, fold_identity: bool) -> None:
+def _reparameterize_tree(module: nn.Module, method: str) -> None:
     # Parents first: a mixer consumes its branches and deletes them, so they are not visited.
-    if hasattr(module, "reparameterize"):
-        module.reparameterize(fold_identity=fold_identity)
+    rewrite = getattr(module, method, None)
+    if callable(rewrite):
+        rewrite()
     for child in list(module.children()):
-        _reparameterize_tree(child, fold_identity)
+        _reparameterize_tree(child, method)
 
 
 def reparameterize_model(
-    model: nn.Module, inplace: bool = False, fold_identity: bool = False
+    model: nn.Module, level: ReparamLevel | str = ReparamLevel.FULL, inplace: bool = False
 ) -> nn.Module:
-    """Turn a trained model into its inference form and return it in eval mode.
+    """Turn a trained model into its inference form ``level`` and return it in eval mode.
 
-    ``fold_identity=False`` is the paper's level: only the multi-scale mixers are merged (identity
-    add kept, other BNs kept). ``fold_identity=True`` is the full fold: identity folded into the
-    centre tap and every remaining BN folded into its conv, leaving a plain conv/ReLU graph.
-    The model is deep-copied unless ``inplace`` so the trainable form survives.
+    ``PAPER`` is the paper's level: only the multi-scale mixers are merged (``merge_branches()``;
+    identity add and the other BNs kept). ``FULL`` calls every module's ``reparameterize()``:
+    identities folded into centre taps and every BN into its conv, a plain conv/ReLU graph.
+    ``NONE`` changes nothing. The model is deep-copied unless ``inplace``, so the trainable form
+    survives.
     """
+    level = ReparamLevel(level)
     if not inplace:
         model = copy.deepcopy(model)
-    _reparameterize_tree(model, fold_identity)
-    logger.debug("re-parameterised %s (fold_identity=%s)", type(model).__name__, fold_identity)
+    if level is not ReparamLevel.NONE:
+        method = "merge_branches" if level is ReparamLevel.PAPER else "reparameterize"
+        _reparameterize_tree(model, method)
+    logger.debug("re-parameterised %s to level %s", type(model).__name__, level.value)
     return model.eval()

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.registry import VARIANTS, create_model
+from model.registry import create_model
 from training.config import TrainConfig, UserError, load_yaml
 
 __all__ = [
@@ -135,10 +135,7 @@ def initial_model(cfg: TrainConfig, heads: dict[str, int]) -> tuple[nn.Module, d
                 f"{source} holds merged (inference-form) weights, which a run cannot rebuild; "
                 "fine-tune from the train-form checkpoint"
             )
-        overrides = (
-            {} if VARIANTS[info.architecture].get("width") == info.width else {"width": info.width}
-        )
-        updates = {"architecture": info.architecture, "model": overrides}
+        updates = {"architecture": info.variant, "model": dict(info.overrides)}
     elif source.is_file():
         payload = load_checkpoint(source)
         source_cfg = TrainConfig.from_dict(payload["config"])

@@ -27,16 +27,12 @@ from model.checkpoint import CheckpointError, import_checkpoint, load_authors_ch
 from model.inception_next import authors_key_map
 from model.labels import load_labels
 from model.manifest import INPUT_NAME, MODEL_FILE, verify_artifact
-from model.reparam import reparameterize_model
+from model.reparam import ReparamLevel, reparameterize_model
+from tests.fixtures import REFERENCE_CHECKPOINT, REFERENCE_EXPECTED
 
 REPO = Path(__file__).resolve().parents[2]
-REFERENCE = REPO.parent / "shared" / "reference"
-CHECKPOINT = REFERENCE / "ref_w32_vggsound.pyth"
-EXPECTED = REFERENCE / "ref_w32_vggsound_expected.npz"
-
-pytestmark = pytest.mark.skipif(
-    not (CHECKPOINT.is_file() and EXPECTED.is_file()), reason="reference fixtures not available"
-)
+CHECKPOINT = REFERENCE_CHECKPOINT
+EXPECTED = REFERENCE_EXPECTED
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -124,7 +120,7 @@ def test_artifact_manifest(imported: Path) -> None:
 def _merged_state(reference: dict[str, Any]) -> dict[str, torch.Tensor]:
     """A paper-merged state dict under the authors' merged key names (``a_reparam`` ...)."""
     model, _ = load_authors_checkpoint(CHECKPOINT)
-    merged = reparameterize_model(model, fold_identity=False)
+    merged = reparameterize_model(model, ReparamLevel.PAPER)
     ours = merged.state_dict()
     return {theirs: ours[key].clone() for theirs, key in authors_key_map(merged).items()}
 
@@ -200,6 +196,24 @@ def _bad_checkpoints(reference: dict[str, Any], tmp: Path) -> dict[str, tuple[Pa
     def kernels(cfg: dict[str, Any]) -> None:
         cfg["RESNET"]["TEMP_KERNEL_SIZES"][1] = [[31]]
 
+    def depth(cfg: dict[str, Any]) -> None:
+        cfg["RESNET"]["DEPTH"] = 34
+
+    def even_kernel(cfg: dict[str, Any]) -> None:
+        cfg["RESNET"]["FREQ_KERNEL_SIZES"][3] = [[20]]
+
+    def stride_1x1(cfg: dict[str, Any]) -> None:
+        cfg["RESNET"]["STRIDE_1X1"] = True
+
+    def dilation(cfg: dict[str, Any]) -> None:
+        cfg["RESNET"]["FREQUENCY_DILATIONS"][2] = [2]
+
+    def three_heads(cfg: dict[str, Any]) -> None:
+        cfg["MODEL"]["NUM_CLASSES"] = [3, 4, 5]
+
+    def sliding_head(cfg: dict[str, Any]) -> None:
+        cfg["AUDIO_DATA"]["NUM_FRAMES"] = 500
+
     def no_dataset(cfg: dict[str, Any]) -> None:
         del cfg["TRAIN"]["DATASET"], cfg["TEST"]["DATASET"]
 
@@ -233,13 +247,40 @@ def _bad_checkpoints(reference: dict[str, Any], tmp: Path) -> dict[str, tuple[Pa
             _save(tmp / "name.pyth", _with_cfg(reference, model_name)),
             "unknown architecture: MODEL.MODEL_NAME is 'SlowFast'",
         ),
+        # A cfg the authors' code builds but these weights do not fit: named key by key.
         "width": (
             _save(tmp / "width.pyth", _with_cfg(reference, width)),
-            "unknown architecture: RESNET.WIDTH_PER_GROUP 48",
+            r"width 48, train-form.*s1\.pathway0_stem\.bn\.bias expected \(48,\), got \(32,\)",
         ),
         "kernels": (
             _save(tmp / "kernels.pyth", _with_cfg(reference, kernels)),
-            "unsupported kernel sizes",
+            r"s2\.pathway0_res0\.branch2\.a\.weight expected \(32, 1, 31, 1\), "
+            r"got \(32, 1, 21, 1\)",
+        ),
+        # What the authors' code itself cannot build (or this importer cannot reproduce).
+        "depth": (
+            _save(tmp / "depth.pyth", _with_cfg(reference, depth)),
+            "RESNET.DEPTH 34; the authors' builder knows 50, 101",
+        ),
+        "even-kernel": (
+            _save(tmp / "even.pyth", _with_cfg(reference, even_kernel)),
+            r"RESNET\.FREQ_KERNEL_SIZES has an even kernel \(20\)",
+        ),
+        "stride-1x1": (
+            _save(tmp / "stride.pyth", _with_cfg(reference, stride_1x1)),
+            "RESNET.STRIDE_1X1 is true",
+        ),
+        "dilation": (
+            _save(tmp / "dilation.pyth", _with_cfg(reference, dilation)),
+            "RESNET.FREQUENCY_DILATIONS",
+        ),
+        "three-heads": (
+            _save(tmp / "heads.pyth", _with_cfg(reference, three_heads)),
+            "one projection, or a verb and a noun projection",
+        ),
+        "sliding-head": (
+            _save(tmp / "frames.pyth", _with_cfg(reference, sliding_head)),
+            "fixed 15x4 window of a 16x4 feature map",
         ),
         "bad-yaml": (
             _save(tmp / "yaml.pyth", {**reference, "cfg": "MODEL: [unclosed\n"}),
@@ -274,6 +315,12 @@ BAD_CASES = [
     "model-name",
     "width",
     "kernels",
+    "depth",
+    "even-kernel",
+    "stride-1x1",
+    "dilation",
+    "three-heads",
+    "sliding-head",
     "bad-yaml",
     "no-cfg",
     "no-dataset",

@@ -7,7 +7,7 @@ from torch import nn
 
 from model.complexity import count_macs, count_params
 from model.registry import create_model
-from model.reparam import reparameterize_model
+from model.reparam import ReparamLevel, reparameterize_model
 
 # (architecture, paper-level merged?, params in M, GMACs at 512 x 128), 309 classes.
 PAPER_TABLE = [
@@ -29,7 +29,7 @@ def test_reproduces_paper_table(
 ) -> None:
     model = create_model(architecture, {"default": 309})
     if merged:
-        model = reparameterize_model(model, inplace=True)
+        model = reparameterize_model(model, ReparamLevel.PAPER, inplace=True)
     assert count_params(model) / 1e6 == pytest.approx(params_m, abs=0.01)
     assert count_macs(model, frames=512, mel_bins=128) / 1e9 == pytest.approx(gmacs, abs=0.01)
 
@@ -54,6 +54,7 @@ def test_count_macs_restores_mode_and_removes_hooks() -> None:
     count_macs(model, frames=64)
     assert model.training
     assert all(not m._forward_hooks for m in model.modules())
-    merged = reparameterize_model(model, fold_identity=True)
+    merged = reparameterize_model(model, ReparamLevel.FULL)
     # The full fold removes every BN, and with it the BN share of the count.
-    assert count_macs(merged, frames=64) < count_macs(reparameterize_model(model), frames=64)
+    paper = reparameterize_model(model, ReparamLevel.PAPER)
+    assert count_macs(merged, frames=64) < count_macs(paper, frames=64)

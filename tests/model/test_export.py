@@ -19,7 +19,7 @@ from model.complexity import count_params
 from model.export import ExportError, export_artifact
 from model.manifest import INPUT_NAME, MANIFEST_FILE, MODEL_FILE, Provenance, verify_artifact
 from model.registry import create_model
-from model.reparam import reparameterize_model
+from model.reparam import ReparamLevel, reparameterize_model
 
 # A small input keeps the write/refuse tests cheap; what they check does not depend on its size.
 TINY = AudioConfig(
@@ -136,7 +136,7 @@ def test_manifest_describes_the_exported_model(b0: nn.Module, b0_full: Path) -> 
         ("vggsound", "logits_vggsound", 309)
     ]
     assert manifest.heads[0].activation == "softmax"
-    assert manifest.num_params == count_params(reparameterize_model(b0, fold_identity=True))
+    assert manifest.num_params == count_params(reparameterize_model(b0, ReparamLevel.FULL))
     assert manifest.num_params < count_params(b0)
     assert 0.5 < manifest.gflops < 0.71  # C=32 is 0.71 G in train form, less once folded
     assert manifest.provenance.command
@@ -206,8 +206,8 @@ def _siblings(directory: Path) -> list[str]:
 def test_unfaithful_export_raises_and_writes_nothing(
     tiny_model: nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def corrupting(model: nn.Module, inplace: bool = False, fold_identity: bool = False):
-        folded = reparameterize_model(model, inplace=inplace, fold_identity=fold_identity)
+    def corrupting(model: nn.Module, level: ReparamLevel, inplace: bool = False) -> nn.Module:
+        folded = reparameterize_model(model, level, inplace=inplace)
         with torch.no_grad():
             next(folded.parameters()).add_(0.05)
         return folded
@@ -225,7 +225,7 @@ def test_failed_export_keeps_the_previous_artifact(
     first = _export_tiny(tiny_model, out, level="paper")
     before = (out / MODEL_FILE).read_bytes()
 
-    def broken(model: nn.Module, inplace: bool = False, fold_identity: bool = False):
+    def broken(model: nn.Module, level: ReparamLevel, inplace: bool = False) -> nn.Module:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(export_module, "reparameterize_model", broken)

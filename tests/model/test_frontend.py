@@ -6,8 +6,6 @@ lets an imported checkpoint see the inputs it was trained on.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -21,24 +19,20 @@ from model.frontend import (
     mel_filterbank,
     view_starts,
 )
+from tests.fixtures import FRONTEND_EXPECTED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-FRONTEND_NPZ = SHARED / "reference" / "frontend_expected.npz"
+FRONTEND_NPZ = FRONTEND_EXPECTED
 GOLDEN_PRESETS = ("vggsound", "speech_commands", "epic_sounds", "nsynth")
 
 
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.ndarray]:
-    if not FRONTEND_NPZ.is_file():
-        pytest.skip(f"{FRONTEND_NPZ} not available")
     with np.load(FRONTEND_NPZ) as data:
         return {key: data[key] for key in data.files}
 
 
 def _golden_cases() -> list[tuple[str, int, int]]:
     """(preset, views, view index) for every logmel key the fixture file holds."""
-    if not FRONTEND_NPZ.is_file():
-        return []
     with np.load(FRONTEND_NPZ) as data:
         keys = set(data.files)
     cases = []

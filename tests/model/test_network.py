@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,13 +14,12 @@ from model.inception_next import (
     authors_key_map,
 )
 from model.registry import ARCHITECTURES, VARIANTS, create_model
-from model.reparam import reparameterize_model
+from model.reparam import ReparamLevel, reparameterize_model
 from model.slowfast import AuditorySlowFast
+from tests.fixtures import LAYOUT_B1, REFERENCE_CHECKPOINT, REFERENCE_EXPECTED
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-CHECKPOINT = REFERENCE / "ref_w32_vggsound.pyth"
-EXPECTED = REFERENCE / "ref_w32_vggsound_expected.npz"
-LAYOUT_B1 = REFERENCE / "checkpoint_layout_b1.txt"
+CHECKPOINT = REFERENCE_CHECKPOINT
+EXPECTED = REFERENCE_EXPECTED
 
 
 # Authors' per-block key stems that a merged checkpoint still carries but a merged model lacks.
@@ -150,12 +147,11 @@ def _block_stem(authors_key: str) -> str:
     return parts[3] if len(parts) == 5 and parts[2] == "branch2" else ""
 
 
-@pytest.mark.skipif(not LAYOUT_B1.is_file(), reason="reference layout not available")
 @pytest.mark.parametrize("merged", [False, True], ids=["train", "merged"])
 def test_authors_key_map_covers_b1_layout(merged: bool) -> None:
     model = create_model("b1", {"default": 309})
     if merged:
-        model = reparameterize_model(model, inplace=True)
+        model = reparameterize_model(model, ReparamLevel.PAPER, inplace=True)
     layout = _layout_b1()
     if merged:
         expected = {k for k in layout if _block_stem(k) not in BRANCH_STEMS}
@@ -182,19 +178,16 @@ def test_authors_key_map_names() -> None:
     assert mapping["s5.pathway0_res0.branch2.b_medium.weight"] == (
         "stages.3.blocks.0.freq_mixer.k11.conv.weight"
     )
-    merged = authors_key_map(reparameterize_model(model))
+    merged = authors_key_map(reparameterize_model(model, ReparamLevel.PAPER))
     assert merged["s2.pathway0_res0.branch2.b_reparam.bias"] == (
         "stages.0.blocks.0.freq_mixer.fused.bias"
     )
     with pytest.raises(ValueError, match="fully folded"):
-        authors_key_map(reparameterize_model(model, fold_identity=True))
+        authors_key_map(reparameterize_model(model, ReparamLevel.FULL))
     with pytest.raises(ValueError, match="band mixers"):
         authors_key_map(create_model("b1_2d", {"default": 2}, depths=(1, 1, 1, 1)))
 
 
-@pytest.mark.skipif(
-    not (CHECKPOINT.is_file() and EXPECTED.is_file()), reason="reference checkpoint not available"
-)
 def test_authors_checkpoint_reproduces_reference_outputs() -> None:
     state = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)["model_state"]
     model = create_model("b0", {"default": 309})

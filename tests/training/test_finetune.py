@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
 from model.registry import create_model
+from tests.fixtures import REFERENCE_CHECKPOINT
 from tests.training.conftest import TINY_MODEL, TrainedRun, run_cli, tiny_overrides
 from training.checkpoints import initial_model, load_checkpoint
 from training.config import TrainConfig
 from training.engine import build_optimizer, freeze_batchnorm, set_train_mode
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
-AUTHORS_CHECKPOINT = REFERENCE / "ref_w32_vggsound.pyth"
+AUTHORS_CHECKPOINT = REFERENCE_CHECKPOINT
 
 
 def _norms(model: nn.Module) -> dict[str, nn.BatchNorm2d]:
@@ -71,7 +70,6 @@ def test_finetune_from_a_run_keeps_frozen_statistics(
     assert not torch.equal(tuned["stem.conv.weight"], source["stem.conv.weight"])
 
 
-@pytest.mark.skipif(not AUTHORS_CHECKPOINT.is_file(), reason="reference checkpoint not available")
 def test_init_from_the_authors_checkpoint_gets_new_heads() -> None:
     cfg = TrainConfig(init=str(AUTHORS_CHECKPOINT), freeze_bn=True, architecture="b1")
     model, updates, source = initial_model(cfg, {"speech_commands": 35})
