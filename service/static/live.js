@@ -8,6 +8,7 @@ let socket = null;
 let recorder = null;
 let media = null;
 let history = [];  // {end, scores: {label: score}} per window of the first head
+let shownModel = null;  // the model whose windows are drawn (the first one the server lists)
 
 function streamUrl() {
   const url = new URL("../stream", window.location.href);
@@ -77,8 +78,9 @@ function drawChart() {
 function onEvent(event) {
   if (event.type === "ready") {
     const model = event.models[0];
+    shownModel = model.name;
     setStatus(`Listening: ${model.name}, ${model.window} s windows every ${event.hop} s.`);
-  } else if (event.type === "window") {
+  } else if (event.type === "window" && event.model === shownModel) {
     const top = event.predictions[0].top_k;
     const scores = {};
     for (const s of top) scores[s.label] = s.score;

@@ -345,10 +345,14 @@ class StreamSession:
         model = track.model
         cfg = model.manifest.frontend
         batcher = self.service.batchers[model.name]
+        began = time.perf_counter()
         try:
             views = await asyncio.to_thread(features, window.samples, [0], cfg)
         except ApiError as exc:
             raise invalid_audio(exc.message) from exc
+        self.service.metrics.stage_duration.labels(stage="features").observe(
+            time.perf_counter() - began
+        )
         try:
             batcher.reserve()
         except ApiError as exc:
