@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ __all__ = ["StreamHub", "StreamMetrics", "StreamSession", "StreamStats"]
 # Audio messages waiting for the stream's scorer; beyond that the socket is not read (TCP
 # backpressure), so a stream's memory stays bounded whatever the client does.
 _PENDING_MESSAGES = 32
+_LAGS_KEPT = 4096
 _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -119,23 +121,34 @@ class _ModelTrack:
 
 @dataclass
 class StreamStats:
-    """Per-stream figures, sent in the closing ``end`` event."""
+    """Per-stream figures, sent in the closing ``end`` event.
+
+    Lags are kept for the last ``_LAGS_KEPT`` windows (the p99), so an hour-long stream holds a
+    bounded amount; the mean and maximum cover every window.
+    """
 
     audio_seconds: float = 0.0
     windows: int = 0
     detections: int = 0
-    lags: list[float] = field(default_factory=list)
+    lag_sum: float = 0.0
+    lag_max: float = 0.0
+    recent_lags: deque[float] = field(default_factory=lambda: deque(maxlen=_LAGS_KEPT))
+
+    def add_lag(self, seconds: float) -> None:
+        self.lag_sum += seconds
+        self.lag_max = max(self.lag_max, seconds)
+        self.recent_lags.append(seconds)
 
     def summary(self) -> dict[str, Any]:
-        lags = np.asarray(self.lags) * 1000 if self.lags else np.zeros(1)
+        recent = np.asarray(self.recent_lags) if self.recent_lags else np.zeros(1)
         return {
             "audio_seconds": round(self.audio_seconds, 3),
             "windows": self.windows,
             "detections": self.detections,
             "lag_ms": {
-                "mean": round(float(lags.mean()), 2),
-                "p99": round(float(np.percentile(lags, 99)), 2),
-                "max": round(float(lags.max()), 2),
+                "mean": round(1000 * self.lag_sum / max(self.windows, 1), 2),
+                "p99": round(1000 * float(np.percentile(recent, 99)), 2),
+                "max": round(1000 * self.lag_max, 2),
             },
         }
 
@@ -391,7 +404,7 @@ class StreamSession:
         lag = time.perf_counter() - arrived
         self.stats.windows += 1
         self.stats.detections += len(detections)
-        self.stats.lags.append(lag)
+        self.stats.add_lag(lag)
         metrics = self.hub.metrics
         metrics.windows.labels(model=model.name).inc()
         metrics.lag.observe(lag)
