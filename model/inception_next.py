@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from model.reparam import fuse_conv_bn, pad_kernel_to
 
@@ -154,6 +155,8 @@ class MultiScaleMixer(nn.Module):
         self.kernel_sizes = sizes
         self.axis = axis
         self.identity_folded = False
+        # Training-graph speed switch (see _branches_transposed); off only for benchmarks.
+        self.transpose_freq = True
         for k in sizes:
             shape = self._kernel_shape(k)
             branch = ConvBN(channels, channels, shape, padding=_same(shape), groups=channels)
@@ -181,11 +184,45 @@ class MultiScaleMixer(nn.Module):
             y = self.fused(x)
             if not self.identity_folded:
                 y = y + x
+        elif self._can_transpose():
+            y = self._branches_transposed(x)
         else:
             y = x
             for k in self.kernel_sizes:
                 y = y + getattr(self, f"k{k}")(x)
         return self.act(y)
+
+    def _can_transpose(self) -> bool:
+        return (
+            self.axis == "freq"
+            and self.transpose_freq
+            and not torch.onnx.is_in_onnx_export()
+            and all(hasattr(getattr(self, f"k{k}"), "conv") for k in self.kernel_sizes)
+        )
+
+    def _branches_transposed(self, x: Tensor) -> Tensor:
+        """The 1 x k branches as k x 1 convs over a transposed view: same sum, faster on CPU.
+
+        PyTorch's CPU depthwise kernels are much slower for 1 x k than for k x 1, and that
+        dominates CPU training; the transposed view costs no copy and the result is identical
+        (tested). Exports keep the plain form, so artifacts are unchanged.
+        """
+        xt = x.transpose(2, 3)
+        y = xt
+        for k in self.kernel_sizes:
+            branch = getattr(self, f"k{k}")
+            conv = branch.conv
+            out = F.conv2d(
+                xt,
+                conv.weight.transpose(2, 3),
+                None,
+                conv.stride[::-1],
+                conv.padding[::-1],
+                conv.dilation[::-1],
+                conv.groups,
+            )
+            y = y + branch.bn(out)
+        return y.transpose(2, 3)
 
     def merge_branches(self) -> None:
         """Merge the branches into ``fused`` (the paper's level); a no-op once merged."""

@@ -146,6 +146,14 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-workers", type=int)
     parser.add_argument("--device", help="auto (default), cpu or cuda (run directories)")
     parser.add_argument("--output", type=Path, help="where to save the metrics JSON")
+    parser.add_argument(
+        "--ood",
+        type=Path,
+        metavar="ROOT",
+        help="an out-of-domain set written by `arinext synth-speech-commands --ood`: evaluate "
+        "every condition under ROOT and report keyword top-1 and false alarms per voice and "
+        "condition (saved as TARGET/eval_ood.json unless --output)",
+    )
     _add_set(parser)
     parser.set_defaults(func=_reporting_user_errors(_cmd_evaluate))
 
@@ -270,7 +278,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from training.config import apply_overrides
     from training.datasets import ClipDataset, read_split
     from training.distributed import cleanup, setup
-    from training.evaluation import evaluate, onnx_scorer, torch_scorer
+    from training.evaluation import onnx_scorer, predict, torch_scorer
+    from training.metrics import evaluation_metrics
 
     target: Path = args.target
     is_run = (target / CONFIG).is_file()
@@ -283,33 +292,91 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         cfg = _artifact_config(target, args)
         source = {"artifact": str(target)}
     cfg = apply_overrides(cfg, _eval_overrides(args))
-    if not cfg.data_root:
+    if not cfg.data_root and not args.ood:
         raise ConfigError("--data-root is required")
     split = {"test": cfg.test_split, "validation": cfg.val_split, "train": cfg.train_split}[
         args.split
     ]
-    index = read_split(cfg.dataset, cfg.data_root, split, cfg.data)
-    dataset = ClipDataset(index, cfg.audio_config(), "eval", seed=cfg.seed)
+    roots = _ood_roots(args.ood) if args.ood else {"": Path(cfg.data_root)}
     ctx = setup(cfg.device)
+    results: dict[str, dict[str, Any]] = {}
     try:
-        if is_run:
-            model.to(ctx.device)
-            scorer = torch_scorer(model, ctx.device)
-        else:
-            scorer, _ = onnx_scorer(target, index.heads, threads=torch.get_num_threads())
-        metrics = evaluate(
-            scorer, dataset, ctx, batch_size=cfg.eval_batch_size, num_workers=cfg.num_workers
-        )
+        for condition, root in roots.items():
+            index = read_split(cfg.dataset, str(root), split, cfg.data)
+            dataset = ClipDataset(index, cfg.audio_config(), "eval", seed=cfg.seed)
+            if is_run:
+                model.to(ctx.device)
+                scorer = torch_scorer(model, ctx.device)
+            else:
+                scorer, _ = onnx_scorer(target, index.heads, threads=torch.get_num_threads())
+            probs, labels = predict(
+                scorer,
+                dataset,
+                ctx,
+                batch_size=cfg.eval_batch_size,
+                num_workers=cfg.num_workers,
+            )
+            result = evaluation_metrics(probs, labels, index.subsets)
+            keywords = _keyword_summary(index, probs, labels, root)
+            if keywords is not None:
+                result["keywords"] = keywords
+            results[condition] = result
     finally:
         cleanup()
     if ctx.is_main:
         report = {"target": str(target), **source, "dataset": cfg.dataset, "split": split}
-        report["metrics"] = metrics
-        output = args.output or target / f"eval_{args.split}.json"
+        if args.ood:
+            report["ood"] = str(args.ood)
+            report["conditions"] = results
+            report["summary"] = _ood_summary(results)
+        else:
+            report["metrics"] = results[""]
+        name = "eval_ood.json" if args.ood else f"eval_{args.split}.json"
+        output = args.output or target / name
         output.write_text(json.dumps(report, indent=2) + "\n")
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         logger.info("metrics saved to %s", output)
     return 0
+
+
+def _ood_roots(root: Path) -> dict[str, Path]:
+    """Condition name -> dataset root of an out-of-domain set."""
+    recipe = root / "recipe.json"
+    if not recipe.is_file():
+        raise ConfigError(f"{root}: no recipe.json (write it with synth-speech-commands --ood)")
+    conditions = json.loads(recipe.read_text())["conditions"]
+    return {c: root / c for c in conditions}
+
+
+def _keyword_summary(index: Any, probs: Any, labels: Any, root: Path) -> dict[str, Any] | None:
+    """Keyword top-1 / false alarms / confusions when the head has keyword classes."""
+    from model.labels import NOT_KEYWORDS
+    from training.keyword_report import keyword_report, voice_of
+
+    head, names = next(iter(index.heads.items()))
+    if not NOT_KEYWORDS & set(names):
+        return None
+    hashes: dict[str, str] = {}
+    for recipe in (root / "recipe.json", root.parent / "recipe.json"):
+        if recipe.is_file():
+            hashes = json.loads(recipe.read_text()).get("voice_hashes", {})
+            break
+    by_hash = {h: v for v, h in hashes.items()}
+    voices = [voice_of(clip.path, by_hash) for clip in index.clips]
+    return keyword_report(probs[head], labels[head], names, voices)
+
+
+def _ood_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One line per condition: keyword top-1 and false-alarm rate."""
+    out = {}
+    for condition, result in results.items():
+        keywords = result.get("keywords", {})
+        out[condition] = {
+            "keyword_top1": keywords.get("keyword_top1", result.get("top1")),
+            "false_alarm_rate": keywords.get("false_alarm_rate"),
+            "clips": result.get("num_clips"),
+        }
+    return out
 
 
 # --- export -------------------------------------------------------------------------------

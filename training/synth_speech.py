@@ -2,14 +2,21 @@
 
 The real dataset cannot ship with the project, but a model that recognises the 35 command words
 out of the box can be trained on speech we make ourselves. A "voice" is an espeak-ng voice
-variant (``+f3``, ``+Storm``...); every rendition picks one of the non-mbrola English accents, a
-speaking rate, pitch and amplitude, then the word is trimmed, put at a random offset in one
-second, mixed with noise at a random SNR and given a random gain. Whole variants are held out for
-validation and test, so those scores measure voices the model never heard.
+variant (``+f3``, ``+Storm``...); every rendition picks one of the English accents (or, for some,
+a tonal language's voice reading English, for an accent), a speaking rate, pitch and amplitude,
+then the word is trimmed, put at a random offset in one second, mixed with noise at a random SNR
+and given a random gain. Whole variants are held out for validation and test, so those scores
+measure voices the model never heard.
+
+Besides the 35 words, two classes every keyword spotter needs: ``_unknown_`` (speech that is none
+of the words: near misses, ordinary words and short phrases from :mod:`training.vocabulary`,
+spoken by the same voices, English and foreign) and ``_silence_`` (no speech: silence, noise,
+hum, tones, clicks; :func:`training.waveform_augment.non_speech`).
 
 The output has the layout of the real dataset (``<word>/<voicehash>_nohash_<k>.wav``,
 ``validation_list.txt``, ``testing_list.txt``), so the ordinary Speech Commands reader trains on
-it, plus ``recipe.json`` recording every parameter needed to make it again.
+it, plus ``recipe.json`` recording every parameter needed to make it again. flite and Festival
+voices are never used here: they are the out-of-domain test (:mod:`training.synth_ood`).
 
 Every item draws its randomness from a seed derived from ``(seed, word, variant, k)``, so the
 bytes do not depend on the number of workers or the order in which they finish. This module does
@@ -33,12 +40,16 @@ from pathlib import Path
 
 import numpy as np
 
-from model.labels import load_labels
+from model.labels import SILENCE, UNKNOWN, load_labels
+from training.vocabulary import TRAIN_WORDS
 
 __all__ = [
     "ACCENTS",
+    "FOREIGN_ACCENTS",
     "NOISE_KINDS",
     "SAMPLE_RATE",
+    "SILENCE",
+    "UNKNOWN",
     "Item",
     "Recipe",
     "espeak_available",
@@ -71,10 +82,20 @@ ACCENTS: tuple[str, ...] = (
     "en-us-nyc",
 )
 
+# Voices of other languages that read Latin text with English phonemes in their own prosody
+# (espeak-ng switches them to English letter-to-sound rules): foreign accents that still say the
+# right word. Voices that apply their own spelling rules ("three" -> "tre:") would teach wrong
+# labels, so they only speak ``_unknown_`` words (``FOREIGN_UNKNOWN_ACCENTS``).
+FOREIGN_ACCENTS: tuple[str, ...] = ("cmn", "vi", "vi-vn-x-central", "vi-vn-x-south", "hi", "ru")
+FOREIGN_UNKNOWN_ACCENTS: tuple[str, ...] = ("de", "nl", "es", "it", "pl", "sv", "fr-fr")
+
 # The accent alone, without a variant, counts as one more voice.
 PLAIN_VARIANT = "plain"
 
 NOISE_KINDS: tuple[str, ...] = ("white", "pink", "brown", "hum")
+
+# Pseudo-voice of the non-speech clips (they have no speaker); split by index instead.
+SILENCE_VOICE = "nonspeech"
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
@@ -97,6 +118,13 @@ class Recipe:
     noise_kinds: tuple[str, ...] = NOISE_KINDS
     trim_db: float = 40.0
     voices: dict[str, list[str]] = field(default_factory=dict)
+    # How often a rendition uses a foreign voice instead of an English accent.
+    foreign_fraction: float = 0.15
+    foreign_accents: tuple[str, ...] = FOREIGN_ACCENTS
+    # ``_unknown_`` renditions per voice and ``_silence_`` clips in all (0: leave the class out).
+    unknown_per_voice: int = 0
+    unknown_words: tuple[str, ...] = TRAIN_WORDS
+    silence: int = 0
 
 
 @dataclass(frozen=True)
@@ -184,13 +212,26 @@ def _derive_seed(*parts: object) -> int:
 
 def plan_items(recipe: Recipe) -> list[Item]:
     """Every utterance of the dataset, in a fixed order."""
-    return [
+    items = [
         Item(word, variant, k, split)
         for split in SPLITS
         for variant in recipe.voices[split]
         for word in recipe.words
         for k in range(recipe.per_voice)
     ]
+    items += [
+        Item(UNKNOWN, variant, k, split)
+        for split in SPLITS
+        for variant in recipe.voices[split]
+        for k in range(recipe.unknown_per_voice)
+    ]
+    # Non-speech has no voice to hold out: every tenth clip goes to validation, the next to test.
+    held_out = {0: "validation", 1: "test"}
+    items += [
+        Item(SILENCE, SILENCE_VOICE, k, held_out.get(k % 10, "train"))
+        for k in range(recipe.silence)
+    ]
+    return items
 
 
 def _synthesize(text: str, voice: str, rate: int, pitch: int, amplitude: int) -> np.ndarray:
@@ -215,30 +256,20 @@ def _trim(samples: np.ndarray, below_peak_db: float, margin: int = 160) -> np.nd
     return samples[start:stop]
 
 
-def _noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS noise: white, pink (1/f power), brown (1/f^2) or mains hum with harmonics."""
-    if kind == "hum":
-        t = np.arange(n) / SAMPLE_RATE
-        mains = rng.choice([50.0, 60.0])
-        amps = rng.uniform(0.1, 1.0, size=5)
-        phases = rng.uniform(0, 2 * np.pi, size=5)
-        out = sum(
-            a * np.sin(2 * np.pi * mains * (h + 1) * t + p)
-            for h, (a, p) in enumerate(zip(amps, phases, strict=True))
-        )
-        out = out + 0.05 * rng.standard_normal(n)
-    else:
-        white = rng.standard_normal(n)
-        if kind == "white":
-            out = white
-        else:
-            spectrum = np.fft.rfft(white)
-            freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
-            freqs[0] = freqs[1]
-            spectrum /= np.sqrt(freqs) if kind == "pink" else freqs
-            out = np.fft.irfft(spectrum, n)
-    out = np.asarray(out, dtype=np.float64)
-    return out / (np.sqrt(np.mean(out**2)) + 1e-12)
+def _text_and_accents(
+    item: Item, recipe: Recipe, rng: np.random.Generator
+) -> tuple[str, tuple[str, ...]]:
+    """What to say and which accents may say it."""
+    foreign = rng.random() < recipe.foreign_fraction and bool(recipe.foreign_accents)
+    if item.word != UNKNOWN:
+        return item.word, recipe.foreign_accents if foreign else recipe.accents
+    words = recipe.unknown_words
+    # A third are short phrases: running speech that is none of the words.
+    count = 1 if rng.random() < 0.67 else int(rng.integers(2, 4))
+    text = " ".join(words[int(i)] for i in rng.integers(len(words), size=count))
+    if foreign:
+        return text, recipe.foreign_accents + FOREIGN_UNKNOWN_ACCENTS
+    return text, recipe.accents
 
 
 def render_item(item: Item, recipe: Recipe) -> np.ndarray:
@@ -248,13 +279,22 @@ def render_item(item: Item, recipe: Recipe) -> np.ndarray:
     different recipe seed).
     """
     rng = np.random.default_rng(_derive_seed(recipe.seed, item.word, item.variant, item.k))
-    accent = recipe.accents[int(rng.integers(len(recipe.accents)))]
+    if item.word == SILENCE:
+        from training.waveform_augment import non_speech
+
+        return non_speech(CLIP_SAMPLES, SAMPLE_RATE, rng)
+    text, accents = _text_and_accents(item, recipe, rng)
+    accent = accents[int(rng.integers(len(accents)))]
     voice = accent if item.variant == PLAIN_VARIANT else f"{accent}+{item.variant}"
     rate = int(rng.integers(recipe.rate_wpm[0], recipe.rate_wpm[1] + 1))
     pitch = int(rng.integers(recipe.pitch[0], recipe.pitch[1] + 1))
     amplitude = int(rng.integers(recipe.amplitude[0], recipe.amplitude[1] + 1))
-    speech = _trim(_synthesize(item.word, voice, rate, pitch, amplitude), recipe.trim_db)
-    speech = speech[:CLIP_SAMPLES].astype(np.float64)
+    speech = _trim(_synthesize(text, voice, rate, pitch, amplitude), recipe.trim_db)
+    if speech.size > CLIP_SAMPLES:
+        # A phrase longer than the window: a random one-second stretch of it.
+        start = int(rng.integers(0, speech.size - CLIP_SAMPLES + 1))
+        speech = speech[start : start + CLIP_SAMPLES]
+    speech = speech.astype(np.float64)
     peak = np.abs(speech).max() if speech.size else 0.0
     if peak > 0:
         speech /= peak
@@ -266,11 +306,20 @@ def render_item(item: Item, recipe: Recipe) -> np.ndarray:
     speech_rms = np.sqrt(np.mean(speech**2)) if speech.size else 0.0
     snr_db = rng.uniform(*recipe.snr_db)
     kind = recipe.noise_kinds[int(rng.integers(len(recipe.noise_kinds)))]
-    clip += _noise(kind, CLIP_SAMPLES, rng) * speech_rms * 10 ** (-snr_db / 20)
+    clip += _noise(kind, rng) * speech_rms * 10 ** (-snr_db / 20)
 
     peak_dbfs = rng.uniform(*recipe.peak_dbfs)
     clip *= 10 ** (peak_dbfs / 20) / (np.abs(clip).max() + 1e-12)
     return np.clip(clip, -1.0, 1.0).astype(np.float32)
+
+
+def _noise(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS background of one clip: coloured noise or mains hum."""
+    from training.waveform_augment import colored_noise, hum
+
+    if kind == "hum":
+        return hum(CLIP_SAMPLES, SAMPLE_RATE, rng)
+    return colored_noise(kind, CLIP_SAMPLES, rng)
 
 
 def _write_item(args: tuple[Item, Recipe, Path]) -> str:
@@ -289,6 +338,8 @@ def synthesize_dataset(
     per_voice: int = 4,
     words: Sequence[str] | None = None,
     variants: Sequence[str] | None = None,
+    unknown_per_voice: int = 0,
+    silence: int = 0,
     workers: int | None = None,
     validation_fraction: float = 0.1,
     test_fraction: float = 0.1,
@@ -320,6 +371,8 @@ def synthesize_dataset(
         voices=voices,
         validation_fraction=validation_fraction,
         test_fraction=test_fraction,
+        unknown_per_voice=unknown_per_voice,
+        silence=silence,
         **knobs,  # type: ignore[arg-type]
     )
     items = plan_items(recipe)
@@ -329,7 +382,7 @@ def synthesize_dataset(
         # Files of another recipe would silently join the training split.
         raise FileExistsError(f"{root} is not empty; remove it or choose another OUT_DIR")
     root.mkdir(parents=True, exist_ok=True)
-    for word in words:
+    for word in {item.word for item in items}:
         (root / word).mkdir(exist_ok=True)
     workers = workers or os.cpu_count() or 1
     log.info(
@@ -354,29 +407,50 @@ def synthesize_dataset(
     record["espeak_ng"] = espeak_version()
     record["voice_hashes"] = {v: voice_hash(v) for s in SPLITS for v in voices[s]}
     record["counts"] = {s: sum(1 for i in items if i.split == s) for s in SPLITS}
+    record["classes"] = sorted({item.word for item in items})
     (root / "recipe.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return recipe
 
 
 def record_in_manifest(
-    artifact_dir: Path | str, data_root: Path | str, steps: Sequence[str], command: str
+    artifact_dir: Path | str,
+    data_root: Path | str,
+    steps: Sequence[str],
+    command: str,
+    *,
+    test_report: Path | str | None = None,
+    ood_report: Path | str | None = None,
 ) -> None:
-    """Add the data recipe and the commands that made an artifact to its manifest.
+    """Add the data recipe, the commands and the shipped artifact's measurements to its manifest.
 
     ``arinext export`` records the training config but knows nothing of where the data came
-    from; the default model must be reproducible from its manifest alone. ``model.onnx`` is not
-    touched, so the recorded sha256 stays valid.
+    from; the default model must be reproducible from its manifest alone. ``test_report`` and
+    ``ood_report`` are ``arinext evaluate`` outputs on the exported artifact itself (held-out
+    espeak-ng voices; the flite/Festival conditions): their numbers replace the run's and go in
+    ``metrics``, per-voice detail in ``extra``. ``model.onnx`` is not touched, so the recorded
+    sha256 stays valid.
     """
     from model.manifest import read_manifest, write_manifest
 
     data = json.loads((Path(data_root) / "recipe.json").read_text(encoding="utf-8"))
     manifest = read_manifest(artifact_dir)
-    manifest.extra["default_model"] = {
+    record: dict = {
         "command": command,
         "steps": list(steps),
         "seed": data["seed"],
         "data_recipe": data,
     }
+    if test_report is not None:
+        report = json.loads(Path(test_report).read_text(encoding="utf-8"))
+        manifest.metrics["test"] = {"split": report["split"], **report["metrics"]}
+    if ood_report is not None:
+        report = json.loads(Path(ood_report).read_text(encoding="utf-8"))
+        manifest.metrics["ood"] = report["summary"]
+        record["ood"] = {
+            condition: result.get("keywords", {})
+            for condition, result in report["conditions"].items()
+        }
+    manifest.extra["default_model"] = record
     write_manifest(artifact_dir, manifest)
 
 
@@ -402,10 +476,17 @@ def _run(args: argparse.Namespace) -> int:
         for name in ("rate_wpm", "pitch", "amplitude", "snr_db", "peak_dbfs")
         if getattr(args, name) is not None
     }
+    if args.ood:
+        from training.synth_ood import synthesize_ood
+
+        synthesize_ood(args.out_dir, seed=args.seed, per_voice=args.per_voice, workers=args.workers)
+        return 0
     synthesize_dataset(
         args.out_dir,
         seed=args.seed,
         per_voice=args.per_voice,
+        unknown_per_voice=args.unknown_per_voice,
+        silence=args.silence,
         words=args.words.split(",") if args.words else None,
         variants=args.variants.split(",") if args.variants else None,
         workers=args.workers,
@@ -426,6 +507,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-voice", type=int, default=4, help="renditions per word and variant")
+    p.add_argument(
+        "--unknown-per-voice",
+        type=int,
+        default=0,
+        help="renditions of non-keyword speech (class _unknown_) per variant (default 0: none)",
+    )
+    p.add_argument(
+        "--silence", type=int, default=0, help="non-speech clips (class _silence_; default 0)"
+    )
+    p.add_argument(
+        "--ood",
+        action="store_true",
+        help="write the out-of-domain test set instead: flite and Festival voices, clean and "
+        "degraded (never train on it)",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     p.add_argument("--words", default=None, help="comma-separated subset of the 35 words")
     p.add_argument("--variants", default=None, help="comma-separated subset of voice variants")

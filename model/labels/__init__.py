@@ -11,7 +11,28 @@ import json
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["LABEL_SETS", "PRESET_LABELS", "load_labels", "resolve_labels"]
+__all__ = [
+    "LABEL_SETS",
+    "NOT_KEYWORDS",
+    "PRESET_LABELS",
+    "SILENCE",
+    "UNKNOWN",
+    "is_keyword",
+    "load_labels",
+    "resolve_labels",
+]
+
+# Keyword spotting's two classes besides the words (Speech Commands, YAMNet, MediaPipe): speech
+# that is none of the words, and no speech at all. The demo and the stream say "no keyword".
+UNKNOWN = "_unknown_"
+SILENCE = "_silence_"
+NOT_KEYWORDS = frozenset({UNKNOWN, SILENCE})
+
+
+def is_keyword(label: str) -> bool:
+    """Whether ``label`` names something said (not ``_unknown_`` or ``_silence_``)."""
+    return label not in NOT_KEYWORDS
+
 
 LABEL_SETS: tuple[str, ...] = (
     "vggsound",

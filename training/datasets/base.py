@@ -27,8 +27,10 @@ from tqdm import tqdm
 from model import audio_io
 from model.audio_config import AudioConfig
 from model.frontend import clip_view, log_mel_views
+from model.labels import SILENCE
 from training.augment import spec_augment
 from training.config import AugmentConfig, UserError
+from training.waveform_augment import WaveformAugmenter
 
 __all__ = [
     "Clip",
@@ -177,6 +179,16 @@ class ClipDataset(Dataset):
         self._h5: dict[str, Any] = {}
         self._h5_pid: int | None = None
         self._resample_logged = False
+        self.waveform_augmenter: WaveformAugmenter | None = None
+        if mode == "train" and self.augment is not None and self.augment.waveform:
+            self.waveform_augmenter = WaveformAugmenter(
+                audio.sample_rate, rooms=self.augment.rooms, seed=seed
+            )
+        names = next(iter(index.heads.values()))
+        silence = names.index(SILENCE) if SILENCE in names else -1
+        # Babble is made of speech: never of the non-speech class.
+        self._speech = [i for i, c in enumerate(index.clips) if c.labels[0] != silence]
+        self._silence = silence
 
     @property
     def heads(self) -> dict[str, list[str]]:
@@ -262,6 +274,10 @@ class ClipDataset(Dataset):
     def _rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng((self.seed, self.epoch, i))
 
+    def _babble(self, rng: np.random.Generator) -> np.ndarray:
+        """Another training clip's speech, as one talker of background babble."""
+        return self.waveform(self._speech[int(rng.integers(len(self._speech)))])
+
     def __getitem__(self, i: int) -> tuple[Any, ...]:
         samples = self.waveform(i)
         labels = np.asarray(self.index.clips[i].labels, dtype=np.int64)
@@ -270,6 +286,12 @@ class ClipDataset(Dataset):
         rng = self._rng(i)
         slack = len(samples) - self.audio.clip_samples
         start = int(rng.integers(0, slack + 1)) if slack > 0 else 0
+        if self.waveform_augmenter is not None:
+            window = samples[start : start + self.audio.clip_samples]
+            samples = self.waveform_augmenter(
+                window, rng, is_speech=int(labels[0]) != self._silence, babble=self._babble
+            )
+            start = 0
         spec = clip_view(samples, start, self.audio)
         if self.augment is not None:
             spec = spec_augment(spec, self.augment, rng)

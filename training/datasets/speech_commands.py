@@ -7,7 +7,10 @@ Official layout (``speech_commands_v0.02.tar.gz`` extracted)::
     ROOT/validation_list.txt                 relative paths, e.g. ``right/bb05582b_nohash_0.wav``
     ROOT/testing_list.txt
 
-Training is every clip in neither list. The authors' pickles (``SPEECH_CMD_V2_<split>.pkl``:
+Training is every clip in neither list. With the option ``extra_classes: true`` (the default
+model's recipe) two classes follow the 35 words, as in the keyword-spotting use of the dataset:
+``_unknown_`` (the ``_unknown_`` folder, and any word folder outside the 35) and ``_silence_``
+(the ``_silence_`` folder of non-speech clips). The authors' pickles (``SPEECH_CMD_V2_<split>.pkl``:
 ``video`` = file name, ``class`` = word folder, ``class_id``) work too, via
 ``data.annotations_dir``. Class order: ``model.labels.load_labels("speech_commands_v2")``.
 """
@@ -18,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from model.labels import load_labels
+from model.labels import SILENCE, UNKNOWN, load_labels
 from training.datasets.base import (
     Clip,
     ClipIndex,
@@ -27,12 +30,13 @@ from training.datasets.base import (
     read_annotation_table,
 )
 
-__all__ = ["HEAD", "read"]
+__all__ = ["EXTRA_CLASSES", "HEAD", "SILENCE", "UNKNOWN", "read"]
 
 logger = logging.getLogger(__name__)
 
 HEAD = "speech_commands"
 _LISTS = {"validation": "validation_list.txt", "test": "testing_list.txt"}
+EXTRA_CLASSES = (UNKNOWN, SILENCE)
 
 
 def _read_list(path: Path) -> set[str]:
@@ -53,7 +57,8 @@ def _from_pickle(root: Path, annotations_dir: Path, split: str, names: list[str]
 def read(root: Path, split: str, options: dict[str, Any]) -> ClipIndex:
     """Clips of ``split`` (train, validation or test).
 
-    Options: ``annotations_dir`` (folder with the authors' pickles) instead of the lists.
+    Options: ``annotations_dir`` (folder with the authors' pickles) instead of the lists;
+    ``extra_classes`` (add ``_unknown_`` and ``_silence_``).
     """
     if split not in ("train", "validation", "test"):
         raise DatasetError(f"speech_commands has train, validation and test splits, not {split!r}")
@@ -61,18 +66,23 @@ def read(root: Path, split: str, options: dict[str, Any]) -> ClipIndex:
     if options.get("annotations_dir"):
         clips = _from_pickle(root, Path(options["annotations_dir"]), split, names)
         return ClipIndex("speech_commands", split, clips, {HEAD: names})
+    extra = bool(options.get("extra_classes"))
+    if extra:
+        names = [*names, *EXTRA_CLASSES]
     lookup = label_lookup(names, "speech_commands")
     held_out = {name: _read_list(root / file) for name, file in _LISTS.items()}
     clips = []
     skipped = set()
     for wav in sorted(root.glob("*/*.wav")):
         word = wav.parent.name
-        if word.startswith("_"):
+        if word.startswith("_") and not (extra and word in EXTRA_CLASSES):
             continue  # _background_noise_
         if word not in lookup:
-            skipped.add(word)
-            continue
-        rel = f"{word}/{wav.name}"
+            if not extra:
+                skipped.add(word)
+                continue
+            word = UNKNOWN
+        rel = f"{wav.parent.name}/{wav.name}"
         in_split = next((name for name, files in held_out.items() if rel in files), "train")
         if in_split == split:
             clips.append(Clip(str(wav), (lookup[word],)))
