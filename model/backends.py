@@ -14,7 +14,6 @@ when it is asked for.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -34,8 +33,6 @@ __all__ = [
     "cpu_threads",
     "open_session",
 ]
-
-logger = logging.getLogger(__name__)
 
 Backend = Literal["onnxruntime", "openvino"]
 Precision = Literal["auto", "f32", "bf16"]
@@ -182,8 +179,8 @@ def open_session(
 
     ``threads`` is the number of intra-op threads (0: the runtime's default). ``providers`` are
     ONNX Runtime execution providers in order of preference; one the installed build lacks (e.g.
-    CUDA without onnxruntime-gpu) is refused rather than silently replaced by the CPU. The
-    OpenVINO backend runs on the CPU and ignores ``providers``.
+    CUDA without onnxruntime-gpu) is refused rather than silently replaced by the CPU; so are
+    providers other than the CPU's with the OpenVINO backend, which runs on the CPU.
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -196,7 +193,10 @@ def open_session(
         raise BackendError(f"{source}: no such model file")
     if backend == "openvino":
         if tuple(providers) != (CPU_PROVIDER,):
-            logger.warning("the openvino backend runs on the CPU; providers %s ignored", providers)
+            raise BackendError(
+                f"execution providers {list(providers)} are ONNX Runtime's; the openvino backend "
+                f"runs on the CPU (leave providers at {CPU_PROVIDER}, or use onnxruntime)"
+            )
         return _OpenVinoSession(source, threads, precision)
     return _OrtSession(source, threads, providers, precision)
 

@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions and the per-model batcher.
+"""Loaded models (ONNX Runtime or OpenVINO sessions, ``model.backends``) and their batchers.
 
 Each artifact is verified (manifest schema and sha256) before its session is created, and run
 once on an all-zero batch before the server calls itself ready, so the first real request
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from fastapi import Request
 
+from model.backends import BackendError, Session, open_session
 from model.manifest import MODEL_FILE, ArtifactError, HeadSpec, Manifest, verify_artifact
 from service.errors import ApiError
 from service.metrics import Metrics
@@ -46,11 +46,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class LoadedModel:
-    """A verified artifact and its ONNX Runtime session."""
+    """A verified artifact and its inference session."""
 
     directory: Path
     manifest: Manifest
-    session: ort.InferenceSession
+    session: Session
 
     @property
     def name(self) -> str:
@@ -69,30 +69,29 @@ def load_model(
     *,
     intra_op_threads: int = 0,
     providers: Sequence[str] = ("CPUExecutionProvider",),
+    backend: str = "onnxruntime",
+    precision: str = "auto",
 ) -> LoadedModel:
     """Verify, open and warm up one artifact; ``ArtifactError`` says why it cannot be served.
 
     ``providers`` are ONNX Runtime execution providers in order of preference; one this build
     lacks (e.g. CUDA without onnxruntime-gpu) is refused rather than silently replaced by CPU.
+    ``backend`` and ``precision`` pick the runtime (``model.backends``); a backend that is not
+    installed or cannot load the graph is refused the same way.
     """
     manifest = verify_artifact(directory)
-    unavailable = [p for p in providers if p not in ort.get_available_providers()]
-    if unavailable:
-        raise ArtifactError(
-            f"{directory}: execution providers {unavailable} are not in this ONNX Runtime build "
-            f"(available: {ort.get_available_providers()})"
-        )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(
-            str(Path(directory) / MODEL_FILE), options, providers=list(providers)
+        session = open_session(
+            Path(directory) / MODEL_FILE,
+            backend=backend,
+            precision=precision,
+            threads=intra_op_threads,
+            providers=providers,
         )
-    except Exception as exc:  # ORT raises its own types for unloadable graphs
-        raise ArtifactError(f"{directory}: ONNX Runtime cannot load the model: {exc}") from exc
-    inputs = {i.name for i in session.get_inputs()}
-    outputs = {o.name for o in session.get_outputs()}
+    except BackendError as exc:
+        raise ArtifactError(f"{directory}: {exc}") from exc
+    inputs = set(session.input_names)
+    outputs = set(session.output_names)
     if manifest.input not in inputs:
         raise ArtifactError(f"{directory}: graph has no input {manifest.input!r} ({inputs})")
     missing = [h.output for h in manifest.heads if h.output not in outputs]
@@ -402,18 +401,28 @@ def load_models(
     *,
     intra_op_threads: int,
     providers: Sequence[str] = ("CPUExecutionProvider",),
+    backend: str = "onnxruntime",
+    precision: str = "auto",
 ) -> ModelRegistry:
     """Load every artifact; the first that fails aborts with ``ArtifactError``."""
     loaded = []
     for directory in directories:
         start = time.perf_counter()
-        model = load_model(directory, intra_op_threads=intra_op_threads, providers=providers)
+        model = load_model(
+            directory,
+            intra_op_threads=intra_op_threads,
+            providers=providers,
+            backend=backend,
+            precision=precision,
+        )
         logger.info(
-            "loaded %s from %s (heads %s, sha256 %s) in %.2f s",
+            "loaded %s from %s (%s, heads %s, sha256 %s) on %s in %.2f s",
             model.name,
             directory,
+            model.manifest.precision,
             ", ".join(h.name for h in model.manifest.heads),
             model.manifest.sha256[:12],
+            model.session.description,
             time.perf_counter() - start,
         )
         loaded.append(model)
@@ -475,6 +484,8 @@ class ModelService:
                 directories,
                 intra_op_threads=settings.intra_op_threads,
                 providers=settings.providers,
+                backend=settings.backend,
+                precision=settings.precision,
             )
         except ArtifactError as exc:
             self.status = "failed"

@@ -88,6 +88,14 @@ class Settings(BaseSettings):
         min_length=1,
         description="ONNX Runtime execution providers in order of preference (comma-separated)",
     )
+    backend: Literal["onnxruntime", "openvino"] = Field(
+        default="onnxruntime",
+        description="inference runtime; openvino needs the openvino extra and runs on the CPU",
+    )
+    precision: Literal["auto", "f32", "bf16"] = Field(
+        default="auto",
+        description="OpenVINO precision hint for fp32 graphs (auto: bf16 where the CPU has it)",
+    )
     drain_seconds: float = Field(
         default=5.0,
         ge=0,

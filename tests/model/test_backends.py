@@ -89,6 +89,12 @@ def test_openvino_missing_says_which_extra_to_install(
 
 
 @needs_openvino
+def test_openvino_refuses_onnx_runtime_providers(band: Path) -> None:
+    with pytest.raises(BackendError, match="are ONNX Runtime's; the openvino backend runs on"):
+        open_session(band / MODEL_FILE, backend="openvino", providers=["CUDAExecutionProvider"])
+
+
+@needs_openvino
 def test_openvino_f32_computes_what_onnx_runtime_does(band: Path) -> None:
     session = open_session(band / MODEL_FILE, backend="openvino", precision="f32", threads=1)
     assert session.backend == "openvino" and "f32" in session.description

@@ -23,6 +23,10 @@ from service.settings import Settings
 from tests.service.artifacts import make_tiny_artifact
 
 REPO = Path(__file__).resolve().parents[2]
+# The inference backend the service tests run on (model.backends): ARINEXT_TEST_BACKEND=openvino
+# runs the same tests on OpenVINO (tests/service/test_backends.py does, with precision f32).
+TEST_BACKEND = os.environ.get("ARINEXT_TEST_BACKEND", "onnxruntime")
+TEST_PRECISION = os.environ.get("ARINEXT_TEST_PRECISION", "auto")
 READY_TIMEOUT_S = 60.0
 
 
@@ -75,6 +79,8 @@ def isolated_settings(**overrides: object) -> Settings:
         "intra_op_threads": 1,
         "default_model_dir": Path("/nonexistent/arinext-default-model"),
         "drain_seconds": 0.0,
+        "backend": TEST_BACKEND,
+        "precision": TEST_PRECISION,
     }
     values.update(overrides)
     return Settings(**values)
@@ -137,6 +143,8 @@ def server_env(**settings: object) -> dict[str, str]:
             "ARINEXT_DEFAULT_MODEL_DIR": "/nonexistent/arinext-default-model",
             "ARINEXT_INTRA_OP_THREADS": "1",
             "ARINEXT_DEMO": "false",
+            "ARINEXT_BACKEND": TEST_BACKEND,
+            "ARINEXT_PRECISION": TEST_PRECISION,
             "GRADIO_ANALYTICS_ENABLED": "False",
             "PYTHONPATH": str(REPO),
         }
