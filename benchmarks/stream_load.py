@@ -84,10 +84,11 @@ async def _stream(
                 await ws.send(json.dumps({"type": "end"}))
 
         sender = asyncio.create_task(send())
-        async for message in ws:
-            event = json.loads(message)
-            if event["type"] == "window":
-                result.lags.append(time.monotonic() - (began + event["end"]))
+        with contextlib.suppress(websockets.ConnectionClosed):  # refused: reported below
+            async for message in ws:
+                event = json.loads(message)
+                if event["type"] == "window":
+                    result.lags.append(time.monotonic() - (began + event["end"]))
         await sender
         result.close_code, result.close_reason = ws.close_code, ws.close_reason or ""
     return result
@@ -196,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.monotonic() - began
         server_cpu = _cpu_seconds(pid) - server_cpu
         client_cpu = time.process_time() - client_cpu
-    lags = np.concatenate([r.lags for r in results]) * 1000
+    lags = np.concatenate([r.lags for r in results] + [np.zeros(0)]) * 1000
+    lags = lags if len(lags) else np.full(1, np.nan)
     hop_ms = args.hop * 1000
     completed = sum(r.close_code == 1000 for r in results)
-    worst = max(float(lags.max()), 0.0)
+    worst = float(np.nanmax(lags))
     load = os.getloadavg()[0]
     print(
         f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -216,12 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         "| server CPU % | client CPU % |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    p50, p99 = np.percentile(lags, [50, 99])
+    p50, p99 = np.nanpercentile(lags, [50, 99])
     print(
         f"| {args.streams} | {completed} | {len(lags)} | {p50:.0f} | {p99:.0f} | {worst:.0f} | "
         f"{worst / hop_ms:.2f} | {100 * server_cpu / wall:.0f} | {100 * client_cpu / wall:.0f} |"
     )
     print()
+    for reason in sorted({r.close_reason for r in results if r.close_code != 1000}):
+        print(f"closed early: {reason}")
     print(f"stream {args.streams + 1}: closed with {refused_code} ({refused_reason})")
     within = worst <= 2 * hop_ms and completed == args.streams and refused_code == 1013
     print(f"every event within 2 hops and stream {args.streams + 1} refused: {within}")

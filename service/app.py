@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
 
 from service.errors import install_error_handlers
 from service.inference import ModelService
@@ -81,6 +82,9 @@ def _install_drain_handler(service: ModelService, drain_seconds: float) -> Calla
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     service: ModelService = app.state.models
+    # Requests run side by side; BLAS threads inside one window's small matrix product only
+    # contend with them (OpenBLAS spins: ~30x the CPU per log-mel on two busy cores).
+    blas = threadpool_limits(limits=1, user_api="blas")
     loading = asyncio.create_task(service.start(settings), name="load-models")
     undo_drain_handler = _install_drain_handler(service, settings.drain_seconds)
     try:
@@ -90,6 +94,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading.cancel()
         await asyncio.gather(loading, return_exceptions=True)
         await service.stop(_STOP_TIMEOUT_SECONDS)
+        blas.restore_original_limits()
         logger.info("stopped")
 
 
