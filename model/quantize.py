@@ -48,13 +48,13 @@ from model.frontend import log_mel_views
 from model.manifest import (
     MODEL_FILE,
     ArtifactError,
-    HeadSpec,
     Manifest,
     Provenance,
     Quantization,
     verify_artifact,
 )
 from model.publish import destination_problem, publish_artifact
+from model.scores import probabilities
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -281,14 +281,6 @@ def quantize_graph(model_path: Path, input_name: str, calibration: np.ndarray) -
         return quantized.read_bytes()
 
 
-def _probabilities(logits: np.ndarray, head: HeadSpec) -> np.ndarray:
-    x = logits.astype(np.float64)
-    if head.activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-x))
-    x = np.exp(x - x.max(axis=-1, keepdims=True))
-    return x / x.sum(axis=-1, keepdims=True)
-
-
 @dataclass(frozen=True)
 class Agreement:
     """How an int8 graph's answers compare with fp32's on the same views."""
@@ -322,7 +314,7 @@ def agreement(
         feed = {manifest.input: check.views[i : i + _CHECK_BATCH]}
         pairs = zip(reference.run(outputs, feed), candidate.run(outputs, feed), strict=True)
         for h, (head, (a, b)) in enumerate(zip(manifest.heads, pairs, strict=True)):
-            pa, pb = _probabilities(a, head), _probabilities(b, head)
+            pa, pb = probabilities(a, head.activation), probabilities(b, head.activation)
             if not np.isfinite(pb).all():
                 return Agreement(0.0, float("inf"), float("inf"), None, None)
             same += int((pa.argmax(axis=-1) == pb.argmax(axis=-1)).sum())

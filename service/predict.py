@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from model.manifest import HeadSpec
+from model.scores import probabilities
 from service.decoding import DecodedAudio
 from service.errors import ApiError
 from service.inference import Batcher, LoadedModel, ModelService
@@ -117,14 +118,6 @@ def resolve_heads(service: ModelService, heads: Sequence[str] | None) -> list[st
     return selected
 
 
-def _probabilities(logits: np.ndarray, head: HeadSpec) -> np.ndarray:
-    x = logits.astype(np.float64)
-    if head.activation == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-x))
-    x = np.exp(x - x.max(axis=-1, keepdims=True))
-    return x / x.sum(axis=-1, keepdims=True)
-
-
 def _top(probs: np.ndarray, head: HeadSpec, k: int) -> list[ScoredLabel]:
     order = np.argsort(-probs, kind="stable")[:k]
     return [ScoredLabel(label=head.labels[i], index=int(i), score=float(probs[i])) for i in order]
@@ -186,7 +179,7 @@ def _predict_head(
     top_k: int,
     windows: bool,
 ) -> HeadPrediction:
-    probs = _probabilities(logits, head)
+    probs = probabilities(logits, head.activation)
     k = min(top_k, len(head.labels))
     prediction = HeadPrediction(
         head=head.name,

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.manifest import Manifest, verify_artifact
+from model.scores import softmax
 from training.config import ConfigError
 from training.datasets.base import ClipDataset, collate_eval
 from training.distributed import Context, all_gather_objects
@@ -32,7 +33,6 @@ __all__ = [
     "evaluate",
     "onnx_scorer",
     "predict",
-    "softmax",
     "torch_scorer",
 ]
 
@@ -40,13 +40,6 @@ logger = logging.getLogger(__name__)
 
 # A batch of views (N, 1, T, F) -> logits per head (N, classes), as numpy.
 Scorer = Callable[[torch.Tensor], dict[str, np.ndarray]]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (views are averaged after it, as the reference does)."""
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def torch_scorer(
@@ -153,6 +146,7 @@ def predict(
         offsets = np.r_[0, np.cumsum(batch.views.numpy())[:-1]]
         counts = batch.views.numpy()[:, None]
         for head in heads:
+            # Softmax of every view, then the views' mean, as the reference does.
             probs[head].append(np.add.reduceat(softmax(logits[head]), offsets, axis=0) / counts)
         labels.append(batch.labels.numpy())
         indices.append(batch.indices.numpy())

@@ -22,10 +22,10 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 from model.manifest import HeadSpec
+from model.scores import probabilities
 from service.errors import ApiError
 from service.inference import LoadedModel, ModelService
 from service.metrics import Metrics
-from service.predict import _probabilities as probabilities
 from service.predict import _top as top_labels
 from service.predict import resolve_heads
 from service.prepare import features
@@ -387,7 +387,7 @@ class StreamSession:
         predictions = []
         detections = []
         for head in track.heads:
-            probs = probabilities(result.logits[head.name][0], head)
+            probs = probabilities(result.logits[head.name][0], head.activation)
             top = top_labels(probs, head, min(self.start.top_k, len(head.labels)))
             predictions.append(
                 {"head": head.name, "top_k": [s.model_dump() for s in top]},
