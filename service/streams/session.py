@@ -363,9 +363,9 @@ class StreamSession:
             views = await asyncio.to_thread(features, window.samples, [0], cfg)
         except ApiError as exc:
             raise invalid_audio(exc.message) from exc
-        self.service.metrics.stage_duration.labels(stage="features").observe(
-            time.perf_counter() - began
-        )
+        spent = time.perf_counter() - began
+        self.service.metrics.stage_duration.labels(stage="features").observe(spent)
+        batcher.observe_prepare(spent, 1)  # the admission's estimate of a window's cost
         try:
             batcher.reserve()
         except ApiError as exc:
