@@ -593,7 +593,7 @@ def import_checkpoint(
         labels=requested,
         level=level,
         activation="sigmoid" if info.activation == "sigmoid" else "softmax",
-        provenance=default_provenance(source=str(info.path.resolve())),
+        provenance=default_provenance(source=info.path.name),  # not this machine's path
         extra={
             "authors_checkpoint": {
                 "file": info.path.name,

@@ -75,10 +75,13 @@ def output_name(head: str) -> str:
 
 
 def default_provenance(source: str | None = None) -> Provenance:
-    """Provenance recording the current command line, time and project version."""
-    return Provenance(
-        source=source, command=shlex.join(sys.argv), arinext_version=arinext_version()
-    )
+    """Provenance recording the current command line, time and project version.
+
+    The command is recorded as ``arinext <arguments>``: ``sys.argv[0]`` is wherever this machine
+    keeps the program, a path that must not travel inside a shipped artifact.
+    """
+    command = shlex.join(["arinext", *sys.argv[1:]])
+    return Provenance(source=source, command=command, arinext_version=arinext_version())
 
 
 class _TupleOutputs(nn.Module):

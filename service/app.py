@@ -32,7 +32,8 @@ from service.errors import install_error_handlers
 from service.inference import ModelService
 from service.metrics import Metrics
 from service.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
-from service.routers import classify, health, models, stream
+from service.routers import classify, health, models, stream, v2
+from service.routers.docs import install_docs
 from service.settings import Settings
 from service.streams.session import StreamHub
 
@@ -120,6 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="AudioRepInceptionNeXt audio classification",
         description="Upload a clip to `POST /classify`; `GET /models` lists the heads.",
         version="0.1.0",
+        docs_url=None,  # install_docs serves Swagger UI from local assets instead of a CDN
+        redoc_url=None,
         lifespan=_lifespan,
     )
     app.state.settings = settings
@@ -127,11 +130,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.models = ModelService(metrics, retry_after=settings.retry_after_seconds)
     app.state.streams = StreamHub(settings, metrics)
     install_error_handlers(app)
-    routers = (classify.router, models.router, health.router, stream.router)
+    routers = (classify.router, models.router, health.router, stream.router, v2.router)
     for router in routers:
         app.include_router(router)
-    if settings.demo:
-        if importlib.util.find_spec("gradio") is None:
+    has_gradio = importlib.util.find_spec("gradio") is not None
+    demo = settings.demo if settings.demo is not None else has_gradio
+    if demo:
+        if not has_gradio:
             raise RuntimeError(
                 "ARINEXT_DEMO=true needs Gradio, which the API-only install leaves out: "
                 "pip install 'arinext[serve,demo]', or set ARINEXT_DEMO=false"
@@ -139,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from service.demo import mount_demo  # Gradio is heavy; only import it when used
 
         mount_demo(app, app.state.models, settings)
+    install_docs(app, home="/demo/" if demo else "/docs")
     # Added last = outermost: metrics see every answer, including the body limit's 413.
     app.add_middleware(
         BodyLimitMiddleware,

@@ -17,8 +17,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["EMBEDDED_MODEL_DIR", "MAX_TOP_K", "Settings", "get_settings"]
 
-# Where the image bundles its default model; used only when no models are configured.
-EMBEDDED_MODEL_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "speech-commands-synth-b0"
+# The default model, served when no models are configured. In a checkout ``service/default_model``
+# is a link to ``artifacts/speech-commands-synth-b0`` (where ``make default-model`` writes it); the
+# wheel carries the files themselves there, so ``pip install 'arinext[serve]'`` serves it too.
+EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 # Upper bound of the ``top_k`` query parameter: enough for any UI, small enough to keep answers
 # for long clips with a timeline (one top-k per window) reasonably sized.
@@ -123,7 +125,10 @@ class Settings(BaseSettings):
     stream_max_message_bytes: int = Field(
         default=1_048_576, gt=0, description="largest single WebSocket message of a stream"
     )
-    demo: bool = True
+    demo: bool | None = Field(
+        default=None,
+        description="the Gradio demo at /demo; unset: on when Gradio is installed (the demo extra)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @field_validator("models", "providers", mode="before")

@@ -1,0 +1,464 @@
+"""The Open Inference Protocol (KServe v2 / Triton) over REST, on the same pipeline as /classify.
+
+``{name}`` is an artifact's name (the ``model`` field of ``/classify``'s answer). A request carries
+exactly one of three inputs:
+
+- ``audio`` (BYTES, shape ``[batch]``): encoded files, decoded exactly as ``/classify`` decodes;
+- ``waveform`` (FP32, ``[batch, samples]``) with the ``sample_rate`` parameter (on the input or
+  the request): PCM, resampled and windowed like a decoded file;
+- ``logmel`` (FP32, ``[batch, 1, frames, mels]``): ready network inputs, one window per row.
+
+Outputs are one FP32 tensor per head, ``[batch, classes]``: the clip-level probabilities
+``/classify`` reports (the average over windows), or each row's probabilities for ``logmel``.
+Triton's classification extension (``"parameters": {"classification": k}`` on a requested output)
+turns a head into BYTES ``"score:index:label"`` strings, best first; Triton's binary tensor
+extension (``Inference-Header-Content-Length``) carries tensors as raw bytes both ways, which is
+what ``tritonclient`` sends. BYTES elements in plain JSON are base64 strings.
+
+Every input goes through the model service's admission and batching, so limits, 503s and
+metrics are those of ``/classify``; refusals use the protocol's ``{"error": "message"}`` shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import struct
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import numpy as np
+import soundfile as sf
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from model.manifest import HeadSpec
+from model.scores import probabilities
+from service.errors import ApiError
+from service.inference import LoadedModel, ModelService, get_model_service
+from service.predict import classify
+from service.settings import Settings, get_settings
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol"])
+
+VERSION = "1"
+HEADER_LENGTH = "inference-header-content-length"
+BINARY_SIZE = "binary_data_size"
+_PLATFORM = "onnxruntime_onnx"
+_EXTENSIONS = ["classification", "binary_tensor_data"]
+_INPUTS = ("audio", "waveform", "logmel")
+
+
+def _error(request: Request, error: ApiError) -> JSONResponse:
+    """The protocol's error shape, counted like any other refusal."""
+    request.app.state.metrics.rejections.labels(reason=error.reason).inc()
+    return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "invalid_inference_request", message)
+
+
+def _model(service: ModelService, name: str, version: str | None) -> LoadedModel:
+    model = service.registry.models.get(name)
+    if model is None:
+        served = ", ".join(service.registry.models) or "none"
+        raise ApiError(404, "unknown_model", f"unknown model {name!r}; served: {served}")
+    if version not in (None, "", VERSION):
+        raise ApiError(404, "unknown_version", f"model {name!r} has only version {VERSION}")
+    return model
+
+
+def _metadata(model: LoadedModel) -> dict[str, Any]:
+    cfg = model.manifest.frontend
+    return {
+        "name": model.name,
+        "versions": [VERSION],
+        "platform": _PLATFORM,
+        "inputs": [
+            {"name": "audio", "datatype": "BYTES", "shape": [-1]},
+            {
+                "name": "waveform",
+                "datatype": "FP32",
+                "shape": [-1, -1],
+                "parameters": {"sample_rate": "required, Hz"},
+            },
+            {"name": "logmel", "datatype": "FP32", "shape": [-1, 1, cfg.num_frames, cfg.n_mels]},
+        ],
+        "outputs": [
+            {"name": head.name, "datatype": "FP32", "shape": [-1, len(head.labels)]}
+            for head in model.manifest.heads
+        ],
+        "parameters": {"sample_rate": cfg.sample_rate, "sha256": model.manifest.sha256},
+    }
+
+
+# --- request parsing ----------------------------------------------------------------------------
+
+
+def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], memoryview]:
+    """The JSON header and the binary tensor data after it (empty without the extension)."""
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding != "identity":
+        raise ApiError(415, "unsupported_media_type", f"Content-Encoding {encoding} not accepted")
+    length = request.headers.get(HEADER_LENGTH)
+    if length is None:
+        header, binary = body, b""
+    else:
+        if not length.isdigit() or int(length) > len(body):
+            raise _bad(f"{HEADER_LENGTH} {length!r} does not fit a body of {len(body)} bytes")
+        header, binary = body[: int(length)], body[int(length) :]
+    try:
+        parsed = json.loads(header)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _bad(f"the request is not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise _bad("the request must be a JSON object")
+    return parsed, memoryview(binary)
+
+
+def _shape(spec: dict[str, Any]) -> list[int]:
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise _bad(f"input {spec.get('name')!r}: shape must be a list of non-negative integers")
+    return shape
+
+
+def _bytes_elements(raw: memoryview, count: int) -> list[bytes]:
+    """BYTES tensor data: each element is a 4-byte little-endian length and that many bytes."""
+    out, pos = [], 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            raise _bad("BYTES data ends inside an element's length")
+        (size,) = struct.unpack_from("<I", raw, pos)
+        if pos + 4 + size > len(raw):
+            raise _bad("BYTES data ends inside an element")
+        out.append(bytes(raw[pos + 4 : pos + 4 + size]))
+        pos += 4 + size
+    if len(out) != count:
+        raise _bad(f"BYTES data holds {len(out)} elements, the shape says {count}")
+    return out
+
+
+def _tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[Any, int]:
+    """An input's value (list of bytes for BYTES, float32 array for FP32) and the next offset."""
+    name, datatype, shape = spec.get("name"), spec.get("datatype"), _shape(spec)
+    count = int(np.prod(shape)) if shape else 1
+    size = (spec.get("parameters") or {}).get(BINARY_SIZE)
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise _bad(f"input {name!r}: {BINARY_SIZE} {size!r} exceeds the binary data")
+        raw = binary[offset : offset + size]
+        offset += size
+        if datatype == "BYTES":
+            return _bytes_elements(raw, count), offset
+        if size != count * 4:
+            raise _bad(f"input {name!r}: {size} bytes of FP32 data for shape {shape}")
+        return np.frombuffer(raw, dtype="<f4").reshape(shape), offset
+    if "data" not in spec:
+        raise _bad(f"input {name!r} has neither data nor {BINARY_SIZE}")
+    if datatype == "BYTES":
+        items = np.asarray(spec["data"], dtype=object).reshape(-1).tolist()
+        if len(items) != count or not all(isinstance(i, str) for i in items):
+            raise _bad(f"input {name!r}: expected {count} base64 strings")
+        try:
+            return [base64.b64decode(i, validate=True) for i in items], offset
+        except binascii.Error as exc:
+            raise _bad(f"input {name!r}: BYTES in JSON must be base64 ({exc})") from None
+    try:
+        array = np.asarray(spec["data"], dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise _bad(f"input {name!r}: FP32 data must be numbers ({exc})") from None
+    if array.size != count:
+        raise _bad(f"input {name!r}: {array.size} values for shape {shape}")
+    return array.reshape(shape), offset
+
+
+def _the_input(request_json: dict[str, Any], binary: memoryview) -> tuple[dict[str, Any], Any]:
+    inputs = request_json.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise _bad(f"send exactly one input, one of {', '.join(_INPUTS)}")
+    spec = inputs[0]
+    expected = {"audio": "BYTES", "waveform": "FP32", "logmel": "FP32"}.get(spec.get("name"))
+    if expected is None:
+        raise _bad(f"unknown input {spec.get('name')!r}; inputs: {', '.join(_INPUTS)}")
+    if spec.get("datatype") != expected:
+        raise _bad(f"input {spec['name']!r} must be {expected}, got {spec.get('datatype')!r}")
+    value, used = _tensor(spec, binary, 0)
+    if used != len(binary):
+        raise _bad(f"{len(binary) - used} bytes of binary data belong to no input")
+    return spec, value
+
+
+# --- inference ----------------------------------------------------------------------------------
+
+
+def _as_wav(samples: np.ndarray, sample_rate: int) -> bytes:
+    """A waveform row as a float WAV: decoded by the upload path, losslessly, with its limits."""
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, sample_rate, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+def _sample_rate(spec: dict[str, Any], request_json: dict[str, Any]) -> int:
+    for parameters in (spec.get("parameters"), request_json.get("parameters")):
+        rate = (parameters or {}).get("sample_rate")
+        if rate is not None:
+            if isinstance(rate, bool) or not isinstance(rate, int | float) or rate != int(rate):
+                raise _bad(f"sample_rate must be an integer number of Hz, got {rate!r}")
+            if rate <= 0:
+                raise _bad(f"sample_rate must be positive, got {rate!r}")
+            return int(rate)
+    raise _bad("a waveform input needs the sample_rate parameter (Hz)")
+
+
+async def _clip_probabilities(
+    service: ModelService,
+    settings: Settings,
+    model: LoadedModel,
+    clips: Sequence[bytes],
+    hop: float | None,
+) -> dict[str, np.ndarray]:
+    """Per head, ``[batch, classes]`` clip probabilities: each clip is a ``/classify`` request."""
+    heads = [head.name for head in model.manifest.heads]
+    most = max(len(head.labels) for head in model.manifest.heads)
+    tasks = [
+        asyncio.ensure_future(
+            classify(
+                service,
+                data,
+                heads=heads,
+                top_k=most,
+                windows=False,
+                max_duration=settings.max_duration_seconds,
+                hop=hop,
+                max_windows=settings.max_windows,
+            )
+        )
+        for data in clips
+    ]
+    try:
+        outcomes = await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+    out = {}
+    for h, head in enumerate(model.manifest.heads):
+        probs = np.zeros((len(clips), len(head.labels)), dtype=np.float32)
+        for row, outcome in enumerate(outcomes):
+            for scored in outcome.response.predictions[h].top_k:
+                probs[row, scored.index] = scored.score
+        out[head.name] = probs
+    return out
+
+
+async def _window_probabilities(
+    service: ModelService, model: LoadedModel, views: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per head, each log-mel row's probabilities, through the model's batcher."""
+    cfg = model.manifest.frontend
+    expected = (1, cfg.num_frames, cfg.n_mels)
+    if views.ndim != 4 or views.shape[1:] != expected or len(views) == 0:
+        raise _bad(f"logmel must be [batch>0, {', '.join(map(str, expected))}], got {views.shape}")
+    if not np.isfinite(views).all():
+        raise _bad("logmel holds NaN or infinite values")
+    views = np.ascontiguousarray(views, dtype=np.float32)
+    batcher = service.batchers[model.name]
+    batcher.reserve()
+    results, future = [], None
+    try:
+        future = await batcher.submit(views[: batcher.chunk], reserved=True)
+        results.append(await future)
+        for start in range(batcher.chunk, len(views), batcher.bulk_chunk):
+            future = await batcher.submit(views[start : start + batcher.bulk_chunk], reserved=False)
+            results.append(await future)
+    finally:
+        if future is None:
+            batcher.cancel_reservation()
+        elif not future.done():
+            future.cancel()
+    return {
+        head.name: probabilities(
+            np.concatenate([r.logits[head.name] for r in results]), head.activation
+        ).astype(np.float32)
+        for head in model.manifest.heads
+    }
+
+
+# --- response -----------------------------------------------------------------------------------
+
+
+def _classification(probs: np.ndarray, head: HeadSpec, k: int) -> np.ndarray:
+    """Triton's "score:index:label" strings of the ``k`` best classes per row."""
+    k = min(k, len(head.labels))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    rows = [
+        [f"{row[i]:f}:{i}:{head.labels[i]}" for i in best]
+        for row, best in zip(probs, order, strict=True)
+    ]
+    return np.array(rows, dtype=object).reshape(len(probs), k)
+
+
+def _serialise(array: np.ndarray, datatype: str) -> bytes:
+    if datatype == "BYTES":
+        parts = [s.encode() for s in array.reshape(-1)]
+        return b"".join(struct.pack("<I", len(p)) + p for p in parts)
+    return np.ascontiguousarray(array, dtype="<f4").tobytes()
+
+
+def _requested(request_json: dict[str, Any], model: LoadedModel) -> list[dict[str, Any]]:
+    outputs = request_json.get("outputs")
+    if outputs is None:
+        return [{"name": head.name} for head in model.manifest.heads]
+    heads = {head.name for head in model.manifest.heads}
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise _bad("outputs must be a list of objects")
+    for output in outputs:
+        if output.get("name") not in heads:
+            raise _bad(f"unknown output {output.get('name')!r}; outputs: {', '.join(heads)}")
+        k = (output.get("parameters") or {}).get("classification")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise _bad(f"classification must be a positive integer, got {k!r}")
+    return outputs
+
+
+def _response(
+    request_json: dict[str, Any],
+    model: LoadedModel,
+    probs: dict[str, np.ndarray],
+    outputs: list[dict[str, Any]],
+) -> Response:
+    binary_all = bool((request_json.get("parameters") or {}).get("binary_data_output", False))
+    heads = {head.name: head for head in model.manifest.heads}
+    described, blobs = [], []
+    for output in outputs:
+        parameters = output.get("parameters") or {}
+        head = heads[output["name"]]
+        k = parameters.get("classification")
+        if k:
+            array, datatype = _classification(probs[head.name], head, k), "BYTES"
+        else:
+            array, datatype = probs[head.name], "FP32"
+        entry: dict[str, Any] = {
+            "name": head.name,
+            "datatype": datatype,
+            "shape": list(array.shape),
+        }
+        if parameters.get("binary_data", binary_all):
+            blob = _serialise(array, datatype)
+            entry["parameters"] = {BINARY_SIZE: len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.reshape(-1).tolist()
+        described.append(entry)
+    body: dict[str, Any] = {"model_name": model.name, "model_version": VERSION}
+    if "id" in request_json:
+        body["id"] = request_json["id"]
+    body["outputs"] = described
+    header = json.dumps(body).encode()
+    if not blobs:
+        return Response(header, media_type="application/json")
+    return Response(
+        header + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata(request: Request) -> dict[str, Any]:
+    """Name, version and the protocol extensions supported."""
+    return {"name": "arinext", "version": request.app.version, "extensions": _EXTENSIONS}
+
+
+@router.get("/health/live", summary="Server liveness")
+async def server_live() -> dict[str, bool]:
+    """200 whenever the process answers (like ``/healthz``)."""
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Server readiness")
+async def server_ready(
+    service: Annotated[ModelService, Depends(get_model_service)],
+) -> JSONResponse:
+    """200 when every model is loaded and warm and the server is not draining, else 503."""
+    return JSONResponse({"ready": service.ready}, status_code=200 if service.ready else 503)
+
+
+@router.get("/models/{name}", summary="Model metadata")
+@router.get("/models/{name}/versions/{version}", include_in_schema=False)
+async def model_metadata(
+    request: Request,
+    service: Annotated[ModelService, Depends(get_model_service)],
+    name: str,
+    version: str | None = None,
+) -> Response:
+    """Inputs (``audio``, ``waveform``, ``logmel``: send one) and one output per head."""
+    try:
+        return JSONResponse(_metadata(_model(service, name, version)))
+    except ApiError as exc:
+        return _error(request, exc)
+
+
+@router.get("/models/{name}/ready", summary="Model readiness")
+@router.get("/models/{name}/versions/{version}/ready", include_in_schema=False)
+async def model_ready(
+    request: Request,
+    service: Annotated[ModelService, Depends(get_model_service)],
+    name: str,
+    version: str | None = None,
+) -> Response:
+    """200 when the server is ready and serves this model; 404 for a model it does not serve."""
+    try:
+        _model(service, name, version)
+    except ApiError as exc:
+        return _error(request, exc)
+    ready = service.ready
+    return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+
+
+@router.post("/models/{name}/infer", summary="Inference")
+@router.post("/models/{name}/versions/{version}/infer", include_in_schema=False)
+async def infer(
+    request: Request,
+    settings: Annotated[Settings, Depends(get_settings)],
+    service: Annotated[ModelService, Depends(get_model_service)],
+    name: str,
+    version: str | None = None,
+) -> Response:
+    """One input (``audio``, ``waveform`` or ``logmel``) in; per-head probabilities out.
+
+    Request parameters: ``hop`` (seconds between windows, audio and waveform inputs),
+    ``binary_data_output``; output parameters: ``classification`` (k), ``binary_data``.
+    """
+    try:
+        service.ensure_serving()
+        model = _model(service, name, version)
+        request_json, binary = _split_body(request, await request.body())
+        spec, value = _the_input(request_json, binary)
+        outputs = _requested(request_json, model)
+        hop = (request_json.get("parameters") or {}).get("hop")
+        if hop is not None and (not isinstance(hop, int | float) or not 0 < hop <= 3600):
+            raise _bad(f"hop must be seconds in (0, 3600], got {hop!r}")
+        if spec["name"] == "logmel":
+            probs = await _window_probabilities(service, model, value)
+        else:
+            if spec["name"] == "waveform":
+                if value.ndim != 2 or 0 in value.shape:
+                    raise _bad(f"waveform must be [batch>0, samples>0], got {list(value.shape)}")
+                rate = _sample_rate(spec, request_json)
+                value = [_as_wav(row, rate) for row in value]
+            elif not value:
+                raise _bad("audio must hold at least one file")
+            probs = await _clip_probabilities(service, settings, model, value, hop)
+        return _response(request_json, model, probs, outputs)
+    except ApiError as exc:
+        return _error(request, exc)
