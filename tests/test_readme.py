@@ -102,7 +102,10 @@ def test_documented_defaults_are_the_real_defaults(monkeypatch: pytest.MonkeyPat
         if variable == "ARINEXT_MODELS":
             assert value == [] and documented == "(empty)"
         elif variable == "ARINEXT_DEFAULT_MODEL_DIR":
-            assert value == ROOT / "artifacts" / "speech-commands-synth-b0"
+            assert value == ROOT / "service" / "default_model"
+            assert value.resolve() == ROOT / "artifacts" / "speech-commands-synth-b0"
+        elif variable == "ARINEXT_DEMO":
+            assert value is None and documented == "(unset)"
         elif isinstance(value, list):
             assert ",".join(value) == documented, variable
         elif isinstance(value, bool):

@@ -21,7 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.manifest import Manifest, verify_artifact
+from model.backends import open_session
+from model.manifest import MODEL_FILE, Manifest, verify_artifact
 from model.scores import softmax
 from training.config import ConfigError
 from training.datasets.base import ClipDataset, collate_eval
@@ -75,14 +76,12 @@ def _label_permutation(
 def onnx_scorer(
     artifact_dir: Path | str, dataset_heads: Mapping[str, Sequence[str]], threads: int = 0
 ) -> tuple[Scorer, Manifest]:
-    """Scorer running an artifact's ``model.onnx`` with ONNX Runtime, as the service does.
+    """Scorer running an artifact's ``model.onnx`` on ONNX Runtime, as the service does.
 
     Artifact heads are matched to dataset heads by name (or one-to-one when both have a single
     head) and their columns reordered by label name, so an artifact whose outputs are in another
     class order is still scored correctly.
     """
-    import onnxruntime as ort
-
     manifest = verify_artifact(artifact_dir)
     specs = {h.name: h for h in manifest.heads}
     if len(specs) == 1 and len(dataset_heads) == 1:
@@ -96,11 +95,7 @@ def onnx_scorer(
         head: _label_permutation(spec.labels, dataset_heads[head], head)
         for head, spec in pairs.items()
     }
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(
-        str(Path(artifact_dir) / "model.onnx"), options, providers=["CPUExecutionProvider"]
-    )
+    session = open_session(Path(artifact_dir) / MODEL_FILE, threads=threads)
     outputs = [spec.output for spec in pairs.values()]
 
     def score(inputs: torch.Tensor) -> dict[str, np.ndarray]:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model.audio_config import PRESETS
-from model.manifest import ArtifactError
+from model.manifest import ArtifactError, read_manifest
 from service.errors import ApiError
 from service.pipeline import Classifier, prepare_clip
 from tests.service.audio import encode_av, encode_sf, signal
+from tests.service.conftest import REPO
 
 RATE = 44_100
 
@@ -150,3 +155,27 @@ def test_prepare_clip_needs_no_classifier(speech_artifact: Path) -> None:
     (only,) = clip.inputs
     assert only.views.shape == (2, 1, cfg.num_frames, cfg.n_mels)
     assert len(only.samples) == 24_000
+
+
+def test_the_readme_example_runs_as_written() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    done = subprocess.run(
+        [sys.executable, "-c", example],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    labels = set(read_manifest(REPO / "service" / "default_model").heads[0].labels)
+    label, score = lines[0].split()
+    assert label in labels and 0 < float(score) <= 1
+    # tone-440hz.wav is 3 s and the model's view 1 s: a window every 0.5 s up to the end
+    spans = [line.rsplit(" ", 1)[0] for line in lines[1:]]
+    assert spans == ["0.00-1.00 s", "0.50-1.50 s", "1.00-2.00 s", "1.50-2.50 s", "2.00-3.00 s"]
+    assert {line.rsplit(" ", 1)[1] for line in lines[1:]} <= labels
