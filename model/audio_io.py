@@ -18,6 +18,7 @@ to hours are refused before the hours exist. Streaming soxr gives the same sampl
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import time
@@ -149,8 +150,9 @@ def _check_wav_length(data: bytes) -> None:
         pos += 8 + size + (size & 1)
 
 
-# A decoder yields (sample rate, channels, (frames, channels) float32 block) per block.
-_Blocks = Iterator[tuple[int, int, np.ndarray]]
+# A decoder yields (sample rate, channels, (frames, channels) float32 block, frames the header
+# declares or 0) per block; the declared length is only a hint for preallocation.
+_Blocks = Iterator[tuple[int, int, np.ndarray, int]]
 
 
 def _soundfile_blocks(data: bytes, container: str) -> _Blocks:
@@ -162,7 +164,7 @@ def _soundfile_blocks(data: bytes, container: str) -> _Blocks:
                 block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
                 if block.shape[0] == 0:
                     return
-                yield f.samplerate, f.channels, block
+                yield f.samplerate, f.channels, block, max(f.frames, 0)
     except (sf.SoundFileError, RuntimeError, ValueError) as exc:
         if isinstance(exc, AudioError):
             raise
@@ -222,8 +224,11 @@ def _pyav_blocks(data: bytes, container: str) -> _Blocks:
             codec = context.name if context is not None else "unknown"
             if codec not in codecs:
                 raise _unsupported(f"codec {codec!r} is not supported in {name}")
+            declared = 0
+            if stream.duration is not None and stream.time_base is not None:
+                declared = int(stream.duration * stream.time_base * (stream.sample_rate or 0))
             for frame in box.decode(stream):
-                yield frame.sample_rate, frame.layout.nb_channels, _planar_float(frame)
+                yield frame.sample_rate, frame.layout.nb_channels, _planar_float(frame), declared
     except (av.FFmpegError, ValueError, EOFError) as exc:
         if isinstance(exc, AudioError):
             raise
@@ -245,7 +250,7 @@ def _mono_blocks(data: bytes, max_seconds: float) -> tuple[str, _Blocks]:
         first: tuple[int, int] | None = None
         frames = 0
         limit = 0
-        for rate, channels, block in source:
+        for rate, channels, block, declared in source:
             if first is None:
                 if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
                     raise _invalid(
@@ -266,7 +271,7 @@ def _mono_blocks(data: bytes, max_seconds: float) -> tuple[str, _Blocks]:
                 )
             if not np.isfinite(block).all():
                 raise _invalid("audio contains NaN or infinite samples")
-            yield rate, channels, block.mean(axis=1, dtype=np.float32)
+            yield rate, channels, block.mean(axis=1, dtype=np.float32), min(declared, limit)
         if first is None:
             raise _invalid("the file contains no audio samples")
 
@@ -315,30 +320,63 @@ def decode(data: bytes, max_seconds: float) -> DecodedAudio:
     """Decode to mono float32 at the file's rate, refusing more than ``max_seconds``."""
     container, blocks = _mono_blocks(data, max_seconds)
     parts, rate, channels = [], 0, 0
-    for block_rate, block_channels, block in blocks:
+    for block_rate, block_channels, block, _ in blocks:
         parts.append(block)
         rate, channels = block_rate, block_channels
     return DecodedAudio(_join(parts), rate, channels, container)
+
+
+class _Output:
+    """Samples at one rate, appended block by block into one buffer, so the result needs no
+    final copy (a list of blocks joined at the end would peak at twice the clip)."""
+
+    def __init__(self) -> None:
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.size = 0
+
+    def reserve(self, count: int) -> None:
+        if count > len(self.buffer):
+            self._resize(count)
+
+    def append(self, block: np.ndarray) -> None:
+        end = self.size + len(block)
+        if end > len(self.buffer):
+            self._resize(max(end, len(self.buffer) * 3 // 2 + _BLOCK_FRAMES))
+        self.buffer[self.size : end] = block
+        self.size = end
+
+    def _resize(self, capacity: int) -> None:
+        grown = np.empty(capacity, dtype=np.float32)
+        grown[: self.size] = self.buffer[: self.size]
+        self.buffer = grown
+
+    def result(self) -> np.ndarray:
+        if len(self.buffer) > self.size + self.size // 4 + _BLOCK_FRAMES:  # a header overstated
+            return self.buffer[: self.size].copy()
+        return self.buffer[: self.size]
 
 
 def decode_resampled(data: bytes, rates: Iterable[int], max_seconds: float) -> ResampledAudio:
     """Decode and resample as one stream: mono float32 at each of ``rates``.
 
     Memory is the output at the target rates plus one block at the file's rate, so a 384 kHz
-    file costs what its 16 kHz version does.
+    file costs what its 16 kHz version does. The output is preallocated from the length the
+    header declares (capped by ``max_seconds``) and grows if the header understated it.
     """
     targets = list(dict.fromkeys(rates))
     container, blocks = _mono_blocks(data, max_seconds)
     streams: dict[int, soxr.ResampleStream | None] = {}
-    outputs: dict[int, list[np.ndarray]] = {rate: [] for rate in targets}
+    outputs = {rate: _Output() for rate in targets}
     frames, rate, channels, spent = 0, 0, 0, 0.0
-    for block_rate, block_channels, block in blocks:
+    for block_rate, block_channels, block, declared in blocks:
         if not streams:
             rate, channels = block_rate, block_channels
             streams = {
                 t: None if t == rate else soxr.ResampleStream(rate, t, 1, "float32", _QUALITY)
                 for t in targets
             }
+            for target, output in outputs.items():
+                output.reserve(math.ceil(declared * target / rate) + 16)
         frames += len(block)
         began = time.perf_counter()
         for target, stream in streams.items():
@@ -348,7 +386,7 @@ def decode_resampled(data: bytes, rates: Iterable[int], max_seconds: float) -> R
     for target, stream in streams.items():
         if stream is not None:
             outputs[target].append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
-    at_rate = {t: _join(outputs[t]) for t in targets}
+    at_rate = {t: outputs[t].result() for t in targets}
     spent += time.perf_counter() - began
     return ResampledAudio(at_rate, rate, channels, container, frames, spent)
 

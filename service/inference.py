@@ -151,11 +151,12 @@ class Batcher:
     is queued at once; while a batch runs, arrivals pile up and form the next one, up to
     ``max_batch`` windows. ``max_wait_ms`` > 0 additionally holds a batch that long to fill it.
 
-    Two classes of work keep long clips from starving short ones: a request's first submission
-    (``reserved=True``; all the windows of an ordinary clip) is *urgent*; the further chunks of a
-    long clip are *bulk*, at most ``bulk_chunk`` (half a batch) windows each. Every batch takes at
-    most one bulk chunk first, then urgent windows in arrival order, then more bulk if room is
-    left: long clips always progress and short requests get at least half of every batch.
+    Two classes of work keep long clips from starving short ones: a request's submission
+    (``reserved=True``; all the windows of an ordinary clip) is *urgent*; a long clip (more
+    windows than one batch) runs as *bulk* chunks of at most ``bulk_chunk`` (half a batch). Every
+    batch takes at most one bulk chunk first, then urgent windows in arrival order, then more
+    bulk if room is left: long clips always progress and short requests get at least half of
+    every batch.
 
     Admission is checked on arrival, before decoding, by count and by time: ``reserve`` refuses
     (503) when ``queue_size`` urgent windows are already admitted, or when the admitted work's
@@ -218,7 +219,7 @@ class Batcher:
         return (self._admitted + 1) * per_window * share
 
     def observe_prepare(self, seconds: float, windows: int) -> None:
-        """Record what preparing (decode to features) one request cost per window."""
+        """Record what preparing (decode to features) an ordinary request cost per window."""
         if windows > 0:
             self._prepare_cost.add(seconds / windows)
 

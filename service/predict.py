@@ -136,30 +136,37 @@ class _ModelRun:
 async def _run_model(service: ModelService, model: LoadedModel, clip: ModelInput) -> _ModelRun:
     """Per-window logits of every head of ``model``.
 
-    The first windows (all of an ordinary clip) go in as one urgent submission that uses the
-    request's reservation; a long clip's further windows follow as bulk chunks, each computed
-    only when the previous one is done, so a request never holds all its log-mels and long clips
-    take their turn without starving short requests.
+    An ordinary clip (all its windows prepared in one go) is one urgent submission that uses the
+    request's reservation. A long clip gives the reservation back and runs as bulk chunks, each
+    computed only when the previous one is done, so a request never holds all its log-mels and
+    long clips take their turn without crowding short requests out of the queue.
     """
     batcher = service.batchers[model.name]
     run = _ModelRun({})
     results = []
-    future: asyncio.Future = await batcher.submit(clip.views, reserved=True)
+    total = len(clip.starts)
+    future: asyncio.Future | None = None
     try:
-        results.append(await future)
-        done = len(clip.views)
-        while done < len(clip.starts):
-            end = min(done + batcher.bulk_chunk, len(clip.starts))
-            began = time.perf_counter()
-            views = await run_in_threadpool(clip.views_for, done, end)
-            spent = time.perf_counter() - began
-            run.features += spent
-            service.metrics.stage_duration.labels(stage="features").observe(spent)
-            future = await batcher.submit(views, reserved=False)
+        if total == len(clip.views):
+            future = await batcher.submit(clip.views, reserved=True)
             results.append(await future)
-            done = end
+        else:
+            batcher.cancel_reservation()
+            for begin in range(0, total, batcher.bulk_chunk):
+                end = min(begin + batcher.bulk_chunk, total)
+                if end <= len(clip.views):
+                    views = clip.views[begin:end]
+                else:
+                    started = time.perf_counter()
+                    views = await run_in_threadpool(clip.views_for, begin, end)
+                    spent = time.perf_counter() - started
+                    run.features += spent
+                    service.metrics.stage_duration.labels(stage="features").observe(spent)
+                future = await batcher.submit(views, reserved=False)
+                results.append(await future)
     finally:
-        future.cancel()
+        if future is not None:
+            future.cancel()
     for result in results:
         run.queue += result.queue_seconds
         run.inference += result.inference_seconds
@@ -240,7 +247,8 @@ async def classify(
         )
         prepared = time.perf_counter()
         for batcher, model_input in zip(batchers, clip.inputs, strict=True):
-            batcher.observe_prepare(prepared - began, len(model_input.views))
+            if len(model_input.views) == len(model_input.starts):  # long clips run as bulk
+                batcher.observe_prepare(clip.cpu_seconds, len(model_input.views))
         reserved.clear()  # each reservation now goes in with its model's first submission
         runs = await asyncio.gather(
             *(

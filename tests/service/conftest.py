@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 # runs the same tests on OpenVINO (tests/service/test_backends.py does, with precision f32).
 TEST_BACKEND = os.environ.get("ARINEXT_TEST_BACKEND", "onnxruntime")
 TEST_PRECISION = os.environ.get("ARINEXT_TEST_PRECISION", "auto")
-READY_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 180.0
 
 
 @pytest.fixture(scope="session")

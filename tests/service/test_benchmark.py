@@ -1,42 +1,32 @@
-"""benchmarks/service_load.py runs against a real server and prints its markdown table."""
+"""benchmarks/service_load.py starts a pinned server, measures, and prints its ratios."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from tests.service.conftest import REPO
+from tests.service.conftest import REPO, server_env
 
 
-def test_load_benchmark_prints_the_table(server_factory: Callable, speech_artifact: Path) -> None:
-    with server_factory(models=speech_artifact) as server:
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "benchmarks" / "service_load.py"),
-                "--url",
-                server.url,
-                "--requests",
-                "4",
-                "--concurrency",
-                "1,4",
-                "--warmup",
-                "1",
-                "--artifact",
-                str(speech_artifact),
-                "--threads",
-                "1",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+def test_load_benchmark_prints_the_ratios_the_readme_quotes(speech_artifact: Path) -> None:
+    command = [sys.executable, str(REPO / "benchmarks" / "service_load.py")]
+    command += ["--artifact", str(speech_artifact), "--requests", "16", "--rounds", "2"]
+    command += ["--warmup", "1", "--overload-seconds", "1", "--settle-seconds", "0"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=server_env(), cwd=REPO
+    )
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert "| mode | concurrency | requests | errors | p50 ms | p95 ms | p99 ms | req/s |" in lines
-    rows = [line for line in lines if line.startswith("| HTTP") or line.startswith("| ONNX")]
-    assert [row.split(" | ")[1] for row in rows] == ["1", "4", "1"]
-    assert all(row.split(" | ")[3] == "0" for row in rows)  # no errors
-    assert "- model: tiny-speech-commands" in result.stdout
+    out = result.stdout
+    assert "| mode | items | p50 ms | p99 ms | items/s |" in out
+    rows = [line for line in out.splitlines() if line.startswith(("| in-process", "| HTTP"))]
+    assert [row.split(" | ")[1] for row in rows] == ["16", "32", "16", "32"]
+    assert "- concurrency 1: HTTP p50 / in-process p50 = " in out
+    assert "- concurrency 16: HTTP throughput / in-process batched = " in out
+    assert "- non-200 answers in the measured modes: 0" in out
+    assert "server on core 0, load on core 1" in out
+    overload = out[out.index("## Overload") :]
+    statuses = overload.splitlines()[2]
+    assert statuses.startswith("- statuses: ") and set(
+        part.split(":")[0] for part in statuses.removeprefix("- statuses: ").split(", ")
+    ) <= {"200", "503"}

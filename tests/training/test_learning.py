@@ -1,4 +1,7 @@
-"""A small model learns a generated, separable task through the real CLI, in CI time."""
+"""A small model learns a generated, separable task through the real CLI.
+
+How long it takes is not asserted (tests assert behaviour); CI's time budget bounds the suite.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ def test_tiny_model_learns_separable_sounds(trained_run: TrainedRun) -> None:
     best = load_checkpoint(run / "best.pt")
     assert best["metrics"]["top1"] >= 0.95, records
     assert best["best"]["value"] == max(r["val_top1"] for r in records)
-    assert trained_run.seconds < 90
     for name in ("config.yaml", "last.pt", "metrics.csv", "curves.png", "train.log"):
         assert (run / name).is_file(), name
     saved = yaml.safe_load((run / "config.yaml").read_text())
