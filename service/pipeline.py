@@ -34,12 +34,14 @@ from service.inference import LoadedModel, ModelRegistry, load_models
 from service.predict import ClassifyResponse, HeadPrediction
 from service.predict import _predict_head as predict_head
 from service.prepare import ModelInput, PreparedClip, features, prepare, window_starts
-from service.settings import EMBEDDED_MODEL_DIR, MAX_TOP_K
+from service.settings import EMBEDDED_MODEL_DIR, MAX_TOP_K, Settings
 
 __all__ = ["AudioInput", "Classifier", "prepare_clip", "prepare_waveform"]
 
 AudioInput = str | os.PathLike | bytes | np.ndarray
-DEFAULT_MAX_DURATION_SECONDS = 600.0
+# The server's defaults: a local clip is refused where an upload would be.
+DEFAULT_MAX_DURATION_SECONDS = Settings.model_fields["max_duration_seconds"].default
+DEFAULT_MAX_WINDOWS = Settings.model_fields["max_windows"].default
 
 
 def _mono(samples: np.ndarray, sample_rate: int, max_duration: float) -> tuple[np.ndarray, int]:
@@ -84,6 +86,7 @@ def prepare_waveform(
     *,
     hop: float | None = None,
     max_duration: float = DEFAULT_MAX_DURATION_SECONDS,
+    max_windows: int | None = DEFAULT_MAX_WINDOWS,
 ) -> PreparedClip:
     """:func:`service.prepare.prepare` for PCM given as numbers instead of an encoded file."""
     began = time.perf_counter()
@@ -94,6 +97,14 @@ def prepare_waveform(
     for cfg in configs:
         at = at_rate[cfg.sample_rate]
         starts = window_starts(len(at), cfg, hop)
+        if max_windows is not None and len(starts) > max_windows:
+            raise ApiError(
+                413,
+                "too_many_windows",
+                f"the clip needs {len(starts)} windows, over the limit of {max_windows}; "
+                "use a shorter clip or a larger hop",
+                reason="too_long",
+            )
         inputs.append(ModelInput(cfg, at, starts, features(at, starts, cfg)))
     seconds = {
         "decode": 0.0,
@@ -110,6 +121,7 @@ def prepare_clip(
     sample_rate: int | None = None,
     hop: float | None = None,
     max_duration: float = DEFAULT_MAX_DURATION_SECONDS,
+    max_windows: int | None = DEFAULT_MAX_WINDOWS,
 ) -> PreparedClip:
     """Decode (a path, bytes) or take (a waveform) a clip and compute every window's log-mel.
 
@@ -120,11 +132,20 @@ def prepare_clip(
     if isinstance(audio, np.ndarray):
         if sample_rate is None:
             raise ApiError(422, "invalid_parameter", "a waveform needs its sample_rate")
-        return prepare_waveform(audio, sample_rate, configs, hop=hop, max_duration=max_duration)
+        return prepare_waveform(
+            audio,
+            sample_rate,
+            configs,
+            hop=hop,
+            max_duration=max_duration,
+            max_windows=max_windows,
+        )
     if sample_rate is not None:
         raise ApiError(422, "invalid_parameter", "sample_rate is only for waveforms")
     data = audio if isinstance(audio, bytes) else Path(audio).read_bytes()
-    return prepare(data, configs, max_seconds=max_duration, hop_seconds=hop)
+    return prepare(
+        data, configs, max_seconds=max_duration, hop_seconds=hop, max_windows=max_windows
+    )
 
 
 def _input_for(clip: PreparedClip, model: LoadedModel) -> ModelInput:
@@ -146,12 +167,14 @@ class Classifier:
         *,
         max_batch: int = 16,
         max_duration: float = DEFAULT_MAX_DURATION_SECONDS,
+        max_windows: int | None = DEFAULT_MAX_WINDOWS,
     ) -> None:
         if not registry.models:
             raise ValueError("a Classifier needs at least one model")
         self.registry = registry
         self.max_batch = max_batch
         self.max_duration = max_duration
+        self.max_windows = max_windows
 
     @classmethod
     def from_artifacts(
@@ -162,6 +185,7 @@ class Classifier:
         providers: Sequence[str] = ("CPUExecutionProvider",),
         max_batch: int = 16,
         max_duration: float = DEFAULT_MAX_DURATION_SECONDS,
+        max_windows: int | None = DEFAULT_MAX_WINDOWS,
     ) -> Classifier:
         """Verify and load artifact directories (default: the embedded model).
 
@@ -174,7 +198,9 @@ class Classifier:
         registry = load_models(
             [Path(d) for d in dirs], intra_op_threads=intra_op_threads, providers=providers
         )
-        return cls(registry, max_batch=max_batch, max_duration=max_duration)
+        return cls(
+            registry, max_batch=max_batch, max_duration=max_duration, max_windows=max_windows
+        )
 
     @property
     def heads(self) -> list[str]:
@@ -209,6 +235,7 @@ class Classifier:
             sample_rate=sample_rate,
             hop=hop,
             max_duration=self.max_duration,
+            max_windows=self.max_windows,
         )
         return self.score([clip], heads=heads, top_k=top_k, windows=windows, began=began)[0]
 
@@ -217,7 +244,12 @@ class Classifier:
     ) -> PreparedClip:
         """:func:`prepare_clip` with this classifier's front-ends and duration limit."""
         return prepare_clip(
-            audio, self.frontends, sample_rate=sample_rate, hop=hop, max_duration=self.max_duration
+            audio,
+            self.frontends,
+            sample_rate=sample_rate,
+            hop=hop,
+            max_duration=self.max_duration,
+            max_windows=self.max_windows,
         )
 
     def score(

@@ -151,14 +151,16 @@ class _Failure:
 
 
 def _prepare_file(
-    path: Path, *, frontends: Sequence, hop: float | None, max_duration: float
+    path: Path, *, frontends: Sequence, hop: float | None, max_duration: float, max_windows: int
 ) -> Any:
     """Worker body: the prepared clip, or a :class:`_Failure` (never raises for a bad file)."""
     from service.errors import ApiError
     from service.pipeline import prepare_clip
 
     try:
-        return prepare_clip(path, frontends, hop=hop, max_duration=max_duration)
+        return prepare_clip(
+            path, frontends, hop=hop, max_duration=max_duration, max_windows=max_windows
+        )
     except ApiError as exc:
         return _Failure(exc.code, exc.message)
     except OSError as exc:
@@ -285,7 +287,9 @@ def _predict(args: argparse.Namespace) -> int:
         return _EXIT_USAGE
     try:
         classifier = Classifier.from_artifacts(
-            directories, max_duration=settings.max_duration_seconds
+            directories,
+            max_duration=settings.max_duration_seconds,
+            max_windows=settings.max_windows,
         )
     except ArtifactError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -303,6 +307,7 @@ def _predict(args: argparse.Namespace) -> int:
         frontends=classifier.frontends,
         hop=args.hop,
         max_duration=settings.max_duration_seconds,
+        max_windows=settings.max_windows,
     )
 
     failed = 0

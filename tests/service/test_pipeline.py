@@ -145,6 +145,11 @@ def test_refusals_are_the_servers(classifier: Classifier, speech_artifact: Path)
     with pytest.raises(ApiError) as too_long:
         short(np.zeros(32_000, np.float32), sample_rate=16_000)
     assert too_long.value.status == 413
+    few = Classifier.from_artifacts(speech_artifact, max_windows=3)
+    for audio in (np.zeros(64_000, np.float32), encode_sf(signal(4.0, 16_000), 16_000, "WAV")):
+        with pytest.raises(ApiError) as too_many:
+            few(audio, sample_rate=16_000 if isinstance(audio, np.ndarray) else None, hop=0.5)
+        assert (too_many.value.status, too_many.value.code) == (413, "too_many_windows")
     with pytest.raises(ArtifactError):
         Classifier.from_artifacts([speech_artifact.parent / "missing"])
 
