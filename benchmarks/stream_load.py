@@ -5,8 +5,8 @@ to ``--streams``, opens that many streams at once from this process (pinned to
 ``--client-cpus``), and sends each ``--seconds`` of 16 kHz speech-like audio at real time in
 ``--chunk-ms`` messages, all starting together (the worst case: every stream's windows complete
 at the same instant). For every window event the lag is its arrival time minus the moment the
-window's last sample was due to be sent (start + window end). While they stream, one more stream
-is opened and must be refused (close 1013 ``too_many_streams``). Prints a markdown table.
+window's last sample was due to be sent (start + window end). Once they are all open, one more
+stream is opened and must be refused (close 1013 ``too_many_streams``). Prints a markdown table.
 
     python benchmarks/stream_load.py [--streams 32] [--seconds 20] [--hop 0.25] [--model DIR]
 """
@@ -116,9 +116,8 @@ async def _run(
         if any(t.done() for t in tasks):
             await asyncio.gather(*tasks)  # raise the failure
         await asyncio.sleep(0.05)
+    refusal = await _refused(url)  # every stream is open and waiting for the start signal
     go.set()
-    await asyncio.sleep(min(1.0, seconds / 2))
-    refusal = await _refused(url)
     return list(await asyncio.gather(*tasks)), refusal
 
 
