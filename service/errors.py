@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["ApiError", "error_response", "install_error_handlers"]
+__all__ = ["OIP_PREFIX", "ApiError", "error_response", "install_error_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ _REASONS: dict[int, str] = {
     499: "client_closed",
     503: "not_ready",
 }
+
+
+# Routes of the Open Inference Protocol (service/routers/v2.py), whose errors have its shape.
+OIP_PREFIX = "/v2"
 
 
 class ApiError(Exception):
@@ -55,10 +59,17 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-def error_response(error: ApiError) -> JSONResponse:
-    """The JSON answer for ``error`` (also used by middleware that answers before routing)."""
+def error_response(error: ApiError, path: str = "") -> JSONResponse:
+    """The JSON answer for ``error`` (also used by middleware that answers before routing).
+
+    Under ``/v2`` (the Open Inference Protocol) the answer is that protocol's own shape,
+    ``{"error": "message"}``, which its clients parse.
+    """
+    oip = path == OIP_PREFIX or path.startswith(f"{OIP_PREFIX}/")
     return JSONResponse(
-        {"error": {"code": error.code, "message": error.message}},
+        {"error": error.message}
+        if oip
+        else {"error": {"code": error.code, "message": error.message}},
         status_code=error.status,
         headers=error.headers,
     )
@@ -87,7 +98,7 @@ def install_error_handlers(app: FastAPI) -> None:
             exc.code,
             exc.message,
         )
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
     async def handle_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -98,11 +109,13 @@ def install_error_handlers(app: FastAPI) -> None:
         # Unknown routes and methods are not refused work, so they are not counted as rejections.
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers))
+        error = ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        return error_response(error, request.url.path)
 
     async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(ApiError(500, "internal_error", "internal server error"))
+        error = ApiError(500, "internal_error", "internal server error")
+        return error_response(error, request.url.path)
 
     app.add_exception_handler(ApiError, handle_api_error)
     app.add_exception_handler(RequestValidationError, handle_validation)

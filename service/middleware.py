@@ -78,7 +78,7 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
         self.metrics.rejections.labels(reason=error.reason).inc()
-        await error_response(error)(scope, receive, send)
+        await error_response(error, scope.get("path", ""))(scope, receive, send)
 
     async def _discard(self, receive: Receive, already: int = 0) -> bool:
         """Read and drop the rest of the body; True when it ended within the bounds."""

@@ -16,7 +16,8 @@ extension (``Inference-Header-Content-Length``) carries tensors as raw bytes bot
 what ``tritonclient`` sends. BYTES elements in plain JSON are base64 strings.
 
 Every input goes through the model service's admission and batching, so limits, 503s and
-metrics are those of ``/classify``; refusals use the protocol's ``{"error": "message"}`` shape.
+metrics are those of ``/classify``; refusals are :class:`ApiError` exceptions, which the app's
+one handler renders in the protocol's ``{"error": "message"}`` shape under ``/v2``.
 """
 
 from __future__ import annotations
@@ -52,12 +53,6 @@ BINARY_SIZE = "binary_data_size"
 _PLATFORM = "onnxruntime_onnx"
 _EXTENSIONS = ["classification", "binary_tensor_data"]
 _INPUTS = ("audio", "waveform", "logmel")
-
-
-def _error(request: Request, error: ApiError) -> JSONResponse:
-    """The protocol's error shape, counted like any other refusal."""
-    request.app.state.metrics.rejections.labels(reason=error.reason).inc()
-    return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
 
 def _bad(message: str) -> ApiError:
@@ -184,7 +179,7 @@ def _the_input(request_json: dict[str, Any], binary: memoryview) -> tuple[dict[s
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise _bad(f"send exactly one input, one of {', '.join(_INPUTS)}")
     spec = inputs[0]
-    expected = {"audio": "BYTES", "waveform": "FP32", "logmel": "FP32"}.get(spec.get("name"))
+    expected = {"audio": "BYTES", "waveform": "FP32", "logmel": "FP32"}.get(str(spec.get("name")))
     if expected is None:
         raise _bad(f"unknown input {spec.get('name')!r}; inputs: {', '.join(_INPUTS)}")
     if spec.get("datatype") != expected:
@@ -396,31 +391,23 @@ async def server_ready(
 @router.get("/models/{name}", summary="Model metadata")
 @router.get("/models/{name}/versions/{version}", include_in_schema=False)
 async def model_metadata(
-    request: Request,
     service: Annotated[ModelService, Depends(get_model_service)],
     name: str,
     version: str | None = None,
 ) -> Response:
     """Inputs (``audio``, ``waveform``, ``logmel``: send one) and one output per head."""
-    try:
-        return JSONResponse(_metadata(_model(service, name, version)))
-    except ApiError as exc:
-        return _error(request, exc)
+    return JSONResponse(_metadata(_model(service, name, version)))
 
 
 @router.get("/models/{name}/ready", summary="Model readiness")
 @router.get("/models/{name}/versions/{version}/ready", include_in_schema=False)
 async def model_ready(
-    request: Request,
     service: Annotated[ModelService, Depends(get_model_service)],
     name: str,
     version: str | None = None,
 ) -> Response:
     """200 when the server is ready and serves this model; 404 for a model it does not serve."""
-    try:
-        _model(service, name, version)
-    except ApiError as exc:
-        return _error(request, exc)
+    _model(service, name, version)
     ready = service.ready
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
@@ -439,26 +426,23 @@ async def infer(
     Request parameters: ``hop`` (seconds between windows, audio and waveform inputs),
     ``binary_data_output``; output parameters: ``classification`` (k), ``binary_data``.
     """
-    try:
-        service.ensure_serving()
-        model = _model(service, name, version)
-        request_json, binary = _split_body(request, await request.body())
-        spec, value = _the_input(request_json, binary)
-        outputs = _requested(request_json, model)
-        hop = (request_json.get("parameters") or {}).get("hop")
-        if hop is not None and (not isinstance(hop, int | float) or not 0 < hop <= 3600):
-            raise _bad(f"hop must be seconds in (0, 3600], got {hop!r}")
-        if spec["name"] == "logmel":
-            probs = await _window_probabilities(service, model, value)
-        else:
-            if spec["name"] == "waveform":
-                if value.ndim != 2 or 0 in value.shape:
-                    raise _bad(f"waveform must be [batch>0, samples>0], got {list(value.shape)}")
-                rate = _sample_rate(spec, request_json)
-                value = [_as_wav(row, rate) for row in value]
-            elif not value:
-                raise _bad("audio must hold at least one file")
-            probs = await _clip_probabilities(service, settings, model, value, hop)
-        return _response(request_json, model, probs, outputs)
-    except ApiError as exc:
-        return _error(request, exc)
+    service.ensure_serving()
+    model = _model(service, name, version)
+    request_json, binary = _split_body(request, await request.body())
+    spec, value = _the_input(request_json, binary)
+    outputs = _requested(request_json, model)
+    hop = (request_json.get("parameters") or {}).get("hop")
+    if hop is not None and (not isinstance(hop, int | float) or not 0 < hop <= 3600):
+        raise _bad(f"hop must be seconds in (0, 3600], got {hop!r}")
+    if spec["name"] == "logmel":
+        probs = await _window_probabilities(service, model, value)
+    else:
+        if spec["name"] == "waveform":
+            if value.ndim != 2 or 0 in value.shape:
+                raise _bad(f"waveform must be [batch>0, samples>0], got {list(value.shape)}")
+            rate = _sample_rate(spec, request_json)
+            value = [_as_wav(row, rate) for row in value]
+        elif not value:
+            raise _bad("audio must hold at least one file")
+        probs = await _clip_probabilities(service, settings, model, value, hop)
+    return _response(request_json, model, probs, outputs)

@@ -18,7 +18,7 @@ from model.audio_config import PRESETS
 from model.frontend import clip_view
 from service.inference import load_model
 from tests.service.audio import encode_av, encode_sf, signal
-from tests.service.conftest import ServerProcess, run_server
+from tests.service.conftest import ServerProcess, isolated_settings, run_server, serve_in_process
 
 httpclient = pytest.importorskip("tritonclient.http")
 InferenceServerException = pytest.importorskip("tritonclient.utils").InferenceServerException
@@ -213,3 +213,15 @@ def test_requests_are_counted_and_batched_like_classify(http: httpx.Client) -> N
     assert 'arinext_rejections_total{reason="too_long"}' in metrics
     batches = [line for line in metrics.splitlines() if line.startswith("arinext_batch_size_count")]
     assert batches and float(batches[0].split()[-1]) > 0
+
+
+def test_refusals_before_routing_have_the_protocol_shape_too(speech_artifact: Path) -> None:
+    settings = isolated_settings(models=[speech_artifact], max_upload_bytes=1000)
+    with serve_in_process(settings) as client:
+        too_big = client.post(f"/v2/models/{NAME}/infer", content=b"{" + b" " * 2000 + b"}")
+        assert too_big.status_code == 413
+        assert isinstance(too_big.json()["error"], str)
+        unknown = client.get("/v2/no/such/route")
+        assert unknown.status_code == 404 and isinstance(unknown.json()["error"], str)
+        classify = client.post("/classify", content=b"x" * 2000)
+        assert classify.json()["error"]["code"] == "upload_too_large"  # /classify keeps its own
