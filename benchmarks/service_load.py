@@ -41,10 +41,11 @@ sys.path.insert(0, str(REPO))  # run from a plain checkout
 from benchmarks.machine import cpu_model  # noqa: E402
 from service.inference import LoadedModel, load_model  # noqa: E402
 from service.prepare import prepare  # noqa: E402
+from service.settings import EMBEDDED_MODEL_DIR  # noqa: E402
 
 logger = logging.getLogger("service_load")
 
-DEFAULT_ARTIFACT = REPO / "artifacts" / "speech-commands-synth-b0"
+DEFAULT_ARTIFACT = EMBEDDED_MODEL_DIR
 DEFAULT_CLIP = REPO / "service" / "examples" / "yes.wav"
 HEADERS = {"content-type": "application/octet-stream"}
 BATCH = 16

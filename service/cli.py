@@ -71,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_header_bytes=settings.max_header_bytes,
             max_headers=settings.max_headers,
             header_timeout=settings.header_timeout_seconds,
+            retry_after=settings.retry_after_seconds,
         ),
         limit_concurrency=settings.max_connections,
     )

@@ -7,7 +7,8 @@ answers 431 when the request line and headers pass ``max_header_bytes`` or ``max
 fields, and 408 when they are not complete ``header_timeout`` seconds after the request began;
 both close the connection, in the service's JSON error shape. The body's size and read time are
 bounded by :class:`service.middleware.BodyLimitMiddleware`; the number of connections by
-uvicorn's ``limit_concurrency``. ``arinext serve`` runs uvicorn with this protocol.
+uvicorn's ``limit_concurrency``, whose refusals this protocol answers as the service's JSON 503
+with ``Retry-After``. ``arinext serve`` runs uvicorn with this protocol.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import asyncio
 import json
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import service_unavailable
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 __all__ = ["LimitedHttpToolsProtocol", "limited_protocol"]
 
@@ -33,6 +35,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes = 32_768
     max_headers = 100
     header_timeout = 10.0
+    retry_after = 1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -93,6 +96,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_header_timer()
         super().on_headers_complete()
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        """Over ``limit_concurrency``, answer our JSON 503 with Retry-After, not uvicorn's text."""
+        super()._start_asgi_task(cycle, self._over_capacity if app is service_unavailable else app)
+
+    async def _over_capacity(self, scope: Any, receive: Any, send: Any) -> None:
+        body = json.dumps(
+            {"error": {"code": "overloaded", "message": "too many open connections"}}
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(self.retry_after).encode()),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
     def _begin_headers(self) -> None:
         self._in_headers = True
         self._limit_hit = False
@@ -144,7 +164,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def limited_protocol(
-    *, max_header_bytes: int, max_headers: int, header_timeout: float
+    *, max_header_bytes: int, max_headers: int, header_timeout: float, retry_after: int = 1
 ) -> type[LimitedHttpToolsProtocol]:
     """A protocol class with these limits, for ``uvicorn.run(http=...)``."""
     return type(
@@ -154,5 +174,6 @@ def limited_protocol(
             "max_header_bytes": max_header_bytes,
             "max_headers": max_headers,
             "header_timeout": header_timeout,
+            "retry_after": retry_after,
         },
     )

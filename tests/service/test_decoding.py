@@ -184,3 +184,33 @@ def test_corrupted_files_decode_or_are_refused_never_crash(clean: bytes) -> None
             assert error.status in (400, 413, 415)
         else:
             assert np.isfinite(audio.samples).all() and audio.duration <= 5.0
+
+
+def test_cut_compressed_streams_decode_up_to_the_cut_and_cut_indexed_files_are_400() -> None:
+    """The documented rule: MP3, Ogg and WebM are streams (players play what arrived); a FLAC,
+    M4A or WAV cut short is refused, as their headers or indexes promise what is missing."""
+    two = signal(2.0, 48000)
+    streams = [
+        encode_sf(two, 48000, "MP3"),
+        encode_sf(two, 48000, "OGG", "VORBIS"),
+        encode_av(two, 48000, "webm", "libopus"),
+    ]
+    for data in streams:
+        half = decode_audio(data[: len(data) // 2], 600)
+        assert 0.2 < half.duration < 1.8
+    for data in (
+        encode_sf(two, 48000, "FLAC"),
+        encode_av(two, 48000, "ipod", "aac"),
+        encode_sf(two, 48000, "WAV", "PCM_16"),
+    ):
+        assert _refusal(data[: len(data) // 2]).status == 400
+
+
+def test_error_messages_name_the_problem_without_internals() -> None:
+    rng = np.random.default_rng(1)
+    magics = (b"RIFF\x00\x00\x00\x00WAVE", b"fLaC", b"\x1a\x45\xdf\xa3", b"\x00\x00\x00\x18ftyp")
+    for magic in magics:
+        message = _refusal(magic + rng.bytes(4000)).message
+        assert "corrupt" in message
+        for internal in ("0x", "<", "Errno", "object at", "Error opening"):
+            assert internal not in message, message

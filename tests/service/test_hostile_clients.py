@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -248,3 +248,22 @@ def test_long_clips_in_flight_do_not_make_short_requests_fail(server: ServerProc
     assert in_flight > 0  # the short requests really ran while long clips were in flight
     assert [a.status_code for a in answers] == [200] * 8
     assert all(len(a.json()["predictions"][0]["top_k"]) == 5 for a in answers)
+
+
+def test_connections_over_the_limit_get_a_json_503_with_retry_after(
+    server_factory: Callable, speech_artifact: Path
+) -> None:
+    command = [sys.executable, "-m", "arinext", "serve", "--no-demo"]
+    command += ["--models", str(speech_artifact)]
+    limits = {"max_connections": 3, "header_timeout_seconds": 120}
+    with server_factory(command, **limits) as server, contextlib.ExitStack() as idle:
+        for _ in range(3):  # connections that send nothing still count
+            idle.enter_context(socket.create_connection(_address(server), timeout=10))
+        deadline = time.monotonic() + 30  # until the server has accepted all three
+        while (answer := _raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(
+            b"HTTP/1.1 200"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert answer.startswith(b"HTTP/1.1 503")
+        assert b"retry-after: 1" in answer.lower() and b'"overloaded"' in answer
