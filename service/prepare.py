@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +25,14 @@ from model.frontend import clip_view, view_starts
 from service.decoding import decode_resampled
 from service.errors import ApiError
 
-__all__ = ["ModelInput", "PreparedClip", "features", "prepare", "window_starts"]
+__all__ = [
+    "ModelInput",
+    "PreparedClip",
+    "features",
+    "model_inputs",
+    "prepare",
+    "window_starts",
+]
 
 
 def window_starts(
@@ -89,6 +96,33 @@ class PreparedClip:
     cpu_seconds: float = 0.0
 
 
+def model_inputs(
+    at_rate: Mapping[int, np.ndarray],
+    configs: Sequence[AudioConfig],
+    *,
+    hop_seconds: float | None = None,
+    max_windows: int | None = None,
+    feature_windows: int | None = None,
+) -> list[ModelInput]:
+    """Windows and first log-mels per config from mono samples at each config's rate (what
+    :func:`prepare` does after decoding; callers that already hold a waveform start here)."""
+    inputs = []
+    for cfg in configs:
+        samples = at_rate[cfg.sample_rate]
+        starts = window_starts(len(samples), cfg, hop_seconds)
+        if max_windows is not None and len(starts) > max_windows:
+            raise ApiError(
+                413,
+                "too_many_windows",
+                f"the clip needs {len(starts)} windows, over the limit of {max_windows} per "
+                "request; send a shorter clip or a larger hop",
+                reason="too_long",
+            )
+        first = len(starts) if feature_windows is None else min(feature_windows, len(starts))
+        inputs.append(ModelInput(cfg, samples, starts, features(samples, starts[:first], cfg)))
+    return inputs
+
+
 def prepare(
     data: bytes,
     configs: Sequence[AudioConfig],
@@ -110,20 +144,13 @@ def prepare(
     rates = list(dict.fromkeys(cfg.sample_rate for cfg in configs))
     audio = decode_resampled(data, rates, max_seconds)
     decoded = time.perf_counter()
-    inputs = []
-    for cfg in configs:
-        samples = audio.at_rate[cfg.sample_rate]
-        starts = window_starts(len(samples), cfg, hop_seconds)
-        if max_windows is not None and len(starts) > max_windows:
-            raise ApiError(
-                413,
-                "too_many_windows",
-                f"the clip needs {len(starts)} windows, over the limit of {max_windows} per "
-                "request; send a shorter clip or a larger hop",
-                reason="too_long",
-            )
-        first = len(starts) if feature_windows is None else min(feature_windows, len(starts))
-        inputs.append(ModelInput(cfg, samples, starts, features(samples, starts[:first], cfg)))
+    inputs = model_inputs(
+        audio.at_rate,
+        configs,
+        hop_seconds=hop_seconds,
+        max_windows=max_windows,
+        feature_windows=feature_windows,
+    )
     done = time.perf_counter()
     seconds = {
         "decode": decoded - began - audio.resample_seconds,
