@@ -7,11 +7,17 @@ for every file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
+import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +29,7 @@ from service.predict_cli import expand_paths, select_shard
 from tests.service.audio import encode_av, encode_sf, signal
 from tests.service.conftest import REPO
 
+_PREDICT = (sys.executable, "-m", "arinext", "predict")
 CORRUPT = ("c/truncated.wav", "c/garbage.mp3")
 _ENCODERS = {
     "wav": lambda x, r: encode_sf(x, r, "WAV", "PCM_16"),
@@ -76,7 +83,7 @@ def no_torch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def predict(no_torch: Path, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": f"{no_torch}:{REPO}", "PATH": "/usr/bin:/bin", "HOME": str(cwd)}
     return subprocess.run(
-        [sys.executable, "-m", "arinext", "predict", *args],
+        [*_PREDICT, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -227,3 +234,44 @@ def test_expansion_is_sorted_unique_and_sharding_covers_it(corpus: Path) -> None
     shards = [select_shard(everything, k, 3) for k in range(3)]
     assert sorted(p for s in shards for p in s) == everything
     assert [len(s) for s in shards] == [67, 67, 66]
+
+
+@pytest.mark.slow
+def test_the_jobs_benchmark_prints_a_row_per_setting(speech_artifact: Path) -> None:
+    script = REPO / "benchmarks" / "predict_jobs.py"
+    quick = ["--files", "6", "--seconds", "1", "--rounds", "1"]
+    done = subprocess.run(
+        [sys.executable, str(script), *quick, "--models", str(speech_artifact)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert [r[0].strip() for r in rows[1:]] == ["1", "2"]  # after the header row
+    assert rows[1][3].strip() == "1.00x" and float(rows[2][1]) > 0
+
+
+def test_a_terminal_gets_a_progress_bar(speech_artifact: Path, no_torch: Path) -> None:
+    """Under a pseudo-terminal (80 columns) stderr shows tqdm's bar, ending at 3/3."""
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    examples = REPO / "service" / "examples"
+    env = {"PYTHONPATH": f"{no_torch}:{REPO}", "PATH": "/usr/bin:/bin", "HOME": str(REPO)}
+    process = subprocess.Popen(
+        [*_PREDICT, str(examples), "--models", str(speech_artifact), "--output", os.devnull],
+        cwd=REPO,
+        env=env,
+        stdin=child,
+        stdout=child,
+        stderr=child,
+    )
+    os.close(child)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+        while chunk := os.read(main, 4096):
+            shown += chunk
+    os.close(main)
+    assert process.wait(timeout=300) == 0
+    assert b"3/3 [" in shown and b"file/s]" in shown, shown[-500:]
