@@ -94,10 +94,13 @@ SERVE_BUILD = $(PODMAN_BUILD) --build-arg PYTHON_IMAGE=$(BASE_IMAGE) --file dock
 image-base:
 	PODMAN="$(PODMAN)" docker/make-base $(BASE_IMAGE)
 
-# The API-only image (what k8s/ deploys) ...
+# The API-only image (what k8s/ deploys), held to its size budget ...
+API_IMAGE_MAX_BYTES ?= 450000000
 image: image-base
 	$(SERVE_BUILD) --tag $(API_IMAGE) .
-	$(PODMAN) image inspect --format '$(API_IMAGE): {{.Size}} bytes' $(API_IMAGE)
+	size=$$($(PODMAN) image inspect --format '{{.Size}}' $(API_IMAGE)) \
+	&& echo "$(API_IMAGE): $$size bytes (budget $(API_IMAGE_MAX_BYTES))" \
+	&& [ "$$size" -le $(API_IMAGE_MAX_BYTES) ]
 
 # ... and the full one, with the Gradio demo (what docker-compose.yml runs).
 image-full: image-base

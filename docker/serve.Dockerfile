@@ -34,7 +34,8 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
 # Dependencies first, exactly as locked (versions and hashes), so editing the sources does not
-# reinstall them. Then what the service never loads goes: the packages' own test suites, the
+# reinstall them. Then what the service never loads goes: the packages' own test suites, files
+# for developers (type stubs, C and Cython sources and headers, JavaScript source maps), the
 # extensions' symbol tables (not the vendored *.libs, which auditwheel has patched), and ONNX
 # Runtime's C library for C/C++ callers (its Python binding carries its own copy and does not
 # load it: the warm-up below and the smoke test run inference without it).
@@ -42,13 +43,16 @@ COPY requirements/${LOCK}.txt requirements/
 RUN pip install --no-compile --require-hashes --no-deps -r requirements/${LOCK}.txt \
  && cd /opt/venv/lib/python3.11/site-packages \
  && find . -depth -type d -name tests -exec rm -rf {} + \
+ && find . -type f \( -name '*.pyi' -o -name '*.pxd' -o -name '*.pyx' -o -name '*.h' \
+        -o -name '*.c' -o -name '*.map' \) -delete \
  && find . -name '*.so' ! -path '*.libs/*' -exec strip --strip-unneeded {} + \
  && rm onnxruntime/capi/libonnxruntime.so.*
 
 # The package itself (a wheel built from the sources), without re-resolving anything; never
 # torch. The CLI registers every package's commands, so `arinext --help` proves none of them
 # imports torch; a demo image must have Gradio. Then the server runs once on the default model
-# (docker/warm-up.py), leaving bytecode for exactly the modules it imports.
+# (docker/warm-up.py), leaving bytecode for exactly the modules it imports. The wheel's copy of
+# the default model becomes a link to the runtime stage's, so that the image holds it once.
 COPY pyproject.toml README.md ./
 COPY arinext/ arinext/
 COPY model/ model/
@@ -62,6 +66,8 @@ RUN pip install --no-compile --no-deps . \
  && if [ "$ARINEXT_DEMO" = true ]; then python -c "import gradio"; fi \
  && arinext --help > /dev/null \
  && pip uninstall --yes --quiet pip setuptools \
+ && model=$(python -I -c 'import service.settings as s; print(s.EMBEDDED_MODEL_DIR)') \
+ && rm -rf "$model" && ln -s /opt/arinext/models/speech-commands-synth-b0 "$model" \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} + \
  && ARINEXT_DEMO=$ARINEXT_DEMO python docker/warm-up.py artifacts/speech-commands-synth-b0
 
