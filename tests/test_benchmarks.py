@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from model.backends import available_backends
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,18 +44,48 @@ def test_frontend_speed_prints_a_row_per_preset_and_function() -> None:
 
 
 @pytest.mark.slow
-def test_model_speed_prints_every_model_and_level() -> None:
-    rows = _rows(_run("model_speed.py", "--quick", timeout=400))
-    assert [(r[0], r[1]) for r in rows] == [
-        ("b0", "train form"),
-        ("b0", "paper-merged"),
-        ("b0", "full fold"),
-        ("b1", "train form"),
-        ("b1", "paper-merged"),
-        ("b1", "full fold"),
-        ("slowfast_r50", "train form"),
-    ]
-    params = {(r[0], r[1]): r[2] for r in rows}
+@pytest.mark.timeout(1200)  # 17 exports and two quantisations; minutes on a busy 2-core machine
+def test_model_speed_prints_every_form_precision_and_backend() -> None:
+    rows = _rows(_run("model_speed.py", "--quick", timeout=1100))
+    served = [(r[0], r[1], r[3]) for r in rows]
+    expected = []
+    for arch in ("b0", "b1"):
+        expected += [
+            (arch, "train form", "onnxruntime"),
+            (arch, "paper-merged", "onnxruntime"),
+            (arch, "full fold", "onnxruntime"),
+            (arch, "full fold", "onnxruntime"),
+        ]
+        if "openvino" in available_backends():
+            expected += [(arch, "paper-merged", "openvino")] + [(arch, "full fold", "openvino")] * 3
+    assert served == [*expected, ("slowfast_r50", "train form", "onnxruntime")]
+    precisions = [r[2] for r in rows if r[0] == "b1"]
+    assert precisions.count("int8") == (2 if "openvino" in available_backends() else 1)
+    params = {(r[0], r[1]): r[4] for r in rows}
     assert params[("b1", "train form")] == "11.83M"
     assert params[("b1", "paper-merged")] == "11.69M"
-    assert all(float(r[5]) > 0 and float(r[7]) > 0 for r in rows)
+    assert all(float(r[6]) > 0 and float(r[9]) > 0 for r in rows)
+    baseline = next(r for r in rows if r[:4] == ["b1", "paper-merged", "fp32", "onnxruntime"])
+    assert baseline[8] == baseline[11] == "1.00x"
+
+
+def test_artifact_speed_times_each_artifact_on_every_backend(tmp_path: Path) -> None:
+    from model.quantize import quantize_artifact
+    from tests.model.band_artifact import make_band_artifact
+
+    make_band_artifact(tmp_path / "fp32")
+    quantize_artifact(tmp_path / "fp32", tmp_path / "int8", calibration_clips=8, check_clips=8)
+    out = _run(
+        "artifact_speed.py",
+        str(tmp_path / "fp32"),
+        str(tmp_path / "int8"),
+        "--runs",
+        "5",
+        timeout=300,
+    )
+    rows = [r for r in _rows(out) if r[0] in ("fp32", "int8")]
+    openvino = "openvino" in available_backends()
+    assert [(r[0], r[1]) for r in rows] == [("fp32", "fp32")] * (3 if openvino else 1) + [
+        ("int8", "int8")
+    ] * (2 if openvino else 1)
+    assert rows[0][4] == "1.00x" and all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows)

@@ -23,10 +23,10 @@ from service.settings import Settings
 from tests.service.artifacts import make_tiny_artifact
 
 REPO = Path(__file__).resolve().parents[2]
-# The inference backend the service tests run on (model.backends): ARINEXT_TEST_BACKEND=openvino
+# The inference backend the service tests run on (model.backends): SERVICE_TEST_BACKEND=openvino
 # runs the same tests on OpenVINO (tests/service/test_backends.py does, with precision f32).
-TEST_BACKEND = os.environ.get("ARINEXT_TEST_BACKEND", "onnxruntime")
-TEST_PRECISION = os.environ.get("ARINEXT_TEST_PRECISION", "auto")
+TEST_BACKEND = os.environ.get("SERVICE_TEST_BACKEND", "onnxruntime")
+TEST_PRECISION = os.environ.get("SERVICE_TEST_PRECISION", "auto")
 READY_TIMEOUT_S = 180.0
 
 

@@ -113,7 +113,7 @@ def test_a_backend_that_cannot_load_keeps_the_server_not_ready_and_says_why(
 @pytest.mark.slow
 def test_the_service_tests_pass_on_openvino() -> None:
     """Formats, errors, overload, metrics and readiness, rerun with ARINEXT_BACKEND=openvino."""
-    env = {**os.environ, "ARINEXT_TEST_BACKEND": "openvino", "ARINEXT_TEST_PRECISION": "f32"}
+    env = {**os.environ, "SERVICE_TEST_BACKEND": "openvino", "SERVICE_TEST_PRECISION": "f32"}
     files = ["test_classify.py", "test_batching.py", "test_metrics.py", "test_lifecycle.py"]
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
