@@ -198,12 +198,13 @@ def _planar_float(frame: av.AudioFrame) -> np.ndarray:
         if len(planes) < channels or any(p.buffer_size < needed for p in planes[:channels]):
             raise _invalid("a decoded frame is inconsistent with its channel layout")
         array = np.stack(
-            [np.frombuffer(p, dtype=dtype, count=samples) for p in planes[:channels]], axis=1
+            [np.frombuffer(memoryview(p), dtype=dtype, count=samples) for p in planes[:channels]],
+            axis=1,
         )
     else:
         if not planes or planes[0].buffer_size < samples * channels * dtype.itemsize:
             raise _invalid("a decoded frame is shorter than its header says")
-        array = np.frombuffer(planes[0], dtype=dtype, count=samples * channels)
+        array = np.frombuffer(memoryview(planes[0]), dtype=dtype, count=samples * channels)
         array = array.reshape(samples, channels)
     if dtype.kind == "f":
         return array.astype(np.float32)

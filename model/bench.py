@@ -98,7 +98,7 @@ def input_shape(session: Session, model: Path, given: Sequence[int] | None) -> t
             f"the graph's input has dynamic dimensions {dims} beyond the batch; give the shape "
             "of one item, e.g. --shape 1,512,128"
         )
-    return tuple(dims)
+    return tuple(d for d in dims if isinstance(d, int))  # all of them, checked above
 
 
 def random_input(batch: int, shape: Sequence[int], seed: int = 0) -> np.ndarray:

@@ -479,6 +479,7 @@ def load_authors_checkpoint(
     train_map = authors_key_map(train_form)
     if merged:
         model = reparameterize_model(train_form, ReparamLevel.PAPER)
+        assert isinstance(model, AudioRepInceptionNeXt)  # a deep copy of train_form
         key_map = authors_key_map(model)
         train_state = train_form.state_dict()
         droppable = {

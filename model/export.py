@@ -140,7 +140,7 @@ def _to_onnx(
             torch.onnx.export(
                 wrapped,
                 (example,),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # a file object works; the stub says path
                 dynamo=False,
                 input_names=[INPUT_NAME],
                 output_names=outputs,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +57,8 @@ def _same(kernel_shape: tuple[int, int]) -> tuple[int, int]:
 
 def _load(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:
     """Fill a freshly built (biased) conv with computed, detached values."""
+    if conv.bias is None:
+        raise ValueError("the fused conv must be built with a bias")
     with torch.no_grad():
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
@@ -107,7 +109,7 @@ class ConvBN(nn.Module):
     def fused_kernel(self) -> tuple[Tensor, Tensor]:
         """Kernel and bias of this unit as one conv, whichever form it is in."""
         if hasattr(self, "fused"):
-            return self.fused.weight, self.fused.bias
+            return self.fused.weight, cast(Tensor, self.fused.bias)  # built with bias=True
         return fuse_conv_bn(self.conv.weight, self.conv.bias, self.bn)
 
     def reparameterize(self) -> None:
@@ -119,10 +121,10 @@ class ConvBN(nn.Module):
         fused = nn.Conv2d(
             conv.in_channels,
             conv.out_channels,
-            conv.kernel_size,
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
+            _pair(conv.kernel_size),
+            stride=_pair(conv.stride),
+            padding=_pair(cast(tuple[int, int], conv.padding)),  # numeric: set in __init__
+            dilation=_pair(conv.dilation),
             groups=conv.groups,
             bias=True,
             device=weight.device,
@@ -527,7 +529,7 @@ def _authors_key(key: str, model: AudioRepInceptionNeXt) -> str:
         if inner == f"{mixer}.fused":
             return f"{prefix}branch2.{letter}_reparam.{param}"
     unit, _, part = inner.rpartition(".")
-    names = _authors_unit(unit, model.stages[stage].blocks[block])
+    names = _authors_unit(unit, model.get_submodule(f"stages.{stage}.blocks.{block}"))
     if names is None or part not in ("conv", "bn"):
         raise KeyError(key)
     return prefix + (names[0] if part == "conv" else names[1]) + f".{param}"

@@ -155,7 +155,9 @@ def clip_views(paths: Sequence[Path], cfg: AudioConfig, limit: int, source: str)
     """Decode up to ``limit`` clips (skipping undecodable files) into the artifact's log-mels."""
     from model.audio_io import AudioError, decode_resampled
 
-    views, labels, skipped = [], [], 0
+    views: list[np.ndarray] = []
+    labels: list[str] = []
+    skipped = 0
     for path in paths:
         if len(views) == limit:
             break
@@ -191,7 +193,7 @@ def _synthetic_clip(rng: np.random.Generator, n: int, rate: int) -> np.ndarray:
     elif kind == 1:  # a voiced sound: harmonics of a gliding f0 under a syllable envelope
         f0 = rng.uniform(80, 300) * (1 + rng.uniform(-0.2, 0.2) * t / t[-1])
         phase = 2 * np.pi * np.cumsum(f0) / rate
-        signal = sum(np.sin(k * phase) / k for k in range(1, 16))
+        signal = np.asarray(sum(np.sin(k * phase) / k for k in range(1, 16)))
         centre, width = rng.uniform(0.2, 0.8) * t[-1], rng.uniform(0.05, 0.3) * t[-1]
         signal = signal * np.exp(-0.5 * ((t - centre) / width) ** 2)
     elif kind == 2:  # a chirp
@@ -435,7 +437,8 @@ def quantize_artifact(
         raise QuantizeError(
             f"{summary}: agreement is below the threshold {min_agreement:.2%}; nothing written"
         )
-    if found.top1_fp32 is not None and found.top1_fp32 - found.top1_int8 > max_top1_drop:
+    fp32, int8 = found.top1_fp32, found.top1_int8
+    if fp32 is not None and int8 is not None and fp32 - int8 > max_top1_drop:
         raise QuantizeError(
             f"{summary}: top-1 drops by more than {max_top1_drop:.2%}; nothing written"
         )

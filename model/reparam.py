@@ -32,13 +32,16 @@ def fuse_conv_bn(weight: Tensor, bias: Tensor | None, bn: nn.BatchNorm2d) -> tup
     Kept differentiable (plain tensor ops, no ``no_grad``) so that it can also serve
     training-time tricks; callers that build modules from it detach the result themselves.
     """
-    std = (bn.running_var + bn.eps).sqrt()
+    mean, var = bn.running_mean, bn.running_var
+    if mean is None or var is None:
+        raise ValueError("a BatchNorm without running statistics has no inference form to fuse")
+    std = (var + bn.eps).sqrt()
     gamma = bn.weight if bn.weight is not None else torch.ones_like(std)
     beta = bn.bias if bn.bias is not None else torch.zeros_like(std)
     scale = gamma / std
     fused_weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
-    conv_bias = bias if bias is not None else torch.zeros_like(bn.running_mean)
-    fused_bias = beta + (conv_bias - bn.running_mean) * scale
+    conv_bias = bias if bias is not None else torch.zeros_like(mean)
+    fused_bias = beta + (conv_bias - mean) * scale
     return fused_weight, fused_bias
 
 

@@ -152,6 +152,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     except QuantizeError as exc:
         return _error(exc)
     record = manifest.quantization
+    if record is None:  # an int8 manifest always carries it (Manifest validates that)
+        raise AssertionError("int8 artifact without its quantization record")
     accuracy = (
         ""
         if record.check_top1_fp32 is None

@@ -76,7 +76,11 @@ def _install_drain_handler(service: ModelService, drain_seconds: float) -> Calla
             loop.call_soon_threadsafe(begin_drain)
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 @asynccontextmanager

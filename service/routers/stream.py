@@ -34,7 +34,7 @@ async def _receive(websocket: WebSocket) -> dict[str, Any]:
     message = await websocket.receive()
     if message["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
-    return message
+    return dict(message)
 
 
 def _describe(exc: ValidationError) -> str:

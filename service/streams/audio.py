@@ -27,7 +27,7 @@ from service.streams.protocol import CLOSE_UNSUPPORTED, StreamError, invalid_aud
 
 __all__ = ["Decoder", "PcmDecoder", "WebmDecoder", "Window", "Windower"]
 
-_PCM_TYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+_PCM_TYPES: dict[str, np.dtype] = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 _WEBM_CODECS = frozenset({"opus", "vorbis"})
 
 

@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
@@ -330,7 +330,7 @@ class StreamSession:
                 block = await self.decoder.finish()
                 await self._windows(block, time.perf_counter(), last=True)
                 return
-            data, arrived = item
+            data, arrived = cast(tuple[bytes, float], item)
             block = await self.decoder.decode(data)
             await self._windows(block, arrived, last=False)
 
