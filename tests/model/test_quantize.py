@@ -236,3 +236,10 @@ def test_refuses_to_replace_what_is_not_an_artifact_or_the_source(
     with pytest.raises(QuantizeError, match="is the source artifact"):
         quantize_artifact(fp32, fp32, calibration=clips, overwrite=True)
     assert read_manifest(fp32).precision == "fp32"
+
+
+def test_quantisation_and_backends_do_not_import_torch() -> None:
+    from tests.fresh_imports import heavy_imports
+
+    code = "import model.quantize, model.backends, model.bench, model.runtime_cli"
+    assert heavy_imports(code, ("torch",)) == []
