@@ -28,6 +28,7 @@ from typing import Any
 from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
+from model.manifest import arinext_version
 from service.errors import install_error_handlers
 from service.inference import ModelService
 from service.metrics import Metrics
@@ -124,7 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="arinext",
         summary="AudioRepInceptionNeXt audio classification",
         description="Upload a clip to `POST /classify`; `GET /models` lists the heads.",
-        version="0.1.0",
+        version=arinext_version() or "unknown (not installed)",
         docs_url=None,  # install_docs serves Swagger UI from local assets instead of a CDN
         redoc_url=None,
         lifespan=_lifespan,
