@@ -36,7 +36,7 @@ def _agreement(text: str) -> float:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``quantize`` and ``bench`` to the ``arinext`` parser."""
-    from model.backends import BACKENDS, PRECISIONS
+    from model.backends import BACKENDS, PRECISION_HINTS
     from model.quantize import (
         DEFAULT_CALIBRATION_CLIPS,
         DEFAULT_CHECK_CLIPS,
@@ -107,7 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
     bench.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=PRECISION_HINTS,
         default="auto",
         help="OpenVINO inference precision hint (auto: its own choice, bf16 where the CPU has it)",
     )
