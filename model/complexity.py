@@ -25,6 +25,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
+from model.inception_next import MultiScaleMixer
+
 __all__ = ["count_macs", "count_params"]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,12 @@ def count_macs(model: nn.Module, frames: int = 512, mel_bins: int = 128) -> int:
 
     counted = (_ConvNd, nn.Linear, _BatchNorm)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
+    # A speed path that runs its convs functionally (MultiScaleMixer.transpose_freq: the 1 x k
+    # branches as k x 1 convs on a transposed view) would hide them from the hooks; the plain
+    # module path computes the same, so count that.
+    shortcuts = [m for m in model.modules() if isinstance(m, MultiScaleMixer) and m.transpose_freq]
+    for module in shortcuts:
+        module.transpose_freq = False
     was_training = model.training
     reference = next(model.parameters())
     x = torch.zeros(1, 1, frames, mel_bins, device=reference.device, dtype=reference.dtype)
@@ -69,6 +77,8 @@ def count_macs(model: nn.Module, frames: int = 512, mel_bins: int = 128) -> int:
     finally:
         for handle in handles:
             handle.remove()
+        for module in shortcuts:
+            module.transpose_freq = True
         model.train(was_training)
     logger.debug("%s: %d MACs at %dx%d", type(model).__name__, total, frames, mel_bins)
     return total
