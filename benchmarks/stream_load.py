@@ -3,10 +3,11 @@
 Starts a server (uvicorn, pinned to ``--server-cpus``) with ``ARINEXT_STREAM_MAX_CONCURRENT`` set
 to ``--streams``, opens that many streams at once from this process (pinned to
 ``--client-cpus``), and sends each ``--seconds`` of 16 kHz speech-like audio at real time in
-``--chunk-ms`` messages, all starting together (the worst case: every stream's windows complete
-at the same instant). For every window event the lag is its arrival time minus the moment the
-window's last sample was due to be sent (start + window end). Once they are all open, one more
-stream is opened and must be refused (close 1013 ``too_many_streams``). Prints a markdown table.
+``--chunk-ms`` messages, their starts spread over one hop as independent speakers' would be
+(``--aligned`` starts them together: every stream's windows then complete at the same instant).
+For every window event the lag is its arrival time minus the moment the window's last sample was
+due to be sent (start + window end). Once they are all open, one more stream is opened and must
+be refused (close 1013 ``too_many_streams``). Prints a markdown table.
 
     python benchmarks/stream_load.py [--streams 32] [--seconds 20] [--hop 0.25] [--model DIR]
 """
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +64,13 @@ def _audio(seconds: float) -> bytes:
 
 
 async def _stream(
-    url: str, pcm: bytes, hop: float, chunk_ms: float, go: asyncio.Event, ready: list[int]
+    url: str,
+    pcm: bytes,
+    hop: float,
+    chunk_ms: float,
+    go: asyncio.Event,
+    ready: list[int],
+    offset: float,
 ) -> StreamResult:
     result = StreamResult()
     chunk = round(chunk_ms / 1000 * RATE) * 2
@@ -72,6 +80,7 @@ async def _stream(
         assert json.loads(await ws.recv())["type"] == "ready"
         ready.append(1)
         await go.wait()
+        await asyncio.sleep(offset)
         began = time.monotonic()
 
         async def send() -> None:
@@ -104,13 +113,17 @@ async def _refused(url: str) -> tuple[int | None, str]:
 
 
 async def _run(
-    url: str, streams: int, seconds: float, hop: float, chunk_ms: float
+    url: str, streams: int, seconds: float, hop: float, chunk_ms: float, aligned: bool
 ) -> tuple[list[StreamResult], tuple[int | None, str]]:
     pcm = _audio(seconds)
+    # People do not start talking on the same sample: starts spread over one hop, unless aligned
+    # (the worst case, every stream's windows completing at the same instant).
+    offsets = [0.0 if aligned else i * hop / streams for i in range(streams)]
     go = asyncio.Event()
     ready: list[int] = []
     tasks = [
-        asyncio.create_task(_stream(url, pcm, hop, chunk_ms, go, ready)) for _ in range(streams)
+        asyncio.create_task(_stream(url, pcm, hop, chunk_ms, go, ready, offset))
+        for offset in offsets
     ]
     while len(ready) < streams:
         if any(t.done() for t in tasks):
@@ -179,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per stream")
     parser.add_argument("--hop", type=float, default=0.25)
     parser.add_argument("--chunk-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--aligned", action="store_true", help="start every stream at once (default: one hop)"
+    )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--server-cpus", default="0", help="comma-separated CPUs for the server")
     parser.add_argument("--client-cpus", default="1", help="comma-separated CPUs for the clients")
@@ -191,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, client_cpus)
         server_cpu, client_cpu, began = _cpu_seconds(pid), time.process_time(), time.monotonic()
         results, (refused_code, refused_reason) = asyncio.run(
-            _run(url, args.streams, args.seconds, args.hop, args.chunk_ms)
+            _run(url, args.streams, args.seconds, args.hop, args.chunk_ms, args.aligned)
         )
         wall = time.monotonic() - began
         server_cpu = _cpu_seconds(pid) - server_cpu
@@ -209,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"server CPUs {sorted(server_cpus or available)}, clients CPUs "
         f"{sorted(client_cpus or available)}; model {args.model.name}; {args.seconds:g} s of "
-        f"audio per stream in {args.chunk_ms:g} ms messages, hop {args.hop:g} s"
+        f"audio per stream in {args.chunk_ms:g} ms messages, hop {args.hop:g} s, starts "
+        f"{'aligned' if args.aligned else 'spread over one hop'}"
     )
     print()
     print(
@@ -223,8 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{worst / hop_ms:.2f} | {100 * server_cpu / wall:.0f} | {100 * client_cpu / wall:.0f} |"
     )
     print()
-    for reason in sorted({r.close_reason for r in results if r.close_code != 1000}):
-        print(f"closed early: {reason}")
+    early = Counter(r.close_reason.split(":")[0] for r in results if r.close_code != 1000)
+    for code, count in sorted(early.items()):
+        example = next(r.close_reason for r in results if r.close_reason.startswith(code))
+        print(f"closed early: {count} streams with {code} (e.g. {example})")
     print(f"stream {args.streams + 1}: closed with {refused_code} ({refused_reason})")
     within = worst <= 2 * hop_ms and completed == args.streams and refused_code == 1013
     print(f"every event within 2 hops and stream {args.streams + 1} refused: {within}")

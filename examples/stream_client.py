@@ -139,7 +139,7 @@ def main() -> int:
     parser.add_argument("source", help="an audio file, or 'mic' for the default microphone")
     parser.add_argument("--url", default="ws://127.0.0.1:8000/stream")
     parser.add_argument("--hop", type=float, default=0.25, help="seconds between windows")
-    parser.add_argument("--threshold", type=float, default=0.5, help="detection score")
+    parser.add_argument("--threshold", type=float, default=0.7, help="detection score")
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--heads", help="comma-separated heads (default: all)")
     parser.add_argument("--windows", action="store_true", help="print every window's top label")

@@ -100,7 +100,13 @@ class StartMessage(BaseModel):
     hop: float = Field(default=0.25, ge=MIN_HOP_SECONDS, le=MAX_HOP_SECONDS, description="s")
     heads: list[str] | None = Field(default=None, description="default: every head")
     top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
-    threshold: float = Field(default=0.5, gt=0, le=1, description="detection score")
+    threshold: float = Field(
+        default=0.7,
+        gt=0,
+        le=1,
+        description="detection score (a word a window holds whole scores near 1; near misses "
+        "and partly heard words lower)",
+    )
     debounce: float | None = Field(
         default=None,
         ge=0,

@@ -74,10 +74,10 @@ def say(text: str, voice: str = "en-us", words_per_minute: int = 150) -> np.ndar
 # (text, start second, is a keyword). Keywords are at least a second away from other speech, so
 # some windows hold the keyword alone; silence opens and closes the recording.
 _SCRIPT = (
-    ("good morning everyone", 0.5, False),
+    ("hello there", 0.5, False),
     ("stop", 2.8, True),
     ("seven", 4.4, True),
-    ("what a lovely evening", 5.95, False),
+    ("open the door", 5.95, False),
     ("yes", 8.2, True),
 )
 
