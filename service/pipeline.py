@@ -33,7 +33,7 @@ from service.errors import ApiError
 from service.inference import LoadedModel, ModelRegistry, load_models
 from service.predict import ClassifyResponse, HeadPrediction
 from service.predict import _predict_head as predict_head
-from service.prepare import ModelInput, PreparedClip, features, prepare, window_starts
+from service.prepare import ModelInput, PreparedClip, model_inputs, prepare
 from service.settings import EMBEDDED_MODEL_DIR, MAX_TOP_K, Settings
 
 __all__ = ["AudioInput", "Classifier", "prepare_clip", "prepare_waveform"]
@@ -93,19 +93,7 @@ def prepare_waveform(
     mono, channels = _mono(samples, sample_rate, max_duration)
     at_rate = {rate: resample(mono, sample_rate, rate) for rate in {c.sample_rate for c in configs}}
     resampled = time.perf_counter()
-    inputs = []
-    for cfg in configs:
-        at = at_rate[cfg.sample_rate]
-        starts = window_starts(len(at), cfg, hop)
-        if max_windows is not None and len(starts) > max_windows:
-            raise ApiError(
-                413,
-                "too_many_windows",
-                f"the clip needs {len(starts)} windows, over the limit of {max_windows}; "
-                "use a shorter clip or a larger hop",
-                reason="too_long",
-            )
-        inputs.append(ModelInput(cfg, at, starts, features(at, starts, cfg)))
+    inputs = model_inputs(at_rate, configs, hop_seconds=hop, max_windows=max_windows)
     seconds = {
         "decode": 0.0,
         "resample": resampled - began,
