@@ -21,6 +21,7 @@ from typing import Any, cast
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
+from model.audio_config import AudioConfig
 from model.manifest import HeadSpec
 from model.scores import probabilities
 from service.errors import ApiError
@@ -360,12 +361,13 @@ class StreamSession:
         batcher = self.service.batchers[model.name]
         began = time.perf_counter()
         try:
-            views = await asyncio.to_thread(features, window.samples, [0], cfg)
+            views, cpu = await asyncio.to_thread(_timed_features, window.samples, cfg)
         except ApiError as exc:
             raise invalid_audio(exc.message) from exc
-        spent = time.perf_counter() - began
-        self.service.metrics.stage_duration.labels(stage="features").observe(spent)
-        batcher.observe_prepare(spent, 1)  # the admission's estimate of a window's cost
+        self.service.metrics.stage_duration.labels(stage="features").observe(
+            time.perf_counter() - began
+        )
+        batcher.observe_prepare(cpu, 1)  # the admission's estimate of a window's cost
         try:
             batcher.reserve()
         except ApiError as exc:
@@ -410,6 +412,13 @@ class StreamSession:
         metrics.lag.observe(lag)
         for found in detections:
             metrics.detections.labels(head=found.head).inc()
+
+
+def _timed_features(samples: np.ndarray, cfg: AudioConfig) -> tuple[np.ndarray, float]:
+    """One window's network input and the CPU seconds it took (as /classify's preparation)."""
+    began = time.thread_time()
+    views = features(samples, [0], cfg)
+    return views, time.thread_time() - began
 
 
 def _is_end(text: str | None) -> bool:
