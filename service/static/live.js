@@ -70,7 +70,7 @@ function drawChart() {
     ctx.fillStyle = COLOURS[i % COLOURS.length];
     ctx.textAlign = "left";
     ctx.fillRect(w - right + 12, top + 6 + i * 18, 12, 3);
-    const name = label.startsWith("_") ? label.replaceAll("_", "") + " (no keyword)" : label;
+    const name = label.startsWith("_") ? `(${label.replaceAll("_", "")})` : label;
     ctx.fillText(name, w - right + 30, top + 10 + i * 18);
   });
 }
