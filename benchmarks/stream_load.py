@@ -38,8 +38,10 @@ sys.path.insert(0, str(ROOT))  # run from a plain checkout
 
 from machine import cpu_model  # noqa: E402
 
+from service.settings import EMBEDDED_MODEL_DIR  # noqa: E402
+
 RATE = 16000
-DEFAULT_MODEL = ROOT / "artifacts" / "speech-commands-synth-b0"
+DEFAULT_MODEL = EMBEDDED_MODEL_DIR
 EXAMPLES = ROOT / "service" / "examples"
 
 

@@ -21,6 +21,7 @@ import soundfile as sf
 from fastapi.testclient import TestClient
 
 from service.demo import EXAMPLES_DIR, MAX_HEADS_SHOWN, run_demo
+from service.settings import EMBEDDED_MODEL_DIR
 from tests.service.conftest import REPO, isolated_settings, serve_in_process
 
 CHROMIUM = "/usr/bin/chromium"
@@ -34,7 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEFAULT_MODEL = REPO / "artifacts" / "speech-commands-synth-b0"
+DEFAULT_MODEL = EMBEDDED_MODEL_DIR
 needs_chromium = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} missing")
 
 

@@ -23,6 +23,7 @@ import soundfile as sf
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from service.settings import EMBEDDED_MODEL_DIR
 from tests.service.audio import signal
 from tests.service.conftest import REPO, ServerProcess, run_server
 from tests.service.speech import espeak_available, keyword_recording
@@ -30,7 +31,7 @@ from tests.service.speech import espeak_available, keyword_recording
 RATE = 16000
 CHUNK_SECONDS = 0.02
 HOP = 0.25
-DEFAULT_MODEL = REPO / "artifacts" / "speech-commands-synth-b0"
+DEFAULT_MODEL = EMBEDDED_MODEL_DIR
 
 
 def _ws_url(server: ServerProcess) -> str:
