@@ -100,12 +100,10 @@ def _stretch(item: OodItem, seed: int) -> float:
 
 
 def _read_wav(path: Path) -> np.ndarray:
-    import soundfile as sf
+    from model.audio_io import read_file, resample
 
-    from model.audio_io import resample
-
-    samples, rate = sf.read(path, dtype="float32", always_2d=True)
-    return resample(samples.mean(axis=1), int(rate), SAMPLE_RATE)
+    samples, rate = read_file(path)
+    return resample(samples, rate, SAMPLE_RATE)
 
 
 def _flite(item: OodItem, stretch: float, out: Path) -> None:
