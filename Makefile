@@ -136,7 +136,7 @@ DEFAULT_MODEL_THREADS ?= 1
 ARINEXT = $(PY) -m arinext
 SYNTH_ARGS = synth-speech-commands $(DEFAULT_MODEL_DATA) --seed $(DEFAULT_MODEL_SEED) \
 	--per-voice 4 --unknown-per-voice 30 --silence 2000
-OOD_ARGS = synth-speech-commands $(DEFAULT_MODEL_OOD) --ood --seed $(DEFAULT_MODEL_SEED)
+OOD_ARGS = synth-speech-commands $(DEFAULT_MODEL_OOD) --ood --seed $(DEFAULT_MODEL_SEED) --per-voice 2
 TRAIN_ARGS = train --preset finetune-speech-commands \
 	--config training/configs/default_model.yaml --data-root $(DEFAULT_MODEL_DATA) \
 	--out $(DEFAULT_MODEL_RUN) --seed $(DEFAULT_MODEL_SEED)
