@@ -32,6 +32,7 @@ def client(speech_artifact: Path) -> Iterator[TestClient]:
         stream_max_message_bytes=64_000,
         stream_max_speed=1000.0,  # the test client sends faster than real time
         stream_burst_seconds=1000.0,
+        stream_idle_timeout_seconds=600.0,  # tested on a real server; a loaded machine is slow
     )
     with serve_in_process(settings) as client:
         yield client
