@@ -188,6 +188,10 @@ def test_streams_over_the_limit_are_refused_with_try_again_later(client: TestCli
             events, code, reason = _until_close(third)
         assert code == 1013 and reason.startswith("too_many_streams: 2 streams are open")
         assert events[0]["error"]["code"] == "too_many_streams"
+        # Ended by the protocol: the test client cancels a server still waiting for messages.
+        for ws in (first, second):
+            ws.send_text(json.dumps({"type": "end"}))
+            assert _until_close(ws)[1] == 1000
     # The slots are free again.
     events, code = _stream(client, _start(), _pcm16(1.0).tobytes())
     assert code == 1000
