@@ -171,6 +171,8 @@ class Classifier:
         *,
         intra_op_threads: int = 0,
         providers: Sequence[str] = ("CPUExecutionProvider",),
+        backend: str = "onnxruntime",
+        precision: str = "auto",
         max_batch: int = 16,
         max_duration: float = DEFAULT_MAX_DURATION_SECONDS,
         max_windows: int | None = DEFAULT_MAX_WINDOWS,
@@ -184,7 +186,11 @@ class Classifier:
         elif isinstance(dirs, str | os.PathLike):
             dirs = [dirs]
         registry = load_models(
-            [Path(d) for d in dirs], intra_op_threads=intra_op_threads, providers=providers
+            [Path(d) for d in dirs],
+            intra_op_threads=intra_op_threads,
+            providers=providers,
+            backend=backend,
+            precision=precision,
         )
         return cls(
             registry, max_batch=max_batch, max_duration=max_duration, max_windows=max_windows

@@ -288,6 +288,9 @@ def _predict(args: argparse.Namespace) -> int:
     try:
         classifier = Classifier.from_artifacts(
             directories,
+            providers=settings.providers,
+            backend=settings.backend,
+            precision=settings.precision,
             max_duration=settings.max_duration_seconds,
             max_windows=settings.max_windows,
         )

@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from model.audio_config import PRESETS
 from service.predict_cli import expand_paths, select_shard
 from tests.service.audio import encode_av, encode_sf, signal
-from tests.service.conftest import REPO
+from tests.service.conftest import REPO, TEST_BACKEND, TEST_PRECISION
 
 _PREDICT = (sys.executable, "-m", "arinext", "predict")
 CORRUPT = ("c/truncated.wav", "c/garbage.mp3")
@@ -82,6 +82,7 @@ def no_torch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def predict(no_torch: Path, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": f"{no_torch}:{REPO}", "PATH": "/usr/bin:/bin", "HOME": str(cwd)}
+    env |= {"ARINEXT_BACKEND": TEST_BACKEND, "ARINEXT_PRECISION": TEST_PRECISION}
     return subprocess.run(
         [*_PREDICT, *args],
         cwd=cwd,
