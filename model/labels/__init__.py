@@ -30,8 +30,9 @@ NOT_KEYWORDS = frozenset({UNKNOWN, SILENCE})
 
 
 def is_keyword(label: str) -> bool:
-    """Whether ``label`` names something said (not ``_unknown_`` or ``_silence_``)."""
-    return label not in NOT_KEYWORDS
+    """Whether ``label`` names something said: not ``_unknown_``, ``_silence_`` or any other
+    ``_``-prefixed "none of these" class (Speech Commands' ``_background_noise_`` convention)."""
+    return label not in NOT_KEYWORDS and not label.startswith("_")
 
 
 LABEL_SETS: tuple[str, ...] = (

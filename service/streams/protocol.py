@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from model.labels import is_keyword
 from service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from service.errors import ApiError
 from service.settings import MAX_TOP_K
@@ -114,8 +115,3 @@ class StartMessage(BaseModel):
         description="a word voted again within this many seconds is one utterance "
         "(default: the model's window length, the span over which windows share audio)",
     )
-
-
-def is_keyword(label: str) -> bool:
-    """Whether a label can be detected; ``_silence_``, ``_unknown_`` and the like cannot."""
-    return not label.startswith("_")
