@@ -301,14 +301,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     ctx = setup(cfg.device)
     results: dict[str, dict[str, Any]] = {}
     try:
+        scorer = None
         for condition, root in roots.items():
             index = read_split(cfg.dataset, str(root), split, cfg.data)
             dataset = ClipDataset(index, cfg.audio_config(), "eval", seed=cfg.seed)
-            if is_run:
-                model.to(ctx.device)
-                scorer = torch_scorer(model, ctx.device)
-            else:
-                scorer, _ = onnx_scorer(target, index.heads, threads=torch.get_num_threads())
+            if scorer is None:  # one model or session for every condition (same classes)
+                if is_run:
+                    model.to(ctx.device)
+                    scorer = torch_scorer(model, ctx.device)
+                else:
+                    scorer, _ = onnx_scorer(target, index.heads, threads=torch.get_num_threads())
             probs, labels = predict(
                 scorer,
                 dataset,

@@ -440,16 +440,26 @@ def _normalise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def quiet_over_floor(
-    x: np.ndarray, rate: int, speech_db: float, rng: np.random.Generator
+    x: np.ndarray,
+    rate: int,
+    speech_db: float,
+    rng: np.random.Generator,
+    *,
+    hiss: float | None = None,
+    floor_snr_db: float | None = None,
 ) -> np.ndarray:
     """Speech far from the microphone: scaled to ``speech_db`` peak over a hum-and-hiss floor.
 
-    The floor sits 20-35 dB below the speech, as a quiet room's electrical noise does.
+    The floor sits ``floor_snr_db`` below the speech (drawn from 20-35 dB, as a quiet room's
+    electrical noise does); ``hiss`` is the white noise's level against the hum (drawn from
+    0.3-1.0). Fixed values make it the out-of-domain test's condition.
     """
     n = x.size
     y = x * (10 ** (speech_db / 20) / (np.abs(x).max() + 1e-12))
-    floor = hum(n, rate, rng) + colored_noise("white", n, rng) * rng.uniform(0.3, 1.0)
-    return mix_at_snr(y, floor, rng.uniform(20.0, 35.0))
+    mains, white = hum(n, rate, rng), colored_noise("white", n, rng)
+    level = rng.uniform(0.3, 1.0) if hiss is None else hiss
+    snr_db = rng.uniform(20.0, 35.0) if floor_snr_db is None else floor_snr_db
+    return mix_at_snr(y, mains + white * level, snr_db)
 
 
 def degrade(x: np.ndarray, rate: int, condition: str, seed: int) -> np.ndarray:
@@ -466,8 +476,6 @@ def degrade(x: np.ndarray, rate: int, condition: str, seed: int) -> np.ndarray:
     if condition == "telephone":
         return np.clip(telephone(y, rate), -1, 1)
     if condition == "quiet_-30db":
-        n = y.size
-        speech = y * (10 ** (-30 / 20) / (np.abs(y).max() + 1e-12))
-        floor = hum(n, rate, rng) + colored_noise("white", n, rng) * 0.5
-        return np.clip(mix_at_snr(speech, floor, 20.0), -1, 1).astype(np.float32)
+        quiet = quiet_over_floor(y, rate, -30.0, rng, hiss=0.5, floor_snr_db=20.0)
+        return np.clip(quiet, -1, 1).astype(np.float32)
     raise ValueError(f"unknown condition {condition!r}; expected one of {', '.join(CONDITIONS)}")
