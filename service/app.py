@@ -132,7 +132,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.models = ModelService(metrics, retry_after=settings.retry_after_seconds)
+    app.state.models = ModelService(
+        metrics,
+        retry_after=settings.retry_after_seconds,
+        worker_threads=settings.worker_threads,
+        worker_niceness=settings.worker_niceness,
+    )
     app.state.streams = StreamHub(settings, metrics)
     install_error_handlers(app)
     routers = (classify.router, models.router, health.router, stream.router, v2.router)

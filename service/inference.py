@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from model.manifest import MODEL_FILE, ArtifactError, HeadSpec, Manifest, verify
 from service.errors import ApiError
 from service.metrics import Metrics
 from service.settings import Settings
+from service.workers import worker_pool
 
 __all__ = [
     "BatchResult",
@@ -175,6 +176,7 @@ class Batcher:
         queue_size: int,
         max_queue_ms: float = 0.0,
         retry_after: int,
+        worker_niceness: int = 0,
     ) -> None:
         self.model = model
         self.metrics = metrics
@@ -195,7 +197,9 @@ class Batcher:
         self._prepare_cost = _Ewma()
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{model.name}")
+        # Held while the model runs, by this batcher's thread or by a worker (``run_if_idle``).
+        self._model_lock = threading.Lock()
+        self._executor = worker_pool(f"ort-{model.name}", 1, worker_niceness)
         self._task: asyncio.Task[None] | None = None
         self._depth = metrics.queue_depth.labels(model=model.name)
         self._batch_size = metrics.batch_size.labels(model=model.name)
@@ -273,6 +277,41 @@ class Batcher:
         self._arrived.set()
         return future
 
+    def run_if_idle(self, views: np.ndarray) -> BatchResult | None:
+        """Run ``views`` at once in the calling (worker) thread if this is the only request
+        admitted and the model is idle (nothing queued, no batch running). The lone request of
+        an idle server thus runs right after its log-mels, on the thread that computed them, with
+        no hand-over to this batcher's thread and back. None (run nothing) otherwise, or when
+        ``views`` are more than one submission may hold: the request then goes through the
+        queue, where it can share a batch with the others admitted.
+
+        Called off the event loop: the queue checks are racy reads, and the model lock settles
+        the race (a batch that starts meanwhile waits for this run, and the other way round).
+        """
+        alone = self._admitted == 1 and not self._bulk_admitted  # its own reservation only
+        if not alone or not 0 < len(views) <= self.chunk or self._running:
+            return None
+        if not self._model_lock.acquire(blocking=False):
+            return None
+        try:
+            started = time.perf_counter()
+            logits = self.model.run(views)
+            return BatchResult(logits, 0.0, time.perf_counter() - started)
+        finally:
+            self._model_lock.release()
+
+    def record_direct(self, result: BatchResult) -> None:
+        """Count a :meth:`run_if_idle` run like a batch (on the event loop)."""
+        windows = len(next(iter(result.logits.values())))
+        self._infer_cost.add(result.inference_seconds / windows)
+        self._batch_size.observe(windows)
+        self.metrics.stage_duration.labels(stage="inference").observe(result.inference_seconds)
+        self.metrics.stage_duration.labels(stage="queue").observe(0.0)
+
+    def _run_batch(self, views: np.ndarray) -> dict[str, np.ndarray]:
+        with self._model_lock:
+            return self.model.run(views)
+
     def _update_depth(self) -> None:
         self._depth.set(self._admitted + self._bulk_admitted)
 
@@ -333,7 +372,7 @@ class Batcher:
             started = time.perf_counter()
             views = np.concatenate([job.views for job in batch])
             try:
-                logits = await loop.run_in_executor(self._executor, self.model.run, views)
+                logits = await loop.run_in_executor(self._executor, self._run_batch, views)
             except Exception as exc:
                 logger.exception("inference failed for model %s", self.model.name)
                 for job in batch:
@@ -437,13 +476,24 @@ class ModelService:
     or ``no_models`` (nothing configured, nothing embedded); ``draining`` is set on SIGTERM.
     """
 
-    def __init__(self, metrics: Metrics, *, retry_after: int) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        retry_after: int,
+        worker_threads: int = 0,
+        worker_niceness: int = 0,
+    ) -> None:
         self.metrics = metrics
         self.retry_after = retry_after
         self.status = "loading"
         self.draining = False
         self.registry = ModelRegistry([])
         self.batchers: dict[str, Batcher] = {}
+        # Decode, resample and log-mel of requests (service.workers explains the pool's size
+        # and priority).
+        self.workers = worker_pool("prepare", worker_threads, worker_niceness)
+        self.worker_niceness = worker_niceness
 
     @property
     def ready(self) -> bool:
@@ -502,6 +552,7 @@ class ModelService:
                 queue_size=settings.queue_size,
                 max_queue_ms=settings.max_queue_ms,
                 retry_after=self.retry_after,
+                worker_niceness=self.worker_niceness,
             )
             batcher.start()
             self.batchers[name] = batcher
@@ -517,8 +568,10 @@ class ModelService:
         """Finish admitted work (bounded by ``timeout``) and release the inference threads."""
         self.set_draining()
         await asyncio.gather(*(b.close(timeout) for b in self.batchers.values()))
+        self.workers.shutdown(wait=False, cancel_futures=True)
 
 
-def get_model_service(request: Request) -> ModelService:
-    """Dependency: the running app's models."""
+async def get_model_service(request: Request) -> ModelService:
+    """Dependency: the running app's models (``async`` for the reason :func:`get_settings`
+    gives)."""
     return request.app.state.models

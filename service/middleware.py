@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 UNMATCHED = "unmatched"
 CLIENT_CLOSED = 499  # nginx's "client closed request"
 _UNCOUNTED = frozenset({"/metrics"})
+_ENDPOINT_CACHE = 1024
 
 
 def _too_large(limit: int, *, close: bool = False) -> ApiError:
@@ -85,7 +86,8 @@ class BodyLimitMiddleware:
         seen = already
         while seen <= self.discard_bytes:
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout)
+                async with asyncio.timeout(self.body_timeout):
+                    message = await receive()
             except TimeoutError:
                 return False
             if message["type"] != "http.request":
@@ -118,7 +120,9 @@ class BodyLimitMiddleware:
             if body_done:  # e.g. waiting for a disconnect: no time limit
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout)
+                # asyncio.timeout, not wait_for: no extra task per message on the hot path.
+                async with asyncio.timeout(self.body_timeout):
+                    message = await receive()
             except TimeoutError:
                 body_done = True
                 raise _body_timeout(self.body_timeout) from None
@@ -157,10 +161,29 @@ class RequestMetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        # (method, path) -> route template: matching every route's regex costs more than the
+        # rest of this middleware. Bounded, since raw paths are the client's to choose.
+        self._endpoints: dict[tuple[str, str], str] = {}
+        self._route_count = 0
 
     def _endpoint(self, scope: Scope) -> str:
+        routes = self.routes()
+        if len(routes) != self._route_count:  # routes were added (the demo mounts late)
+            self._endpoints.clear()
+            self._route_count = len(routes)
+        key = (scope.get("method", ""), scope.get("path", ""))
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            endpoint = self._match(scope, routes)
+            if len(self._endpoints) >= _ENDPOINT_CACHE:
+                self._endpoints.clear()
+            self._endpoints[key] = endpoint
+        return endpoint
+
+    @staticmethod
+    def _match(scope: Scope, routes: Sequence[BaseRoute]) -> str:
         partial = None
-        for route in self.routes():
+        for route in routes:
             path = getattr(route, "path", None)
             if path is None:  # e.g. FastAPI's wrapper of an included router; its routes are listed
                 continue

@@ -8,20 +8,20 @@ per-window probabilities -> clip-level average and top-k.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from model.manifest import HeadSpec
 from model.scores import probabilities
 from service.decoding import DecodedAudio
 from service.errors import ApiError
-from service.inference import Batcher, LoadedModel, ModelService
-from service.prepare import ModelInput, prepare, window_starts
+from service.inference import Batcher, BatchResult, LoadedModel, ModelService
+from service.prepare import ModelInput, PreparedClip, prepare, window_starts
 
 __all__ = [
     "ClassifyResponse",
@@ -158,7 +158,9 @@ async def _run_model(service: ModelService, model: LoadedModel, clip: ModelInput
                     views = clip.views[begin:end]
                 else:
                     started = time.perf_counter()
-                    views = await run_in_threadpool(clip.views_for, begin, end)
+                    views = await asyncio.get_running_loop().run_in_executor(
+                        service.workers, clip.views_for, begin, end
+                    )
                     spent = time.perf_counter() - started
                     run.features += spent
                     service.metrics.stage_duration.labels(stage="features").observe(spent)
@@ -208,6 +210,18 @@ def _predict_head(
     return prediction
 
 
+def _prepare_and_run(
+    work: Callable[[], PreparedClip], batcher: Batcher
+) -> tuple[PreparedClip, BatchResult | None]:
+    """In a worker thread: prepare the clip, then run its windows at once if the model is idle
+    and they all fit one submission (:meth:`Batcher.run_if_idle`)."""
+    clip = work()
+    first = clip.inputs[0]
+    if len(first.views) != len(first.starts):  # a long clip: it runs as bulk chunks
+        return clip, None
+    return clip, batcher.run_if_idle(first.views)
+
+
 async def classify(
     service: ModelService,
     data: bytes,
@@ -236,7 +250,8 @@ async def classify(
         for batcher in batchers:
             batcher.reserve()
             reserved.append(batcher)
-        clip = await run_in_threadpool(
+        loop = asyncio.get_running_loop()
+        work = functools.partial(
             prepare,
             data,
             [model.manifest.frontend for model in models],
@@ -245,17 +260,28 @@ async def classify(
             max_windows=max_windows,
             feature_windows=min(b.chunk for b in batchers),
         )
+        if len(batchers) == 1:
+            clip, inline = await loop.run_in_executor(
+                service.workers, _prepare_and_run, work, batchers[0]
+            )
+        else:
+            clip, inline = await loop.run_in_executor(service.workers, work), None
         prepared = time.perf_counter()
         for batcher, model_input in zip(batchers, clip.inputs, strict=True):
             if len(model_input.views) == len(model_input.starts):  # long clips run as bulk
                 batcher.observe_prepare(clip.cpu_seconds, len(model_input.views))
         reserved.clear()  # each reservation now goes in with its model's first submission
-        runs = await asyncio.gather(
-            *(
-                _run_model(service, model, model_input)
-                for model, model_input in zip(models, clip.inputs, strict=True)
+        if inline is not None:
+            batchers[0].cancel_reservation()  # used by the run on the worker thread
+            batchers[0].record_direct(inline)
+            runs = [_ModelRun(inline.logits, inference=inline.inference_seconds)]
+        else:
+            runs = await asyncio.gather(
+                *(
+                    _run_model(service, model, model_input)
+                    for model, model_input in zip(models, clip.inputs, strict=True)
+                )
             )
-        )
     finally:
         for batcher in reserved:  # the request failed before using them
             batcher.cancel_reservation()
@@ -267,14 +293,17 @@ async def classify(
 
     phase = finished - prepared  # waiting for batches, and computing later chunks' features
     later_features = min(sum(r.features for r in runs), phase)
-    inference = min(sum(r.inference for r in runs), phase - later_features)
-    worker_wait = max(0.0, prepared - began - sum(clip.seconds.values()))
+    batched = 0.0 if inline is not None else sum(r.inference for r in runs)
+    batched = min(batched, phase - later_features)
+    worker = prepared - began - sum(clip.seconds.values())
+    # A run_if_idle run happened inside the worker call, before ``prepared``.
+    in_worker = 0.0 if inline is None else min(inline.inference_seconds, max(0.0, worker))
     timing = _Timing(
         decode=clip.seconds["decode"],
         resample=clip.seconds["resample"],
         features=clip.seconds["features"] + later_features,
-        queue=worker_wait + phase - later_features - inference,
-        inference=inference,
+        queue=max(0.0, worker - in_worker) + phase - later_features - batched,
+        inference=batched + in_worker,
     )
 
     by_model = {

@@ -85,6 +85,15 @@ class Settings(BaseSettings):
         description="the demo's uploads kept on disk; the oldest are deleted beyond this",
     )
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime choose")
+    worker_threads: int = Field(
+        default=0, ge=0, description="threads decoding and computing log-mels (0: one per CPU)"
+    )
+    worker_niceness: int = Field(
+        default=5,
+        ge=0,
+        le=19,
+        description="nice levels the worker threads run below the event loop (see README)",
+    )
     providers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
         min_length=1,
@@ -152,6 +161,7 @@ class Settings(BaseSettings):
         return []
 
 
-def get_settings(request: Request) -> Settings:
-    """Dependency: the settings the running app was created with."""
+async def get_settings(request: Request) -> Settings:
+    """Dependency: the settings the running app was created with (``async``: FastAPI would run
+    a plain ``def`` dependency in a worker thread, two thread hops per request for nothing)."""
     return request.app.state.settings

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -122,7 +122,7 @@ async def classify_clip(
             "default: evenly spaced windows about one view apart",
         ),
     ] = None,
-) -> ClassifyResponse:
+) -> Response:
     """Clip-level scores average the probabilities of windows covering the whole clip."""
     service.ensure_serving()
     requested = [h.strip() for h in heads.split(",") if h.strip()] if heads else None
@@ -137,4 +137,7 @@ async def classify_clip(
         hop=hop,
         max_windows=settings.max_windows,
     )
-    return outcome.response
+    # Serialised here, once: returned as a model, FastAPI would validate it again first.
+    return Response(
+        outcome.response.model_dump_json(exclude_none=True), media_type="application/json"
+    )

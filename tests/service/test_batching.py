@@ -226,3 +226,29 @@ def test_close_fails_what_is_left_instead_of_hanging() -> None:
                 await future
 
     asyncio.run(scenario())
+
+
+def test_a_worker_runs_the_model_at_once_only_for_the_one_request_admitted() -> None:
+    async def scenario() -> tuple[list[list[float]], list[float]]:
+        model = EchoModel()
+        batcher = _batcher(model, max_batch=4)
+        batcher.reserve()  # the request's own reservation: it is alone
+        direct = await asyncio.to_thread(batcher.run_if_idle, _views(0, 1))
+        assert direct is not None and direct.queue_seconds == 0.0
+        assert await asyncio.to_thread(batcher.run_if_idle, _views(*range(5))) is None  # > chunk
+        batcher.reserve()  # another request admitted: both go through the queue and can share
+        assert await asyncio.to_thread(batcher.run_if_idle, _views(9)) is None
+        batcher.cancel_reservation()
+        batcher.cancel_reservation()
+        held = await _held(model, batcher, 2)  # a batch is running (gated inside the model)
+        batcher.reserve()
+        assert await asyncio.to_thread(batcher.run_if_idle, _views(9)) is None
+        queued = await batcher.submit(_views(3), reserved=True)
+        model.gate.set()
+        values = [float(r.logits["head"][0, 0]) for r in await asyncio.gather(held, queued)]
+        assert batcher.admitted == 0
+        await batcher.close(5)
+        return model.batches, values
+
+    batches, values = asyncio.run(scenario())
+    assert batches == [[0, 1], [2], [3]] and values == [2, 3]
