@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.service.conftest import REPO, server_env
 
 
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (Debian package wrk)")
 def test_load_benchmark_prints_the_ratios_the_readme_quotes(speech_artifact: Path) -> None:
     command = [sys.executable, str(REPO / "benchmarks" / "service_load.py")]
     command += ["--artifact", str(speech_artifact), "--requests", "16", "--rounds", "2"]
+    command += ["--seconds", "1"]
     command += ["--warmup", "1", "--overload-seconds", "1", "--settle-seconds", "0"]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env=server_env(), cwd=REPO
@@ -20,7 +25,8 @@ def test_load_benchmark_prints_the_ratios_the_readme_quotes(speech_artifact: Pat
     out = result.stdout
     assert "| mode | items | p50 ms | p99 ms | items/s |" in out
     rows = [line for line in out.splitlines() if line.startswith(("| in-process", "| HTTP"))]
-    assert [row.split(" | ")[1] for row in rows] == ["16", "32", "16", "32"]
+    counts = [int(row.split(" | ")[1]) for row in rows]
+    assert counts[:2] == [16, 32] and min(counts[2:]) > 0  # HTTP: what wrk sent in 2 x 1 s
     assert "- concurrency 1: HTTP p50 / in-process p50 = " in out
     assert "- concurrency 16: HTTP throughput / in-process batched = " in out
     assert "- non-200 answers in the measured modes: 0" in out
