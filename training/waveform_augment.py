@@ -46,7 +46,6 @@ __all__ = [
     "room_impulse",
     "telephone",
     "vtlp",
-    "word_fragment",
 ]
 
 # Conditions of the out-of-domain test, in report order.
@@ -301,10 +300,6 @@ class AugmentSettings:
     quiet_db: tuple[float, float] = (-40.0, -15.0)
     shift_s: float = 0.15
     p_shift: float = 0.5
-    # A word pushed out of the window until only an edge of it is left: what a scanning window
-    # sees at the boundary of other speech. Trained as `_unknown_` (ClipDataset relabels it).
-    p_fragment: float = 0.08
-    fragment_keep: tuple[float, float] = (0.1, 0.4)
 
 
 class WaveformAugmenter:
@@ -359,10 +354,7 @@ class WaveformAugmenter:
         *,
         is_speech: bool = True,
         babble: Callable[[np.random.Generator], np.ndarray] | None = None,
-        fragment: bool = False,
     ) -> np.ndarray:
-        """One augmented copy of ``x``; ``fragment`` keeps only an edge of the word (see
-        :func:`fragment`) instead of the usual small shift."""
         s, n, rate = self.s, x.size, self.rate
         y = x.astype(np.float32, copy=True)
         if is_speech:
@@ -375,9 +367,7 @@ class WaveformAugmenter:
             if rng.random() < s.p_vtlp:
                 y = vtlp(y, rate, rng.uniform(*s.vtlp))
             y = _centre_fit(y, n)
-            if fragment:
-                y = word_fragment(y, rng.uniform(*s.fragment_keep), bool(rng.random() < 0.5))
-            elif rng.random() < s.p_shift:
+            if rng.random() < s.p_shift:
                 y = _shift(y, int(rng.uniform(-s.shift_s, s.shift_s) * rate))
         speech_level = rms(y)
         if rng.random() < s.p_room:
@@ -439,21 +429,6 @@ def _shift(x: np.ndarray, by: int) -> np.ndarray:
     else:
         out[:by] = x[-by:]
     return out
-
-
-def word_fragment(x: np.ndarray, keep: float, at_start: bool) -> np.ndarray:
-    """Shift the speech in ``x`` out of the window until ``keep`` of its extent is left.
-
-    The extent runs from the first to the last sample above 10% of the peak; what is left sits
-    at the window's start (``at_start``: the end of the word) or at its end (the word's start).
-    """
-    loud = np.flatnonzero(np.abs(x) >= 0.1 * (np.abs(x).max() + 1e-12))
-    if loud.size == 0:
-        return x
-    first, last = int(loud[0]), int(loud[-1]) + 1
-    left = max(1, round(keep * (last - first)))
-    by = left - last if at_start else x.size - left - first
-    return _shift(x, by)
 
 
 def _normalise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

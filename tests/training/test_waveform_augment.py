@@ -25,7 +25,6 @@ from training.waveform_augment import (
     room_impulse,
     telephone,
     vtlp,
-    word_fragment,
 )
 
 RATE = 16000
@@ -156,42 +155,3 @@ def test_conditions_are_deterministic_and_do_what_they_say(condition: str) -> No
 def test_unknown_condition_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown condition"):
         degrade(_voiced(), RATE, "underwater", 0)
-
-
-@pytest.mark.parametrize("at_start", [True, False])
-def test_word_fragment_leaves_only_an_edge_of_the_word(at_start: bool) -> None:
-    segment = np.linspace(0.2, 1.0, 6000, dtype=np.float32)  # a "word": loud from 5000 to 11000
-    word = np.zeros(RATE, np.float32)
-    word[5000:11000] = segment
-    out = word_fragment(word, 0.25, at_start)
-    assert out.shape == word.shape
-    if at_start:  # the last quarter of the word, at the window's start
-        np.testing.assert_array_equal(out[:1500], segment[-1500:])
-        assert not out[1500:].any()
-    else:  # the first quarter, at the window's end
-        np.testing.assert_array_equal(out[-1500:], segment[:1500])
-        assert not out[:-1500].any()
-
-
-def test_fragments_become_unknown_in_the_training_set(tmp_path) -> None:
-    import soundfile as sf
-
-    from model.audio_config import get_preset
-    from model.labels import SILENCE, UNKNOWN
-    from training.config import AugmentConfig
-    from training.datasets.base import Clip, ClipDataset, ClipIndex
-
-    names = ["yes", UNKNOWN, SILENCE]
-    clips = []
-    for i, label in enumerate([0] * 40 + [2] * 10):
-        path = tmp_path / f"{i}.wav"
-        sf.write(path, _voiced() if label == 0 else np.zeros(RATE, np.float32), RATE)
-        clips.append(Clip(path=str(path), labels=(label,)))
-    index = ClipIndex(dataset="t", split="train", heads={"keyword": names}, clips=clips)
-    dataset = ClipDataset(
-        index, get_preset("speech_commands"), "train", augment=AugmentConfig(waveform=True, rooms=2)
-    )
-    labels = [int(dataset[i][1][0]) for i in range(len(clips))]
-    relabelled = labels[:40].count(1)
-    assert 0 < relabelled < 12  # p_fragment = 0.08 of 40 keyword clips
-    assert labels[40:] == [2] * 10  # non-speech is never a fragment of a word

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from model import audio_io
 from model.audio_config import AudioConfig
 from model.frontend import clip_view, log_mel_views
-from model.labels import SILENCE, UNKNOWN
+from model.labels import SILENCE
 from training.augment import spec_augment
 from training.config import AugmentConfig, UserError
 from training.waveform_augment import WaveformAugmenter
@@ -189,7 +189,6 @@ class ClipDataset(Dataset):
         # Babble is made of speech: never of the non-speech class.
         self._speech = [i for i, c in enumerate(index.clips) if c.labels[0] != silence]
         self._silence = silence
-        self._unknown = names.index(UNKNOWN) if UNKNOWN in names else -1
 
     @property
     def heads(self) -> dict[str, list[str]]:
@@ -289,18 +288,8 @@ class ClipDataset(Dataset):
         start = int(rng.integers(0, slack + 1)) if slack > 0 else 0
         if self.waveform_augmenter is not None:
             window = samples[start : start + self.audio.clip_samples]
-            is_speech = int(labels[0]) != self._silence
-            # An edge of a word is not the word: with an `_unknown_` class, some speech clips
-            # become fragments labelled `_unknown_` (a scanning window's view of other speech).
-            fragment = (
-                is_speech
-                and self._unknown >= 0
-                and rng.random() < self.waveform_augmenter.s.p_fragment
-            )
-            if fragment:
-                labels[0] = self._unknown
             samples = self.waveform_augmenter(
-                window, rng, is_speech=is_speech, babble=self._babble, fragment=fragment
+                window, rng, is_speech=int(labels[0]) != self._silence, babble=self._babble
             )
             start = 0
         spec = clip_view(samples, start, self.audio)
