@@ -18,8 +18,9 @@ Two guards refuse to write an artifact:
 - when the clips are labelled (a folder per class, named like a head's labels), int8 clip-level
   top-1 more than ``max_top1_drop`` (0.5 points) below fp32's: the accuracy target itself.
 
-Measured on the 35-word default model with 350 held-out espeak-ng clips: 99.14 % agreement and
--0.29 points top-1 on the validation voices; 100 % agreement on the test voices.
+Measured on the 37-class default model with 1,000 held-out validation clips: 99.10 % agreement,
+top-1 fp32 86.00 %, int8 86.10 % (98.80 % agreement when the stem and heads are int8 too, see
+:func:`float_ends`).
 
 Clip folders: every audio file below the folder (sorted, then shuffled with the seed). A folder
 in the Speech Commands layout keeps its splits apart: clips in ``testing_list.txt`` are never
@@ -82,7 +83,7 @@ DEFAULT_CALIBRATION_CLIPS = 256
 DEFAULT_CHECK_CLIPS = 1000
 METHOD = (
     "onnxruntime static QDQ; uint8 activations (asymmetric, MinMax calibration); "
-    "int8 weights per output channel (symmetric)"
+    "int8 weights per output channel (symmetric); the stem and the classifier heads kept fp32"
 )
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".mka"}
@@ -244,6 +245,34 @@ class _Reader:
         return next(self._pending, None)
 
 
+def float_ends(model_path: Path) -> list[str]:
+    """In a network of several convolutions, the names of the one that reads the graph's input
+    (the stem) and of the Gemm/MatMul nodes that write its outputs (the classifier heads): the
+    layers kept in fp32.
+
+    They are where int8 costs the most accuracy for the least speed: the stem sees the log-mel's
+    whole dynamic range through a single input channel, and a head's logits are the answer
+    itself. Quantising them too flipped 1.2 % of 1,000 held-out answers of the 37-class default
+    model (98.80 % top-1 agreement) against 0.9 % (99.10 %) with them kept in fp32; on a retrained
+    variant, 1.5 % against 0.8 %.
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    inputs = {i.name for i in graph.input}
+    outputs = {o.name for o in graph.output}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    if len(convs) < 2:  # not a network with a stem: a probe graph, quantised whole
+        return []
+    stems = [node.name for node in convs if inputs.intersection(node.input)]
+    heads = [
+        node.name
+        for node in graph.node
+        if node.op_type in ("Gemm", "MatMul") and outputs.intersection(node.output)
+    ]
+    return stems + heads
+
+
 def quantize_graph(model_path: Path, input_name: str, calibration: np.ndarray) -> bytes:
     """The int8 QDQ graph of the fp32 ONNX file ``model_path``, calibrated on ``calibration``."""
     try:
@@ -275,6 +304,7 @@ def quantize_graph(model_path: Path, input_name: str, calibration: np.ndarray) -
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
+                nodes_to_exclude=float_ends(prepared),
                 calibrate_method=CalibrationMethod.MinMax,
                 extra_options={"CalibStridedMinMax": 1},
             )

@@ -146,7 +146,10 @@ def run_quantize(args: argparse.Namespace) -> int:
             max_top1_drop=args.max_top1_drop,
             name=args.name,
             seed=args.seed,
-            provenance=Provenance(source=str(args.artifact), command=shlex.join(sys.argv)),
+            # As model.export records it: sys.argv[0] is a path on this machine.
+            provenance=Provenance(
+                source=str(args.artifact), command=shlex.join(["arinext", *sys.argv[1:]])
+            ),
             overwrite=args.overwrite,
         )
     except QuantizeError as exc:

@@ -15,7 +15,13 @@ from arinext.cli import main
 from model.backends import open_session
 from model.frontend import log_mel_views
 from model.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest, verify_artifact
-from model.quantize import DEFAULT_MIN_AGREEMENT, QuantizeError, quantize_artifact, split_clips
+from model.quantize import (
+    DEFAULT_MIN_AGREEMENT,
+    QuantizeError,
+    float_ends,
+    quantize_artifact,
+    split_clips,
+)
 from tests.model.band_artifact import CFG, band_tone, make_band_artifact
 
 CLASSES = 6
@@ -243,3 +249,12 @@ def test_quantisation_and_backends_do_not_import_torch() -> None:
 
     code = "import model.quantize, model.backends, model.bench, model.runtime_cli"
     assert heavy_imports(code, ("torch",)) == []
+
+
+def test_the_stem_and_the_heads_of_a_network_stay_fp32(fp32: Path) -> None:
+    network = Path(__file__).resolve().parents[2] / "artifacts" / "speech-commands-synth-b0"
+    assert float_ends(network / MODEL_FILE) == [
+        "/model/stem/fused/Conv",  # reads the log-mel
+        "/model/speech_commands/Gemm",  # writes the logits
+    ]
+    assert float_ends(fp32 / MODEL_FILE) == []  # one convolution: a probe graph, all int8
