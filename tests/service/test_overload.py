@@ -61,7 +61,8 @@ async def _post(session: aiohttp.ClientSession, started: dict[object, float]) ->
 
 
 async def _capacity(url: str, seconds: float) -> float:
-    """Requests per second answered 200 by 16 closed-loop clients."""
+    """Requests per second answered 200 by 16 closed-loop clients (a 503 is possible when the
+    machine is busy: the queue-time bound then counts fewer requests; only 200s count)."""
     started: dict[object, float] = {}
     done = 0
     async with aiohttp.ClientSession(url, trace_configs=[_tracer(started)]) as session:
@@ -71,8 +72,8 @@ async def _capacity(url: str, seconds: float) -> float:
             nonlocal done
             while time.perf_counter() < end:
                 status, _, _ = await _post(session, started)
-                assert status == 200, status
-                done += 1
+                assert status in (200, 503), status
+                done += status == 200
 
         began = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(16)))
