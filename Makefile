@@ -53,7 +53,7 @@ test: setup
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m 'not alone' $(PYTEST_ARGS)
-	$(PY) -m pytest -m alone $(PYTEST_ARGS)
+	$(PY) -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: PYTEST_ARGS selected none
 
 # The inner loop: no slow tests, no tests of Debian programs.
 test-fast: setup

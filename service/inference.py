@@ -302,11 +302,14 @@ class Batcher:
 
     def record_direct(self, result: BatchResult) -> None:
         """Count a :meth:`run_if_idle` run like a batch (on the event loop)."""
-        windows = len(next(iter(result.logits.values())))
-        self._infer_cost.add(result.inference_seconds / windows)
-        self._batch_size.observe(windows)
-        self.metrics.stage_duration.labels(stage="inference").observe(result.inference_seconds)
+        self._record_run(len(next(iter(result.logits.values()))), result.inference_seconds)
         self.metrics.stage_duration.labels(stage="queue").observe(0.0)
+
+    def _record_run(self, windows: int, seconds: float) -> None:
+        """A model run's cost estimate, batch size and inference time."""
+        self._infer_cost.add(seconds / windows)
+        self._batch_size.observe(windows)
+        self.metrics.stage_duration.labels(stage="inference").observe(seconds)
 
     def _run_batch(self, views: np.ndarray) -> dict[str, np.ndarray]:
         with self._model_lock:
@@ -380,9 +383,7 @@ class Batcher:
                         job.future.set_exception(exc)
             else:
                 elapsed = time.perf_counter() - started
-                self._infer_cost.add(elapsed / len(views))
-                self._batch_size.observe(len(views))
-                self.metrics.stage_duration.labels(stage="inference").observe(elapsed)
+                self._record_run(len(views), elapsed)
                 offset = 0
                 for job in batch:
                     n = len(job.views)
