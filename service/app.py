@@ -32,7 +32,11 @@ from model.manifest import arinext_version
 from service.errors import install_error_handlers
 from service.inference import ModelService
 from service.metrics import Metrics
-from service.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from service.middleware import (
+    AdmissionMiddleware,
+    BodyLimitMiddleware,
+    RequestMetricsMiddleware,
+)
 from service.routers import classify, health, models, stream, v2
 from service.routers.docs import install_docs
 from service.settings import Settings
@@ -155,7 +159,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         mount_demo(app, app.state.models, settings)
     install_docs(app, home="/demo/" if demo else "/docs")
-    # Added last = outermost: metrics see every answer, including the body limit's 413.
+    # Added last = outermost: metrics see every answer, including the body limit's 413 and the
+    # early 503s of admission.
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_upload_bytes,
@@ -163,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_timeout=settings.body_timeout_seconds,
         discard_bytes=settings.discard_bytes,
     )
+    app.add_middleware(AdmissionMiddleware, refusal=app.state.models.refusal, metrics=metrics)
     api_routes = [route for router in routers for route in router.routes]
     app.add_middleware(
         RequestMetricsMiddleware, metrics=metrics, routes=lambda: [*api_routes, *app.routes]

@@ -4,8 +4,8 @@ Registering imports nothing heavy (no uvicorn, FastAPI or ONNX Runtime) so that 
 stays fast; the command body imports what it runs. Command-line options override the
 ``ARINEXT_*`` environment, which fills in everything else.
 
-It runs uvicorn with the header limits of :mod:`service.http_limits` and ``max_connections`` as
-uvicorn's concurrency limit, which plain ``uvicorn service.app:app`` does not have.
+It runs uvicorn with the header and connection limits of :mod:`service.http_limits`, which
+plain ``uvicorn service.app:app`` does not have.
 
 There is deliberately no ``--workers``: the batcher needs all requests in one process to form
 batches, and metrics live per process; scale out with more replicas instead.
@@ -71,8 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_header_bytes=settings.max_header_bytes,
             max_headers=settings.max_headers,
             header_timeout=settings.header_timeout_seconds,
+            max_connections=settings.max_connections,
             retry_after=settings.retry_after_seconds,
         ),
-        limit_concurrency=settings.max_connections,
     )
     return 0

@@ -6,9 +6,13 @@ without a deadline, so one client could hold megabytes of memory and a connectio
 answers 431 when the request line and headers pass ``max_header_bytes`` or ``max_headers``
 fields, and 408 when they are not complete ``header_timeout`` seconds after the request began;
 both close the connection, in the service's JSON error shape. The body's size and read time are
-bounded by :class:`service.middleware.BodyLimitMiddleware`; the number of connections by
-uvicorn's ``limit_concurrency``, whose refusals this protocol answers as the service's JSON 503
-with ``Retry-After``. ``arinext serve`` runs uvicorn with this protocol.
+bounded by :class:`service.middleware.BodyLimitMiddleware`. It also bounds open connections:
+one opened beyond ``max_connections`` has its request answered with the service's JSON 503 and
+``Retry-After`` and is then closed, while the connections within the limit keep being served.
+(uvicorn's own ``limit_concurrency`` instead refuses requests on *every* connection while the
+count is over, logging a warning each time: under a flood of connections, clients that were
+being served are refused too and all of them reconnect, which costs more than the work.)
+``arinext serve`` runs uvicorn with this protocol.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import asyncio
 import json
 from typing import Any
 
-from uvicorn.protocols.http.flow_control import service_unavailable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 __all__ = ["LimitedHttpToolsProtocol", "limited_protocol"]
@@ -35,6 +38,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes = 32_768
     max_headers = 100
     header_timeout = 10.0
+    max_connections: int | None = None
     retry_after = 1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -45,10 +49,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._parsed_bytes = 0  # request line and header fields as parsed
         self._fields = 0
         self._header_timer: asyncio.TimerHandle | None = None
+        self._over_limit = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Start the header clock as soon as the connection opens (slow-loris clients)."""
+        """Start the header clock as soon as the connection opens (slow-loris clients), and mark
+        a connection opened beyond ``max_connections``."""
         super().connection_made(transport)
+        limit = self.max_connections
+        self._over_limit = limit is not None and len(self.connections) > limit
         self._begin_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -97,8 +105,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        """Over ``limit_concurrency``, answer our JSON 503 with Retry-After, not uvicorn's text."""
-        super()._start_asgi_task(cycle, self._over_capacity if app is service_unavailable else app)
+        """On a connection over the limit, answer our JSON 503 with Retry-After (and close)."""
+        super()._start_asgi_task(cycle, self._over_capacity if self._over_limit else app)
 
     async def _over_capacity(self, scope: Any, receive: Any, send: Any) -> None:
         body = json.dumps(
@@ -164,9 +172,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def limited_protocol(
-    *, max_header_bytes: int, max_headers: int, header_timeout: float, retry_after: int = 1
+    *,
+    max_header_bytes: int,
+    max_headers: int,
+    header_timeout: float,
+    max_connections: int | None = None,
+    retry_after: int = 1,
 ) -> type[LimitedHttpToolsProtocol]:
-    """A protocol class with these limits, for ``uvicorn.run(http=...)``."""
+    """A protocol class with these limits, for ``uvicorn.run(http=...)`` (without uvicorn's own
+    ``limit_concurrency``: ``max_connections`` replaces it)."""
     return type(
         "ConfiguredHttpToolsProtocol",
         (LimitedHttpToolsProtocol,),
@@ -174,6 +188,7 @@ def limited_protocol(
             "max_header_bytes": max_header_bytes,
             "max_headers": max_headers,
             "header_timeout": header_timeout,
+            "max_connections": max_connections,
             "retry_after": retry_after,
         },
     )

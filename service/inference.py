@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -132,6 +133,7 @@ class _Job:
     future: asyncio.Future[BatchResult]
     bulk: bool
     enqueued: float = field(default_factory=time.perf_counter)
+    deadline: float = math.inf  # refused (503) instead of run when its batch starts later
 
 
 class _Ewma:
@@ -161,9 +163,15 @@ class Batcher:
 
     Admission is checked on arrival, before decoding, by count and by time: ``reserve`` refuses
     (503) when ``queue_size`` urgent windows are already admitted, or when the admitted work's
-    estimated time (windows x measured seconds per window of preparation and inference) exceeds
-    ``max_queue_ms``, so an admitted request waits a bounded time. Bulk chunks never refuse:
-    they wait for room in their own pool of ``queue_size`` windows.
+    estimated time exceeds ``max_queue_ms``. The
+    estimate is windows x seconds per window, the larger of two measures: what preparation and
+    inference cost per window, and the wall time per window in which admitted work actually
+    drained while a backlog lasted. The second counts what the first cannot see: reading,
+    parsing and refusing requests on the same cores (a flood of them), other processes. An
+    estimate can still be wrong, so the bound is also a deadline, as in Triton's queue policy
+    (``max_queue_delay`` with ``REJECT``): an urgent submission whose batch would start more
+    than ``max_queue_ms`` after its request was admitted is answered 503 instead of late. Bulk
+    chunks never refuse: they wait for room in their own pool of ``queue_size`` windows.
     """
 
     def __init__(
@@ -195,6 +203,8 @@ class Batcher:
         self._bulk_admitted = 0
         self._infer_cost = _Ewma()
         self._prepare_cost = _Ewma()
+        self._drain_cost = _Ewma()
+        self._drain_mark: float | None = None  # last drain while a backlog remained
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         # Held while the model runs, by this batcher's thread or by a worker (``run_if_idle``).
@@ -218,6 +228,7 @@ class Batcher:
         """Seconds a new request is expected to take: the admitted urgent work and its own
         window (0 until costs are measured)."""
         per_window = (self._infer_cost.value or 0.0) + (self._prepare_cost.value or 0.0)
+        per_window = max(per_window, self._drain_cost.value or 0.0)
         # Bulk work takes up to half of every batch while it waits.
         share = 2.0 if self._bulk or self._bulk_admitted else 1.0
         return (self._admitted + 1) * per_window * share
@@ -236,29 +247,51 @@ class Batcher:
             headers={"Retry-After": str(self.retry_after)},
         )
 
-    def reserve(self) -> None:
-        """Admit a request by reserving one window, or refuse it (503) at once."""
+    def refusal(self) -> ApiError | None:
+        """The 503 a request arriving now would get, or None if it would be admitted."""
         if self._admitted >= self.capacity:
-            raise self._refuse(f"has {self._admitted} windows queued", "queue_full")
+            return self._refuse(f"has {self._admitted} windows queued", "queue_full")
         if self.max_queue and (wait := self.estimated_wait()) > self.max_queue:
-            raise self._refuse(
+            return self._refuse(
                 f"is {wait * 1000:.0f} ms behind (limit {self.max_queue * 1000:.0f} ms)",
                 "queue_time",
             )
+        return None
+
+    def reserve(self) -> float:
+        """Admit a request by reserving one window, or refuse it (503) at once; returns when it
+        was admitted (for :meth:`submit`'s deadline)."""
+        if (error := self.refusal()) is not None:
+            raise error
         self._admitted += 1
         self._update_depth()
+        return time.perf_counter()
 
     def cancel_reservation(self) -> None:
-        """Give back a reservation that will not be used (the request failed before inference)."""
+        """Give back a reservation that will not be used (the request failed before inference,
+        or its windows ran with :meth:`run_if_idle`)."""
         self._admitted -= 1
         self._update_depth()
+        self._drained(1)
 
-    async def submit(self, views: np.ndarray, *, reserved: bool) -> asyncio.Future:
+    def _drained(self, windows: int) -> None:
+        """``windows`` left the admitted work: if a backlog remained since the last time, the
+        wall time in between per window is how fast admitted work really drains."""
+        now = time.perf_counter()
+        if self._drain_mark is not None:
+            self._drain_cost.add((now - self._drain_mark) / windows)
+        self._drain_mark = now if self.admitted else None
+
+    async def submit(
+        self, views: np.ndarray, *, reserved: bool, admitted_at: float | None = None
+    ) -> asyncio.Future:
         """Queue windows; the future resolves to a :class:`BatchResult`.
 
         ``reserved``: this is the request's urgent submission (up to ``chunk`` windows), which
-        uses the reservation made by :meth:`reserve` and never waits. Otherwise a bulk chunk of up
-        to ``bulk_chunk`` windows, which waits for room (only on windows already queued).
+        uses the reservation made by :meth:`reserve` and never waits; given ``admitted_at`` (what
+        :meth:`reserve` returned), it fails with a 503 if its batch has not started
+        ``max_queue_ms`` after that. Otherwise a bulk chunk of up to ``bulk_chunk`` windows,
+        which waits for room (only on windows already queued).
         """
         count = len(views)
         limit = self.chunk if reserved else self.bulk_chunk
@@ -273,7 +306,10 @@ class Batcher:
             self._bulk_admitted += count
         self._update_depth()
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        (self._urgent if reserved else self._bulk).append(_Job(views, future, bulk=not reserved))
+        job = _Job(views, future, bulk=not reserved)
+        if reserved and admitted_at is not None and self.max_queue:
+            job.deadline = admitted_at + self.max_queue
+        (self._urgent if reserved else self._bulk).append(job)
         self._arrived.set()
         return future
 
@@ -329,10 +365,17 @@ class Batcher:
     def _fill(self, queue: deque[_Job], batch: list[_Job], size: int, most: int) -> int:
         """Move jobs from ``queue`` into ``batch`` while they fit; the new size."""
         taken = 0
+        now = time.perf_counter()
         while queue and taken < most and size + len(queue[0].views) <= self.max_batch:
             job = queue.popleft()
             if job.future.cancelled():  # the client went away; drop its windows
                 self._release(job)
+                continue
+            if now > job.deadline:  # answered late is worse than refused with Retry-After
+                self._release(job)
+                waited = (now - job.deadline + self.max_queue) * 1000
+                message = f"waited {waited:.0f} ms (limit {self.max_queue * 1000:.0f} ms)"
+                job.future.set_exception(self._refuse(message, "queue_time"))
                 continue
             batch.append(job)
             size += len(job.views)
@@ -398,6 +441,7 @@ class Batcher:
                 self._running = []
                 for job in batch:
                     self._release(job)
+                self._drained(len(views))
 
     async def close(self, timeout: float) -> None:
         """Let admitted windows finish (up to ``timeout`` seconds), then stop the loop."""
@@ -513,6 +557,14 @@ class ModelService:
             reason="not_ready",
             headers={"Retry-After": str(self.retry_after)},
         )
+
+    def refusal(self) -> ApiError | None:
+        """The 503 that any inference request arriving now would get (every model is over its
+        admission bounds), or None; lets a request be refused before its body is read."""
+        if self.status != "ready" or not self.batchers:
+            return None  # the routes say why they cannot serve
+        refusals = [batcher.refusal() for batcher in self.batchers.values()]
+        return refusals[0] if all(refusals) else None
 
     def set_draining(self) -> None:
         """Report not-ready from now on, while still serving what arrives."""

@@ -1,6 +1,6 @@
-"""ASGI middleware: request metrics and the request-body size and time limits.
+"""ASGI middleware: request metrics, early admission, and the request-body size and time limits.
 
-Both are plain ASGI (not ``BaseHTTPMiddleware``) so they see every request, including the mounted
+All are plain ASGI (not ``BaseHTTPMiddleware``) so they see every request, including the mounted
 demo, and never buffer a body.
 """
 
@@ -19,7 +19,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import ApiError, error_response
 from service.metrics import Metrics
 
-__all__ = ["CLIENT_CLOSED", "UNMATCHED", "BodyLimitMiddleware", "RequestMetricsMiddleware"]
+__all__ = [
+    "CLIENT_CLOSED",
+    "UNMATCHED",
+    "AdmissionMiddleware",
+    "BodyLimitMiddleware",
+    "RequestMetricsMiddleware",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +156,38 @@ class BodyLimitMiddleware:
             if started or exc.status not in (408, 413):
                 raise
             await self._refuse(exc, scope, receive, send)
+
+
+def _runs_a_model(scope: Scope) -> bool:
+    """A request for inference: ``POST /classify`` or the Open Inference Protocol's infer."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return False
+    path: str = scope["path"]
+    return path == "/classify" or (path.startswith("/v2/models/") and path.endswith("/infer"))
+
+
+class AdmissionMiddleware:
+    """Refuse inference requests (503 with Retry-After) before their body is read or routed
+    when no model could admit them now.
+
+    The routes check admission again, and reserve, once the body is in (a slow upload must not
+    hold a place in the queue); this early answer only makes a refusal cheap. Under a flood, the
+    event loop that reads requests shares the cores with the work: a refusal that goes through
+    routing, parameter validation and a 32 KB body read costs several times this, and every
+    millisecond spent refusing is taken from the requests admitted.
+    """
+
+    def __init__(self, app: ASGIApp, *, refusal: Callable[[], ApiError | None], metrics: Metrics):
+        self.app = app
+        self.refusal = refusal
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _runs_a_model(scope) and (error := self.refusal()) is not None:
+            self.metrics.rejections.labels(reason=error.reason).inc()
+            await error_response(error, scope["path"])(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class RequestMetricsMiddleware:

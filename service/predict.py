@@ -133,7 +133,9 @@ class _ModelRun:
     inference: float = 0.0
 
 
-async def _run_model(service: ModelService, model: LoadedModel, clip: ModelInput) -> _ModelRun:
+async def _run_model(
+    service: ModelService, model: LoadedModel, clip: ModelInput, admitted_at: float
+) -> _ModelRun:
     """Per-window logits of every head of ``model``.
 
     An ordinary clip (all its windows prepared in one go) is one urgent submission that uses the
@@ -148,7 +150,7 @@ async def _run_model(service: ModelService, model: LoadedModel, clip: ModelInput
     future: asyncio.Future | None = None
     try:
         if total == len(clip.views):
-            future = await batcher.submit(clip.views, reserved=True)
+            future = await batcher.submit(clip.views, reserved=True, admitted_at=admitted_at)
             results.append(await future)
         else:
             batcher.cancel_reservation()
@@ -246,9 +248,10 @@ async def classify(
     models = list({model.name: model for model, _ in selected}.values())
     batchers = [service.batchers[model.name] for model in models]
     reserved: list[Batcher] = []
+    admitted_at: list[float] = []
     try:
         for batcher in batchers:
-            batcher.reserve()
+            admitted_at.append(batcher.reserve())
             reserved.append(batcher)
         loop = asyncio.get_running_loop()
         work = functools.partial(
@@ -278,8 +281,10 @@ async def classify(
         else:
             runs = await asyncio.gather(
                 *(
-                    _run_model(service, model, model_input)
-                    for model, model_input in zip(models, clip.inputs, strict=True)
+                    _run_model(service, model, model_input, admitted)
+                    for model, model_input, admitted in zip(
+                        models, clip.inputs, admitted_at, strict=True
+                    )
                 )
             )
     finally:

@@ -264,10 +264,12 @@ async def _window_probabilities(
         raise _bad("logmel holds NaN or infinite values")
     views = np.ascontiguousarray(views, dtype=np.float32)
     batcher = service.batchers[model.name]
-    batcher.reserve()
+    admitted_at = batcher.reserve()
     results, future = [], None
     try:
-        future = await batcher.submit(views[: batcher.chunk], reserved=True)
+        future = await batcher.submit(
+            views[: batcher.chunk], reserved=True, admitted_at=admitted_at
+        )
         results.append(await future)
         for start in range(batcher.chunk, len(views), batcher.bulk_chunk):
             future = await batcher.submit(views[start : start + batcher.bulk_chunk], reserved=False)

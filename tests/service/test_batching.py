@@ -179,6 +179,58 @@ def test_admission_is_bounded_in_time_by_the_measured_cost_per_window() -> None:
     asyncio.run(scenario())
 
 
+def test_admission_counts_how_slowly_a_backlog_really_drained() -> None:
+    """Preparing a window costs 1 ms of CPU, but on a core shared with other work (parsing and
+    refusing a flood of requests) each takes 30 ms to come through: admission counts the 30."""
+
+    async def scenario() -> None:
+        model = EchoModel()  # runs in microseconds
+        batcher = _batcher(model, queue_size=1000, max_queue_ms=100.0)
+        for _ in range(6):
+            batcher.reserve()
+        for i in range(6):
+            await asyncio.sleep(0.03)  # preparing, with the core shared
+            batcher.observe_prepare(0.001, 1)  # the preparation's own CPU time
+            await (await batcher.submit(_views(float(i)), reserved=True))
+        assert batcher.admitted == 0
+        assert batcher.estimated_wait() >= 0.025  # one window, at the rate the backlog drained
+        admitted = 0
+        with pytest.raises(ApiError) as info:
+            while True:  # ~30 ms a window: 3 fit the 100 ms bound (by the costs alone: ~90)
+                batcher.reserve()
+                admitted += 1
+                assert admitted <= 3
+        assert info.value.reason == "queue_time" and admitted >= 2
+        for _ in range(admitted):
+            batcher.cancel_reservation()
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
+def test_a_request_whose_batch_would_start_after_the_bound_is_refused_not_answered_late() -> None:
+    async def scenario() -> None:
+        model = EchoModel()
+        batcher = _batcher(model, max_batch=1, max_queue_ms=50.0)
+        first = await _held(model, batcher, 0)  # the model is busy until the gate opens
+        late = await batcher.submit(_views(1), reserved=True, admitted_at=batcher.reserve())
+        batcher.reserve()
+        on_time = await batcher.submit(_views(2), reserved=True)  # no deadline given
+        await asyncio.sleep(0.1)  # twice the bound
+        model.gate.set()
+        await first
+        with pytest.raises(ApiError) as info:
+            await late
+        assert (info.value.status, info.value.reason) == (503, "queue_time")
+        assert info.value.headers == {"Retry-After": "2"}
+        assert float((await on_time).logits["head"][0, 0]) == 2
+        assert model.batches == [[0], [2]]  # the late window never ran
+        assert batcher.admitted == 0
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
 def test_submissions_are_limited_to_a_batch_or_half_a_batch_for_bulk() -> None:
     async def scenario() -> None:
         batcher = _batcher(EchoModel(), max_batch=4)

@@ -255,20 +255,65 @@ def test_long_clips_in_flight_do_not_make_short_requests_fail(server: ServerProc
     assert all(len(a.json()["predictions"][0]["top_k"]) == 5 for a in answers)
 
 
+def _answer(sock: socket.socket) -> bytes:
+    """One HTTP response read off ``sock`` (headers and Content-Length body), without waiting
+    for the connection to close."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536) or b"\r\n\r\n"
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.lower().split(b"\r\n")
+            if line.startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length and (chunk := sock.recv(65536)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_an_overloaded_server_refuses_before_reading_the_body(
+    server_factory: Callable, slow_artifact: Path
+) -> None:
+    clip = audio.encode_sf(audio.signal(1.0, 16000), 16000, "WAV", "PCM_16")
+    # Tens of ms a window against a 1 ms bound: once measured, every request is over it.
+    with server_factory(models=slow_artifact, max_queue_ms=1) as server:
+        with httpx.Client(base_url=server.url, timeout=30.0) as client:
+            assert client.post("/classify", content=clip, headers=WAV).status_code == 200
+        head = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+        with socket.create_connection(_address(server), timeout=10) as sock:
+            sock.sendall(head + b"Content-Length: 1000000\r\n\r\n")  # and never the body
+            answer = _answer(sock)  # a server that read the body first would time out here
+            assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+            assert b"retry-after: 1" in answer.lower() and b'"overloaded"' in answer
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert 'arinext_requests_total{endpoint="/classify",status="503"} 1.0' in metrics
+        assert 'arinext_rejections_total{reason="queue_time"} 1.0' in metrics
+
+
 def test_connections_over_the_limit_get_a_json_503_with_retry_after(
     server_factory: Callable, speech_artifact: Path
 ) -> None:
     command = [sys.executable, "-m", "arinext", "serve", "--no-demo"]
     command += ["--models", str(speech_artifact)]
     limits = {"max_connections": 3, "header_timeout_seconds": 120}
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     with server_factory(command, **limits) as server, contextlib.ExitStack() as idle:
-        for _ in range(3):  # connections that send nothing still count
+        opened = [
             idle.enter_context(socket.create_connection(_address(server), timeout=10))
+            for _ in range(3)  # connections that send nothing still count
+        ]
         deadline = time.monotonic() + 30  # until the server has accepted all three
-        while (answer := _raw(server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(
-            b"HTTP/1.1 200"
-        ):
+        while (answer := _raw(server, healthz)).startswith(b"HTTP/1.1 200"):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert answer.startswith(b"HTTP/1.1 503")
         assert b"retry-after: 1" in answer.lower() and b'"overloaded"' in answer
+        # The connections within the limit are still served (uvicorn's own limit_concurrency
+        # would refuse them too while the count is at the limit).
+        for sock in opened:
+            sock.sendall(healthz)
+            assert _answer(sock).startswith(b"HTTP/1.1 200")
