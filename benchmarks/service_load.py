@@ -346,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         overload = None
         if args.overload_seconds > 0:
             _pin(load_cores)
+            if pid:  # the idle server gives freed memory back within 10 s: before is trimmed too
+                time.sleep(12)
             before = _rss_mb(pid) if pid else float("nan")
             offered = 5 * h16.rate
             accepted, refused = asyncio.run(

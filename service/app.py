@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 from model.manifest import arinext_version
 from service.errors import install_error_handlers
 from service.inference import ModelService
+from service.memory import trim_when_idle
 from service.metrics import Metrics
 from service.middleware import (
     AdmissionMiddleware,
@@ -48,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 # Bound on waiting for admitted windows at shutdown; uvicorn has already let requests finish.
 _STOP_TIMEOUT_SECONDS = 30.0
+# How often freed memory is given back to the OS once the models fall idle after work.
+_TRIM_PERIOD_SECONDS = 10.0
 
 
 def _install_drain_handler(service: ModelService, drain_seconds: float) -> Callable[[], None]:
@@ -96,13 +99,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # contend with them (OpenBLAS spins: ~30x the CPU per log-mel on two busy cores).
     blas = threadpool_limits(limits=1, user_api="blas")
     loading = asyncio.create_task(service.start(settings), name="load-models")
+    trimming = asyncio.create_task(
+        trim_when_idle(service.runs, service.busy, _TRIM_PERIOD_SECONDS), name="trim-memory"
+    )
     undo_drain_handler = _install_drain_handler(service, settings.drain_seconds)
     try:
         yield
     finally:
         undo_drain_handler()
         loading.cancel()
-        await asyncio.gather(loading, return_exceptions=True)
+        trimming.cancel()
+        await asyncio.gather(loading, trimming, return_exceptions=True)
         await service.stop(_STOP_TIMEOUT_SECONDS)
         blas.restore_original_limits()
         logger.info("stopped")

@@ -19,11 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-__all__ = ["LimitedHttpToolsProtocol", "limited_protocol"]
+__all__ = ["LimitedHttpToolsProtocol", "limited_protocol", "received_at"]
+
+# ASGI scope extension {"time": time.perf_counter()} for when the request's headers were parsed.
+# Under a flood the request's task starts later than that (the loop has hundreds of callbacks to
+# run first); the queue-time deadline counts from here.
+_RECEIVED = "arinext.received"
+
+
+def received_at(scope: Any) -> float | None:
+    """When :class:`LimitedHttpToolsProtocol` parsed this request's headers (None under another
+    server)."""
+    received = scope.get("extensions", {}).get(_RECEIVED)
+    return received["time"] if received else None
+
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
@@ -99,9 +113,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        """Headers are in: stop the clock, then let uvicorn start the request."""
+        """Headers are in: stop the clock, stamp the request's arrival (:func:`received_at`), then
+        let uvicorn start the request."""
         self._in_headers = False
         self._stop_header_timer()
+        self.scope.setdefault("extensions", {})[_RECEIVED] = {"time": time.perf_counter()}
         super().on_headers_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:

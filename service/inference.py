@@ -201,6 +201,7 @@ class Batcher:
         self._running: list[_Job] = []
         self._admitted = 0
         self._bulk_admitted = 0
+        self.runs = 0  # model runs so far
         self._infer_cost = _Ewma()
         self._prepare_cost = _Ewma()
         self._drain_cost = _Ewma()
@@ -343,6 +344,7 @@ class Batcher:
 
     def _record_run(self, windows: int, seconds: float) -> None:
         """A model run's cost estimate, batch size and inference time."""
+        self.runs += 1
         self._infer_cost.add(seconds / windows)
         self._batch_size.observe(windows)
         self.metrics.stage_duration.labels(stage="inference").observe(seconds)
@@ -557,6 +559,14 @@ class ModelService:
             reason="not_ready",
             headers={"Retry-After": str(self.retry_after)},
         )
+
+    def runs(self) -> int:
+        """Model runs so far, over all models."""
+        return sum(batcher.runs for batcher in self.batchers.values())
+
+    def busy(self) -> bool:
+        """Whether any model has admitted work in flight."""
+        return any(batcher.admitted for batcher in self.batchers.values())
 
     def refusal(self) -> ApiError | None:
         """The 503 that any inference request arriving now would get (every model is over its

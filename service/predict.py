@@ -234,12 +234,15 @@ async def classify(
     max_duration: float,
     hop: float | None = None,
     max_windows: int | None = None,
+    received: float | None = None,
 ) -> Outcome:
     """Run the whole pipeline on an upload; raises :class:`ApiError` for anything refused.
 
     Admission comes first: the request reserves a window with every model it needs before any
     decoding, so under overload it is refused in microseconds and costs nothing. Then one worker
     call decodes, resamples and computes the first batch of log-mels (:func:`prepare`).
+    ``received`` (``time.perf_counter()`` when the server parsed the request's headers) starts
+    the queue-time deadline (:meth:`Batcher.submit`); without it, the reservation does.
     """
     began = time.perf_counter()
     service.ensure_serving()
@@ -251,8 +254,10 @@ async def classify(
     admitted_at: list[float] = []
     try:
         for batcher in batchers:
-            admitted_at.append(batcher.reserve())
+            admitted = batcher.reserve()
             reserved.append(batcher)
+            # The queue-time deadline counts from arrival when the server stamped it.
+            admitted_at.append(admitted if received is None else min(received, admitted))
         loop = asyncio.get_running_loop()
         work = functools.partial(
             prepare,

@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     max_queue_ms: float = Field(
         default=1000.0,
         ge=0,
-        description="refuse (503) when admitted work is estimated to take longer (0: no bound)",
+        description="refuse (503) when admitted work is estimated to take longer, or when an "
+        "admitted request's batch would start later (0: no bound)",
     )
     max_header_bytes: int = Field(
         default=32_768, ge=1024, description="request line and headers (431 beyond)"
@@ -72,7 +73,7 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="longest pause while the body is read (408 after)"
     )
     max_connections: int = Field(
-        default=256, ge=1, description="open connections; more are answered 503"
+        default=256, ge=1, description="open connections; requests on more are answered 503"
     )
     discard_bytes: int = Field(
         default=128_000_000,

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from service.errors import ApiError
+from service.http_limits import received_at
 from service.inference import ModelService, get_model_service
 from service.predict import ClassifyResponse, classify
 from service.settings import MAX_TOP_K, Settings, get_settings
@@ -136,6 +137,7 @@ async def classify_clip(
         max_duration=settings.max_duration_seconds,
         hop=hop,
         max_windows=settings.max_windows,
+        received=received_at(request.scope),
     )
     # Serialised here, once: returned as a model, FastAPI would validate it again first.
     return Response(
