@@ -45,6 +45,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# Shortest stretch of a backlog over which the drain rate is measured (see Batcher._drained).
+_DRAIN_SPAN_SECONDS = 0.1
+
 
 @dataclass
 class LoadedModel:
@@ -164,10 +167,10 @@ class Batcher:
     Admission is checked on arrival, before decoding, by count and by time: ``reserve`` refuses
     (503) when ``queue_size`` urgent windows are already admitted, or when the admitted work's
     estimated time exceeds ``max_queue_ms``. The
-    estimate is windows x seconds per window, the larger of two measures: what preparation and
-    inference cost per window, and the wall time per window in which admitted work actually
-    drained while a backlog lasted. The second counts what the first cannot see: reading,
-    parsing and refusing requests on the same cores (a flood of them), other processes. An
+    estimate is windows x seconds per window: while a backlog lasts, the wall time per window in
+    which admitted work actually drained in backlogs, which counts what costs cannot see
+    (reading, parsing and refusing requests on the same cores, other processes) and what
+    batching saves; otherwise what preparation and inference measured per window. An
     estimate can still be wrong, so the bound is also a deadline, as in Triton's queue policy
     (``max_queue_delay`` with ``REJECT``): an urgent submission whose batch would start more
     than ``max_queue_ms`` after its request was admitted is answered 503 instead of late. Bulk
@@ -206,6 +209,7 @@ class Batcher:
         self._prepare_cost = _Ewma()
         self._drain_cost = _Ewma()
         self._drain_mark: float | None = None  # last drain while a backlog remained
+        self._drain_span: list[float] = [0.0, 0]  # seconds and windows drained since a sample
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         # Held while the model runs, by this batcher's thread or by a worker (``run_if_idle``).
@@ -229,7 +233,8 @@ class Batcher:
         """Seconds a new request is expected to take: the admitted urgent work and its own
         window (0 until costs are measured)."""
         per_window = (self._infer_cost.value or 0.0) + (self._prepare_cost.value or 0.0)
-        per_window = max(per_window, self._drain_cost.value or 0.0)
+        if self._drain_mark is not None and self._drain_cost.value is not None:
+            per_window = self._drain_cost.value  # in a backlog: how fast it really drains
         # Bulk work takes up to half of every batch while it waits.
         share = 2.0 if self._bulk or self._bulk_admitted else 1.0
         return (self._admitted + 1) * per_window * share
@@ -276,12 +281,22 @@ class Batcher:
         self._drained(1)
 
     def _drained(self, windows: int) -> None:
-        """``windows`` left the admitted work: if a backlog remained since the last time, the
-        wall time in between per window is how fast admitted work really drains."""
+        """``windows`` left the admitted work. While a backlog lasts, the wall time per window
+        drained is how fast admitted work really goes; it is measured over spans of at least
+        ``_DRAIN_SPAN_SECONDS`` (single batches vary too much: one stalled by a garbage
+        collection would make admission refuse what the server could serve in time)."""
         now = time.perf_counter()
         if self._drain_mark is not None:
-            self._drain_cost.add((now - self._drain_mark) / windows)
-        self._drain_mark = now if self.admitted else None
+            self._drain_span[0] += now - self._drain_mark
+            self._drain_span[1] += windows
+            if self._drain_span[0] >= _DRAIN_SPAN_SECONDS:
+                self._drain_cost.add(self._drain_span[0] / self._drain_span[1])
+                self._drain_span = [0.0, 0]
+        if self.admitted:
+            self._drain_mark = now
+        else:  # the backlog is over: a span in progress is not a measure of it
+            self._drain_mark = None
+            self._drain_span = [0.0, 0]
 
     async def submit(
         self, views: np.ndarray, *, reserved: bool, admitted_at: float | None = None
