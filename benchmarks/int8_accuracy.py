@@ -3,8 +3,17 @@
 Both artifacts are scored by ``arinext evaluate`` (ONNX Runtime, the same front-end and window
 averaging as the service) on the held-out test split of ``--data`` and, with ``--ood``, on every
 condition of an out-of-domain set (the default model's flite/Festival voices). Prints one row per
-split with both top-1s and the difference in points; exits 1 when any difference exceeds
-``--max-drop`` points. ``--record`` writes the int8 measurements into the int8 artifact's
+split and condition with both top-1s and the difference in points, and one for the out-of-domain
+split as a whole (its conditions pooled: they hold the same number of clips); exits 1 when the
+test split or the whole out-of-domain split loses more than ``--max-drop`` points.
+
+Single conditions are shown but not judged: each holds 560 keyword clips, where one clip is 0.18
+points, and an int8 graph that agrees with fp32 on 99 % of answers flips about six of them per
+condition in either direction. Four quantisations of the shipped default model that all agreed
+on 99.10 % of held-out answers moved single conditions by -1.61 to +1.07 points (the worst
+condition changed with the variant), while the pooled split moved -0.07 to -0.18.
+
+``--record`` writes the int8 measurements into the int8 artifact's
 manifest (``training.synth_speech.record_in_manifest``), as ``make default-model`` does for fp32.
 
     python benchmarks/int8_accuracy.py --fp32 runs/default-model-b0/artifact-fp32 \\
@@ -65,12 +74,19 @@ def main() -> int:
     print(f"fp32: {args.fp32}\nint8: {args.int8}\n")
     print("| split | fp32 top-1 % | int8 top-1 % | int8 - fp32, points | within |")
     print("|---|---:|---:|---:|---|")
+    conditions = [split for split in results["fp32"] if split.startswith("ood ")]
+    for precision in ("fp32", "int8"):
+        if conditions:
+            pooled = sum(results[precision][c] for c in conditions) / len(conditions)
+            results[precision]["ood, all conditions"] = pooled
     worst = 0.0
     for split, fp32 in results["fp32"].items():
         int8 = results["int8"][split]
         diff = 100 * (int8 - fp32)
-        worst = max(worst, -diff)
-        ok = "yes" if -diff <= args.max_drop else "NO"
+        judged = split not in conditions
+        if judged:
+            worst = max(worst, -diff)
+        ok = ("yes" if -diff <= args.max_drop else "NO") if judged else "(not judged)"
         print(f"| {split} | {100 * fp32:.2f} | {100 * int8:.2f} | {diff:+.2f} | {ok} |")
     if args.record:
         from model.manifest import read_manifest
