@@ -166,7 +166,7 @@ class Batcher:
 
     Admission is checked on arrival, before decoding, by count and by time: ``reserve`` refuses
     (503) when ``queue_size`` urgent windows are already admitted, or when the admitted work's
-    estimated time exceeds ``max_queue_ms``. The
+    estimated time and one full batch's run exceed ``max_queue_ms``. The
     estimate is windows x seconds per window: while a backlog lasts, the wall time per window in
     which admitted work actually drained in backlogs, which counts what costs cannot see
     (reading, parsing and refusing requests on the same cores, other processes) and what
@@ -257,7 +257,11 @@ class Batcher:
         """The 503 a request arriving now would get, or None if it would be admitted."""
         if self._admitted >= self.capacity:
             return self._refuse(f"has {self._admitted} windows queued", "queue_full")
-        if self.max_queue and (wait := self.estimated_wait()) > self.max_queue:
+        # A full batch's run is kept free of the bound: the deadline in ``submit`` is a backstop
+        # whose 503s come late, and the time before a request is parsed and after its answer is
+        # ready (which grows under a flood) needs room too.
+        batch_run = (self._infer_cost.value or 0.0) * self.max_batch
+        if self.max_queue and (wait := self.estimated_wait()) + batch_run > self.max_queue:
             return self._refuse(
                 f"is {wait * 1000:.0f} ms behind (limit {self.max_queue * 1000:.0f} ms)",
                 "queue_time",
