@@ -166,15 +166,14 @@ class Batcher:
 
     Admission is checked on arrival, before decoding, by count and by time: ``reserve`` refuses
     (503) when ``queue_size`` urgent windows are already admitted, or when the admitted work's
-    estimated time and one full batch's run exceed ``max_queue_ms``. The
-    estimate is windows x seconds per window: while a backlog lasts, the wall time per window in
-    which admitted work actually drained in backlogs, which counts what costs cannot see
-    (reading, parsing and refusing requests on the same cores, other processes) and what
-    batching saves; otherwise what preparation and inference measured per window. An
-    estimate can still be wrong, so the bound is also a deadline, as in Triton's queue policy
-    (``max_queue_delay`` with ``REJECT``): an urgent submission whose batch would start more
-    than ``max_queue_ms`` after its request was admitted is answered 503 instead of late. Bulk
-    chunks never refuse: they wait for room in their own pool of ``queue_size`` windows.
+    estimated time plus one full batch's run exceeds ``max_queue_ms``. The estimate is windows x
+    seconds per window: while a backlog lasts, the wall time per window in which it drains, which
+    counts what costs cannot see (reading, parsing and refusing requests on the same cores, other
+    processes) and what batching saves; otherwise what preparation and inference measured per
+    window. An estimate can still be wrong, so the bound is also a deadline, as in Triton's
+    queue policy (``max_queue_delay`` with ``REJECT``): an urgent submission whose batch would
+    start more than ``max_queue_ms`` after its request arrived is answered 503 instead of late.
+    Bulk chunks never refuse: they wait for room in their own pool of ``queue_size`` windows.
     """
 
     def __init__(
@@ -209,7 +208,8 @@ class Batcher:
         self._prepare_cost = _Ewma()
         self._drain_cost = _Ewma()
         self._drain_mark: float | None = None  # last drain while a backlog remained
-        self._drain_span: list[float] = [0.0, 0]  # seconds and windows drained since a sample
+        self._span_seconds = 0.0  # backlog time since the last drain sample
+        self._span_windows = 0  # and the windows drained in it
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
         # Held while the model runs, by this batcher's thread or by a worker (``run_if_idle``).
@@ -291,16 +291,14 @@ class Batcher:
         collection would make admission refuse what the server could serve in time)."""
         now = time.perf_counter()
         if self._drain_mark is not None:
-            self._drain_span[0] += now - self._drain_mark
-            self._drain_span[1] += windows
-            if self._drain_span[0] >= _DRAIN_SPAN_SECONDS:
-                self._drain_cost.add(self._drain_span[0] / self._drain_span[1])
-                self._drain_span = [0.0, 0]
-        if self.admitted:
-            self._drain_mark = now
-        else:  # the backlog is over: a span in progress is not a measure of it
-            self._drain_mark = None
-            self._drain_span = [0.0, 0]
+            self._span_seconds += now - self._drain_mark
+            self._span_windows += windows
+        if self._span_seconds >= _DRAIN_SPAN_SECONDS:
+            self._drain_cost.add(self._span_seconds / self._span_windows)
+        if self._span_seconds >= _DRAIN_SPAN_SECONDS or not self.admitted:
+            # sampled, or the backlog is over (a span in progress is not a measure of it)
+            self._span_seconds, self._span_windows = 0.0, 0
+        self._drain_mark = now if self.admitted else None
 
     async def submit(
         self, views: np.ndarray, *, reserved: bool, admitted_at: float | None = None
