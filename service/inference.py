@@ -166,7 +166,7 @@ class Batcher:
 
     Admission is checked on arrival, before decoding, by count and by time: ``reserve`` refuses
     (503) when ``queue_size`` urgent windows are already admitted, or when the admitted work's
-    estimated time plus one full batch's run exceeds ``max_queue_ms``. The estimate is windows x
+    estimated time plus one batch's run exceeds ``max_queue_ms``. The estimate is windows x
     seconds per window: while a backlog lasts, the wall time per window in which it drains, which
     counts what costs cannot see (reading, parsing and refusing requests on the same cores, other
     processes) and what batching saves; otherwise what preparation and inference measured per
@@ -205,6 +205,7 @@ class Batcher:
         self._bulk_admitted = 0
         self.runs = 0  # model runs so far
         self._infer_cost = _Ewma()
+        self._batch_cost = _Ewma()  # seconds per model run, as the batches really came
         self._prepare_cost = _Ewma()
         self._drain_cost = _Ewma()
         self._drain_mark: float | None = None  # last drain while a backlog remained
@@ -257,10 +258,10 @@ class Batcher:
         """The 503 a request arriving now would get, or None if it would be admitted."""
         if self._admitted >= self.capacity:
             return self._refuse(f"has {self._admitted} windows queued", "queue_full")
-        # A full batch's run is kept free of the bound: the deadline in ``submit`` is a backstop
-        # whose 503s come late, and the time before a request is parsed and after its answer is
-        # ready (which grows under a flood) needs room too.
-        batch_run = (self._infer_cost.value or 0.0) * self.max_batch
+        # A batch's run (as recent batches took) is kept free of the bound: the deadline in
+        # ``submit`` is a backstop whose 503s come late, and the time before a request is parsed
+        # and after its answer is ready (which grows under a flood) needs room too.
+        batch_run = self._batch_cost.value or 0.0
         if self.max_queue and (wait := self.estimated_wait()) + batch_run > self.max_queue:
             return self._refuse(
                 f"is {wait * 1000:.0f} ms behind (limit {self.max_queue * 1000:.0f} ms)",
@@ -363,6 +364,7 @@ class Batcher:
         """A model run's cost estimate, batch size and inference time."""
         self.runs += 1
         self._infer_cost.add(seconds / windows)
+        self._batch_cost.add(seconds)
         self._batch_size.observe(windows)
         self.metrics.stage_duration.labels(stage="inference").observe(seconds)
 
