@@ -120,8 +120,18 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=1e-4, ge=0)
     # PySlowFast's default (BN.WEIGHT_DECAY): BatchNorm scales and shifts are not decayed.
     bn_weight_decay: float = Field(default=0.0, ge=0)
+    # ``sgd`` (PySlowFast's, the paper's fine-tuning) or ``adamw`` (decoupled weight decay, as
+    # ConvNeXt and InceptionNeXt train from scratch); ``momentum``/``nesterov`` are SGD's.
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    # ``step``: decay by ``lr_gamma`` at each epoch of ``lr_milestones`` (the paper's);
+    # ``cosine``: per optimiser step, linear warm-up over ``warmup_epochs`` then a half cosine
+    # to zero at the last step.
+    schedule: Literal["step", "cosine"] = "step"
     lr_milestones: list[NonNegativeInt] = Field(default_factory=lambda: [20, 25])
     lr_gamma: float = Field(default=0.1, gt=0)
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    # Cross-entropy target smoothing (0 = one-hot targets).
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
     # Re-estimate BN statistics over this many training batches before each evaluation.
     precise_bn_batches: NonNegativeInt = 0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)

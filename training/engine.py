@@ -1,6 +1,7 @@
 """The training loop: one code path for CPU, one GPU, and many GPUs or nodes under torchrun.
 
-Per epoch: train with SGD (cross-entropy summed over heads), step the learning-rate schedule,
+Per epoch: train with SGD or AdamW (cross-entropy summed over heads), step the learning-rate
+schedule (per epoch for the paper's step decay, per optimiser step for warm-up + cosine),
 optionally re-estimate BN statistics (precise BN), evaluate on the validation split with the
 test-view protocol, append the metrics to the run's history and write ``last.pt`` (and
 ``best.pt`` when the validation metric improved). Only rank 0 writes files or shows progress.
@@ -17,6 +18,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,7 @@ __all__ = [
     "precise_batchnorm",
     "set_train_mode",
     "train",
+    "warmup_cosine",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,8 +90,8 @@ def set_train_mode(model: nn.Module, frozen: list[_BatchNorm]) -> None:
         module.eval()
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD over the trainable parameters; BN parameters get ``bn_weight_decay``."""
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW over the trainable parameters; BN parameters get ``bn_weight_decay``."""
     bn_params = [
         p
         for m in model.modules()
@@ -101,13 +104,40 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     groups = [{"params": other, "weight_decay": cfg.weight_decay}]
     if bn_params:
         groups.append({"params": bn_params, "weight_decay": cfg.bn_weight_decay})
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 
 
+def warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    """LR factor at optimiser step ``t``: linear from ~0 to 1 over ``warmup`` steps, then a half
+    cosine from 1 to 0 at step ``total``.
+
+    A closure rather than a callable object: ``LambdaLR`` saves an object's attributes in its
+    state dict and would bring back the checkpoint's step counts on ``--resume``, whereas a
+    resumed run's schedule must follow its own ``epochs``.
+    """
+    total = max(total, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        done = (step - warmup) / max(total - warmup, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+    return factor
+
+
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig
-) -> torch.optim.lr_scheduler.MultiStepLR:
-    """Step decay by ``lr_gamma`` at each epoch of ``lr_milestones`` (stepped once per epoch)."""
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int = 1
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The ``schedule`` of ``cfg``: ``step`` is stepped once per epoch, ``cosine`` once per
+    optimiser step (``steps_per_epoch`` of them per epoch)."""
+    if cfg.schedule == "cosine":
+        warmup = round(cfg.warmup_epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(warmup, cfg.epochs * steps_per_epoch)
+        )
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
 
 
@@ -181,6 +211,8 @@ def _train_epoch(
     amp_dtype: torch.dtype | None,
     desc: str,
     channels_last: bool = False,
+    label_smoothing: float = 0.0,
+    per_step: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float]:
     # Sums over samples: loss, count, then correct top-1 per head.
     totals = torch.zeros(2 + len(heads), dtype=torch.float64)
@@ -193,12 +225,15 @@ def _train_epoch(
         with _autocast(ctx.device, amp_dtype):
             outputs = net(inputs)
         loss = sum(
-            F.cross_entropy(outputs[head].float(), labels[:, i]) for i, head in enumerate(heads)
+            F.cross_entropy(outputs[head].float(), labels[:, i], label_smoothing=label_smoothing)
+            for i, head in enumerate(heads)
         )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if per_step is not None:
+            per_step.step()
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"training loss is {value}; lower the learning rate")
@@ -347,7 +382,6 @@ class _Run:
                 model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
             )
         self.optimizer = build_optimizer(model, cfg)
-        self.scheduler = build_scheduler(self.optimizer, cfg)
         self.amp_dtype = autocast_dtype(cfg.amp, ctx.device)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.start_epoch = 0
@@ -368,6 +402,9 @@ class _Run:
             shuffle=True,
             seed=cfg.seed,
         )
+        steps = math.ceil(len(self.sampler) / (cfg.batch_size // ctx.world_size))
+        self.scheduler = build_scheduler(self.optimizer, cfg, steps)
+        self.per_step = cfg.schedule == "cosine"
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from ``last.pt``: optimiser, schedule, scaler, epoch, best, RNG, history."""
@@ -466,9 +503,12 @@ class _Run:
                     self.amp_dtype,
                     f"epoch {epoch + 1}/{cfg.epochs}",
                     cfg.channels_last,
+                    cfg.label_smoothing,
+                    self.scheduler if self.per_step else None,
                 )
             )
-            self.scheduler.step()
+            if not self.per_step:
+                self.scheduler.step()
             metrics = None
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 metrics = self.validate(epoch)
