@@ -175,7 +175,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_timeout=settings.body_timeout_seconds,
         discard_bytes=settings.discard_bytes,
     )
-    app.add_middleware(AdmissionMiddleware, refusal=app.state.models.refusal, metrics=metrics)
+    app.add_middleware(
+        AdmissionMiddleware,
+        refusal=app.state.models.refusal,
+        metrics=metrics,
+        retry_after=settings.retry_after_seconds,
+    )
     api_routes = [route for router in routers for route in router.routes]
     app.add_middleware(
         RequestMetricsMiddleware, metrics=metrics, routes=lambda: [*api_routes, *app.routes]

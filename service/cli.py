@@ -72,7 +72,6 @@ def _serve(args: argparse.Namespace) -> int:
             max_headers=settings.max_headers,
             header_timeout=settings.header_timeout_seconds,
             max_connections=settings.max_connections,
-            retry_after=settings.retry_after_seconds,
         ),
     )
     return 0

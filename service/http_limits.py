@@ -7,8 +7,10 @@ answers 431 when the request line and headers pass ``max_header_bytes`` or ``max
 fields, and 408 when they are not complete ``header_timeout`` seconds after the request began;
 both close the connection, in the service's JSON error shape. The body's size and read time are
 bounded by :class:`service.middleware.BodyLimitMiddleware`. It also bounds open connections:
-one opened beyond ``max_connections`` has its request answered with the service's JSON 503 and
-``Retry-After`` and is then closed, while the connections within the limit keep being served.
+a request on a connection opened beyond ``max_connections`` is marked
+(:func:`over_connection_limit`) and the app answers it with the service's JSON 503 and
+``Retry-After``, counted in its metrics, and closes the connection, while the connections within
+the limit keep being served.
 (uvicorn's own ``limit_concurrency`` instead refuses requests on *every* connection while the
 count is over, logging a warning each time: under a flood of connections, clients that were
 being served are refused too and all of them reconnect, which costs more than the work.)
@@ -22,14 +24,16 @@ import json
 import time
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["LimitedHttpToolsProtocol", "limited_protocol", "received_at"]
+__all__ = ["LimitedHttpToolsProtocol", "limited_protocol", "over_connection_limit", "received_at"]
 
 # ASGI scope extension {"time": time.perf_counter()} for when the request's headers were parsed.
 # Under a flood the request's task starts later than that (the loop has hundreds of callbacks to
 # run first); the queue-time deadline counts from here.
 _RECEIVED = "arinext.received"
+# ASGI scope extension present on requests of a connection opened beyond ``max_connections``.
+_OVER_LIMIT = "arinext.over_connection_limit"
 
 
 def received_at(scope: Any) -> float | None:
@@ -37,6 +41,12 @@ def received_at(scope: Any) -> float | None:
     server)."""
     received = scope.get("extensions", {}).get(_RECEIVED)
     return received["time"] if received else None
+
+
+def over_connection_limit(scope: Any) -> bool:
+    """True for a request on a connection that :class:`LimitedHttpToolsProtocol` opened beyond
+    its ``max_connections``: the app refuses it."""
+    return _OVER_LIMIT in scope.get("extensions", {})
 
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
@@ -53,7 +63,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     max_headers = 100
     header_timeout = 10.0
     max_connections: int | None = None
-    retry_after = 1
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -117,25 +126,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         let uvicorn start the request."""
         self._in_headers = False
         self._stop_header_timer()
-        self.scope.setdefault("extensions", {})[_RECEIVED] = {"time": time.perf_counter()}
+        extensions = self.scope.setdefault("extensions", {})
+        extensions[_RECEIVED] = {"time": time.perf_counter()}
+        if self._over_limit:
+            extensions[_OVER_LIMIT] = {}
         super().on_headers_complete()
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        """On a connection over the limit, answer our JSON 503 with Retry-After (and close)."""
-        super()._start_asgi_task(cycle, self._over_capacity if self._over_limit else app)
-
-    async def _over_capacity(self, scope: Any, receive: Any, send: Any) -> None:
-        body = json.dumps(
-            {"error": {"code": "overloaded", "message": "too many open connections"}}
-        ).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"retry-after", str(self.retry_after).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
     def _begin_headers(self) -> None:
         self._in_headers = True
@@ -193,7 +188,6 @@ def limited_protocol(
     max_headers: int,
     header_timeout: float,
     max_connections: int | None = None,
-    retry_after: int = 1,
 ) -> type[LimitedHttpToolsProtocol]:
     """A protocol class with these limits, for ``uvicorn.run(http=...)`` (without uvicorn's own
     ``limit_concurrency``: ``max_connections`` replaces it)."""
@@ -205,6 +199,5 @@ def limited_protocol(
             "max_headers": max_headers,
             "header_timeout": header_timeout,
             "max_connections": max_connections,
-            "retry_after": retry_after,
         },
     )

@@ -592,8 +592,12 @@ class ModelService:
         admission bounds), or None; lets a request be refused before its body is read."""
         if self.status != "ready" or not self.batchers:
             return None  # the routes say why they cannot serve
-        refusals = [batcher.refusal() for batcher in self.batchers.values()]
-        return refusals[0] if all(refusals) else None
+        first: ApiError | None = None
+        for batcher in self.batchers.values():
+            if (error := batcher.refusal()) is None:
+                return None  # one model would admit it: let the route decide
+            first = first or error
+        return first
 
     def set_draining(self) -> None:
         """Report not-ready from now on, while still serving what arrives."""

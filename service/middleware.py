@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ApiError, error_response
+from service.http_limits import over_connection_limit
 from service.metrics import Metrics
 
 __all__ = [
@@ -168,7 +169,9 @@ def _runs_a_model(scope: Scope) -> bool:
 
 class AdmissionMiddleware:
     """Refuse inference requests (503 with Retry-After) before their body is read or routed
-    when no model could admit them now.
+    when no model could admit them now, and every request on a connection opened beyond
+    ``ARINEXT_MAX_CONNECTIONS`` (:func:`service.http_limits.over_connection_limit`; that
+    connection is then closed).
 
     The routes check admission again, and reserve, once the body is in (a slow upload must not
     hold a place in the queue); this early answer only makes a refusal cheap. Under a flood, the
@@ -177,13 +180,32 @@ class AdmissionMiddleware:
     millisecond spent refusing is taken from the requests admitted.
     """
 
-    def __init__(self, app: ASGIApp, *, refusal: Callable[[], ApiError | None], metrics: Metrics):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        refusal: Callable[[], ApiError | None],
+        metrics: Metrics,
+        retry_after: int = 1,
+    ):
         self.app = app
         self.refusal = refusal
         self.metrics = metrics
+        self.too_many_connections = ApiError(
+            503,
+            "overloaded",
+            "too many open connections; try again shortly",
+            reason="connections",
+            headers={"Retry-After": str(retry_after), "Connection": "close"},
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if _runs_a_model(scope) and (error := self.refusal()) is not None:
+        error: ApiError | None = None
+        if scope["type"] == "http" and over_connection_limit(scope):
+            error = self.too_many_connections
+        elif _runs_a_model(scope):
+            error = self.refusal()
+        if error is not None:
             self.metrics.rejections.labels(reason=error.reason).inc()
             await error_response(error, scope["path"])(scope, receive, send)
             return

@@ -317,3 +317,9 @@ def test_connections_over_the_limit_get_a_json_503_with_retry_after(
         for sock in opened:
             sock.sendall(healthz)
             assert _answer(sock).startswith(b"HTTP/1.1 200")
+        # The refusal is answered by the app, so it is counted like any other (and the
+        # connection it came on is closed).
+        opened[0].sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        text = _answer(opened[0]).decode()
+        assert 'arinext_rejections_total{reason="connections"}' in text
+        assert 'arinext_requests_total{endpoint="/healthz",status="503"}' in text

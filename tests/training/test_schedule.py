@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -23,7 +24,7 @@ def test_warmup_then_half_cosine_to_zero() -> None:
     assert [factor(t) for t in range(4)] == [0.25, 0.5, 0.75, 1.0]
     after = [factor(t) for t in range(4, 21)]
     assert after[0] == 1.0 and after[-1] == pytest.approx(0.0, abs=1e-12)
-    assert all(a > b for a, b in zip(after, after[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(after))
     assert factor(12) == pytest.approx(0.5)  # half-way through the decay
     assert factor(100) == pytest.approx(0.0, abs=1e-12)  # stays at zero past the end
     assert warmup_cosine(0, 10)(0) == 1.0
