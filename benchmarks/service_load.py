@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))  # run from a plain checkout
 
 from benchmarks.machine import cpu_model  # noqa: E402
 from service.inference import LoadedModel, load_model  # noqa: E402
+from service.memory import IDLE_TRIM_SECONDS  # noqa: E402
 from service.prepare import prepare  # noqa: E402
 from service.settings import EMBEDDED_MODEL_DIR  # noqa: E402
 
@@ -346,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         overload = None
         if args.overload_seconds > 0:
             _pin(load_cores)
-            if pid:  # the idle server gives freed memory back within 10 s: before is trimmed too
-                time.sleep(12)
+            if pid:  # the idle server gives freed memory back: "before" is trimmed too
+                time.sleep(IDLE_TRIM_SECONDS + 2)
             before = _rss_mb(pid) if pid else float("nan")
             offered = 5 * h16.rate
             accepted, refused = asyncio.run(

@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 from model.manifest import arinext_version
 from service.errors import install_error_handlers
 from service.inference import ModelService
-from service.memory import trim_when_idle
+from service.memory import IDLE_TRIM_SECONDS, trim_when_idle
 from service.metrics import Metrics
 from service.middleware import (
     AdmissionMiddleware,
@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 # Bound on waiting for admitted windows at shutdown; uvicorn has already let requests finish.
 _STOP_TIMEOUT_SECONDS = 30.0
-# How often freed memory is given back to the OS once the models fall idle after work.
-_TRIM_PERIOD_SECONDS = 10.0
 
 
 def _install_drain_handler(service: ModelService, drain_seconds: float) -> Callable[[], None]:
@@ -100,7 +98,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     blas = threadpool_limits(limits=1, user_api="blas")
     loading = asyncio.create_task(service.start(settings), name="load-models")
     trimming = asyncio.create_task(
-        trim_when_idle(service.runs, service.busy, _TRIM_PERIOD_SECONDS), name="trim-memory"
+        trim_when_idle(service.runs, service.busy, IDLE_TRIM_SECONDS), name="trim-memory"
     )
     undo_drain_handler = _install_drain_handler(service, settings.drain_seconds)
     try:

@@ -14,9 +14,13 @@ import ctypes
 import logging
 from collections.abc import Callable
 
-__all__ = ["release_free_memory", "trim_when_idle"]
+__all__ = ["IDLE_TRIM_SECONDS", "release_free_memory", "trim_when_idle"]
 
 logger = logging.getLogger(__name__)
+
+# How often the server gives freed memory back once its models fall idle after work (a
+# benchmark that reads RSS after a burst waits this long).
+IDLE_TRIM_SECONDS = 10.0
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
