@@ -40,6 +40,7 @@ __all__ = [
     "ResampledAudio",
     "decode",
     "decode_resampled",
+    "planar_float",
     "read_file",
     "resample",
     "sniff",
@@ -182,7 +183,7 @@ _SAMPLE_TYPES = {
 }
 
 
-def _planar_float(frame: av.AudioFrame) -> np.ndarray:
+def planar_float(frame: av.AudioFrame) -> np.ndarray:
     """A decoded frame as (frames, channels) float32, whatever FFmpeg's sample format.
 
     Reads the planes with explicit bounds instead of ``AudioFrame.to_ndarray``, which crashes
@@ -229,7 +230,7 @@ def _pyav_blocks(data: bytes, container: str) -> _Blocks:
             if stream.duration is not None and stream.time_base is not None:
                 declared = int(stream.duration * stream.time_base * (stream.sample_rate or 0))
             for frame in box.decode(stream):
-                yield frame.sample_rate, frame.layout.nb_channels, _planar_float(frame), declared
+                yield frame.sample_rate, frame.layout.nb_channels, planar_float(frame), declared
     except (av.FFmpegError, ValueError, EOFError) as exc:
         if isinstance(exc, AudioError):
             raise

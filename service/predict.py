@@ -30,7 +30,9 @@ __all__ = [
     "ScoredLabel",
     "WindowPrediction",
     "classify",
+    "predict_head",
     "resolve_heads",
+    "top_labels",
     "window_starts",
 ]
 
@@ -118,7 +120,8 @@ def resolve_heads(service: ModelService, heads: Sequence[str] | None) -> list[st
     return selected
 
 
-def _top(probs: np.ndarray, head: HeadSpec, k: int) -> list[ScoredLabel]:
+def top_labels(probs: np.ndarray, head: HeadSpec, k: int) -> list[ScoredLabel]:
+    """The ``k`` best labels of one score vector, ties in label order (also used by streams)."""
     order = np.argsort(-probs, kind="stable")[:k]
     return [ScoredLabel(label=head.labels[i], index=int(i), score=float(probs[i])) for i in order]
 
@@ -181,7 +184,7 @@ async def _run_model(
     return run
 
 
-def _predict_head(
+def predict_head(
     model: LoadedModel,
     head: HeadSpec,
     starts: list[int],
@@ -190,13 +193,15 @@ def _predict_head(
     top_k: int,
     windows: bool,
 ) -> HeadPrediction:
+    """One head's answer from its windows' logits: clip scores (the windows' mean
+    probabilities) and, with ``windows``, each window's top-k (also used by the Python API)."""
     probs = probabilities(logits, head.activation)
     k = min(top_k, len(head.labels))
     prediction = HeadPrediction(
         head=head.name,
         model=model.name,
         model_sha256=model.manifest.sha256,
-        top_k=_top(probs.mean(axis=0), head, k),
+        top_k=top_labels(probs.mean(axis=0), head, k),
     )
     if windows:
         cfg = model.manifest.frontend
@@ -205,7 +210,7 @@ def _predict_head(
             WindowPrediction(
                 start=round(s / cfg.sample_rate, 6),
                 end=round(min(s + span, num_samples) / cfg.sample_rate, 6),
-                top_k=_top(p, head, k),
+                top_k=top_labels(p, head, k),
             )
             for s, p in zip(starts, probs, strict=True)
         ]
@@ -324,7 +329,7 @@ async def classify(
     for model, head in selected:
         run, model_input = by_model[model.name]
         predictions.append(
-            _predict_head(
+            predict_head(
                 model,
                 head,
                 model_input.starts,

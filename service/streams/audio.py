@@ -21,7 +21,7 @@ import numpy as np
 import soxr
 
 from model.audio_config import AudioConfig
-from model.audio_io import _planar_float as planar_float
+from model.audio_io import planar_float
 from service.errors import ApiError
 from service.streams.protocol import CLOSE_UNSUPPORTED, StreamError, invalid_audio
 

@@ -27,8 +27,7 @@ from model.scores import probabilities
 from service.errors import ApiError
 from service.inference import LoadedModel, ModelService
 from service.metrics import Metrics
-from service.predict import _top as top_labels
-from service.predict import resolve_heads
+from service.predict import resolve_heads, top_labels
 from service.prepare import features
 from service.settings import Settings
 from service.streams.audio import Decoder, PcmDecoder, WebmDecoder, Window, Windower
