@@ -23,10 +23,19 @@ sf = pytest.importorskip("soundfile")
 
 WORDS = ["yes", "no", "backward"]
 VARIANTS = ["plain", "f3", "m1", "Storm", "whisper", "croak"]
+GENERATED = ["gen-000", "gen-001"]
 
 
 def _make(root: Path, workers: int = 2) -> None:
-    synthesize_dataset(root, seed=7, per_voice=2, words=WORDS, variants=VARIANTS, workers=workers)
+    synthesize_dataset(
+        root,
+        seed=7,
+        per_voice=2,
+        words=WORDS,
+        variants=VARIANTS,
+        generated_voices=len(GENERATED),
+        workers=workers,
+    )
 
 
 def test_module_does_not_import_torch() -> None:
@@ -53,7 +62,7 @@ def _lines(path: Path) -> list[str]:
 @needs_espeak
 def test_layout_is_speech_commands_v2(dataset: Path) -> None:
     wavs = _wavs(dataset)
-    assert len(wavs) == len(WORDS) * len(VARIANTS) * 2
+    assert len(wavs) == len(WORDS) * (len(VARIANTS) + len(GENERATED)) * 2
     assert sorted(p.name for p in dataset.iterdir() if p.is_dir()) == sorted(WORDS)
     for rel in wavs:
         word, name = rel.split("/")
@@ -92,7 +101,11 @@ def test_splits_are_disjoint_by_voice(dataset: Path) -> None:
     assert {voice_hash(v) for v in voices["validation"]} == val
     assert {voice_hash(v) for v in voices["test"]} == test
     assert {voice_hash(v) for v in voices["train"]} == train
-    assert sorted(voices["train"] + voices["validation"] + voices["test"]) == sorted(VARIANTS)
+    everyone = voices["train"] + voices["validation"] + voices["test"]
+    assert sorted(everyone) == sorted(VARIANTS + GENERATED)
+    # Generated voices only ever train: the held-out scores stay on espeak-ng's own variants.
+    assert set(GENERATED) <= set(voices["train"])
+    assert recipe["generated_voices"] == len(GENERATED)
     assert recipe["seed"] == 7 and recipe["espeak_ng"].startswith("eSpeak NG")
 
 
