@@ -12,11 +12,13 @@ and interleaves, round by round, the same clip through:
   tens of microseconds per request where Python clients spend 0.5 ms (http.client), 0.8 ms
   (aiohttp) or 2.4 ms (httpx) of CPU (measured here, see the README's service-load section).
 
-With ``--overload-seconds`` it then offers 5x the measured concurrency-16 throughput for that
-long (open loop, with aiohttp, over a bounded number of connections) and reports statuses, the
-time to a 503, the latency of accepted requests, and the server's RSS before, right after and
-``--settle-seconds`` later. ``--url`` measures an already running server instead (nothing
-pinned, no RSS). Prints markdown.
+With ``--floor`` the same rounds also measure servers that do no work
+(:mod:`benchmarks.floor_apps`, on the same core): the cost of HTTP alone, set against what the
+targets leave of a request's time. With ``--overload-seconds`` it then offers 5x the measured
+concurrency-16 throughput for that long (open loop, with aiohttp, over a bounded number of
+connections) and reports statuses, the time to a 503, the latency of accepted requests, and the
+server's RSS before, right after and ``--settle-seconds`` later. ``--url`` measures an already
+running server instead (nothing pinned, no RSS). Prints markdown.
 
     python benchmarks/service_load.py [--artifact DIR] [--clip FILE] [--requests N] [--seconds S]
 """
@@ -252,26 +254,49 @@ def _rss_mb(pid: int) -> float:
 
 @contextlib.contextmanager
 def _server(artifact: Path, core: int | None, settings: dict[str, str]) -> Iterator[tuple]:
+    """``arinext serve`` with one ONNX Runtime thread: (url, pid)."""
+    command = [sys.executable, "-m", "arinext", "serve", "--no-demo", "--models", str(artifact)]
+    env = {"ARINEXT_INTRA_OP_THREADS": "1", "ARINEXT_LOG_LEVEL": "warning"}
+    env.update({f"ARINEXT_{k.upper()}": v for k, v in settings.items()})
+    with _process(command, core, env, "/readyz") as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _floor_server(app: str, core: int | None) -> Iterator[tuple]:
+    """uvicorn serving one of :mod:`benchmarks.floor_apps`: (url, pid)."""
+    command = [sys.executable, "-m", "uvicorn", f"benchmarks.floor_apps:{app}"]
+    command += ["--log-level", "warning", "--no-server-header", "--no-proxy-headers"]
+    with _process(command, core, {}, None) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _process(
+    command: list[str], core: int | None, env: dict[str, str], ready_path: str | None
+) -> Iterator[tuple]:
+    """Run a server on a free port (pinned to ``core``) until it answers: (url, pid)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "arinext", "serve", "--no-demo", "--models", str(artifact)]
-    command += ["--port", str(port)]
+    command = [*command, "--port", str(port)]
     if core is not None:
         command = ["taskset", "-c", str(core), *command]
-    env = {**os.environ, "ARINEXT_INTRA_OP_THREADS": "1", "ARINEXT_LOG_LEVEL": "warning"}
-    env.update({f"ARINEXT_{k.upper()}": v for k, v in settings.items()})
-    env["PYTHONPATH"] = str(REPO)
-    process = subprocess.Popen(command, env=env, cwd=REPO)
+    process = subprocess.Popen(
+        command, env={**os.environ, **env, "PYTHONPATH": str(REPO)}, cwd=REPO
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                if ready_path is None:
+                    httpx.post(f"{url}/classify", content=b"x", timeout=5)
+                    break
+                if httpx.get(f"{url}{ready_path}", timeout=5).status_code == 200:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready")
+                raise RuntimeError(f"{command[0]} did not become ready")
             time.sleep(0.2)
         yield url, process.pid
     finally:
@@ -280,9 +305,10 @@ def _server(artifact: Path, core: int | None, settings: dict[str, str]) -> Itera
 
 
 def _run_rounds(
-    url, model, clip, args, server_cores, load_cores
-) -> tuple[Series, Series, WrkSeries, WrkSeries]:
+    url, model, clip, args, server_cores, load_cores, floors: dict[str, str]
+) -> tuple[Series, Series, WrkSeries, WrkSeries, dict[str, tuple[WrkSeries, WrkSeries]]]:
     single, batched, http1, http16 = Series(), Series(), WrkSeries(), WrkSeries()
+    floor_series = {name: (WrkSeries(), WrkSeries()) for name in floors}
     clip_bytes = clip.read_bytes()
 
     async def warm_up() -> None:
@@ -300,7 +326,34 @@ def _run_rounds(
         _pin(load_cores)  # wrk inherits this affinity
         _wrk(url, clip, 1, args.seconds, http1)
         _wrk(url, clip, BATCH, args.seconds, http16)
-    return single, batched, http1, http16
+        for name, floor_url in floors.items():
+            _wrk(floor_url, clip, 1, args.seconds, floor_series[name][0])
+            _wrk(floor_url, clip, BATCH, args.seconds, floor_series[name][1])
+    return single, batched, http1, http16, floor_series
+
+
+def _print_floor(floor: dict[str, tuple[WrkSeries, WrkSeries]], s: Series, b: Series) -> None:
+    """The no-work servers' rows, and what they leave of the targets' budgets."""
+    names = {"bare": "bare ASGI app on uvicorn", "fastapi": "FastAPI route"}
+    print()
+    print("Servers that read the body and answer fixed JSON, same rounds, same core:")
+    print()
+    print("| floor | c=1 p50 ms | c=16 req/s | c=16 ms of server per request | non-200 |")
+    print("|---|---|---|---|---|")
+    for name, (one, sixteen) in floor.items():
+        per_request = 1000 / sixteen.rate if sixteen.rate else float("nan")
+        print(
+            f"| {names[name]} | {one.p(50):.2f} | {sixteen.rate:.1f} | {per_request:.3f} "
+            f"| {one.failures + sixteen.failures} |"
+        )
+    print()
+    # Concurrency 16 at 0.9x leaves 1/(0.9 r) - 1/r of server time per request besides the work.
+    budget16 = 1000 / (0.9 * b.rate) - 1000 / b.rate
+    print(
+        f"- concurrency {BATCH} at 0.9x leaves {budget16:.3f} ms of server time per request "
+        f"beyond the batched work ({1000 / b.rate:.3f} ms); concurrency 1 at 1.3x leaves "
+        f"{0.3 * s.p(50):.3f} ms of added latency"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured requests first")
     parser.add_argument("--server-core", type=int, default=0, help="core for the server")
     parser.add_argument("--load-core", type=int, default=1, help="core for this process")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure servers that do no work (benchmarks/floor_apps.py: bare uvicorn, "
+        "FastAPI) in the same rounds, to show what HTTP alone costs here",
+    )
     parser.add_argument("--overload-seconds", type=float, default=0, help="5x overload phase")
     parser.add_argument("--settle-seconds", type=float, default=60, help="RSS check after it")
     parser.add_argument(
@@ -343,7 +402,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             url, pid = args.url, None
-        s, b, h1, h16 = _run_rounds(url, model, args.clip, args, server_cores, load_cores)
+        floors = {}
+        if args.floor:
+            core = args.server_core if pinned else None
+            for app in ("bare", "fastapi"):
+                floors[app] = stack.enter_context(_floor_server(app, core))[0]
+        s, b, h1, h16, floor = _run_rounds(
+            url, model, args.clip, args, server_cores, load_cores, floors
+        )
         overload = None
         if args.overload_seconds > 0:
             _pin(load_cores)
@@ -389,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(target >= 0.9); HTTP p99 / p50 = {h16.p(99) / h16.p(50):.2f} (target <= 3)"
     )
     print(f"- non-200 answers in the measured modes: {h1.failures + h16.failures}")
+    if floor:
+        _print_floor(floor, s, b)
     if overload is not None:
         offered, accepted, refused, before, after, settled = overload
         codes = sorted((accepted.statuses | refused.statuses).items())

@@ -16,7 +16,7 @@ from tests.service.conftest import REPO, server_env
 def test_load_benchmark_prints_the_ratios_the_readme_quotes(speech_artifact: Path) -> None:
     command = [sys.executable, str(REPO / "benchmarks" / "service_load.py")]
     command += ["--artifact", str(speech_artifact), "--requests", "16", "--rounds", "2"]
-    command += ["--seconds", "1"]
+    command += ["--seconds", "1", "--floor"]
     command += ["--warmup", "1", "--overload-seconds", "1", "--settle-seconds", "0"]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env=server_env(), cwd=REPO
@@ -31,6 +31,12 @@ def test_load_benchmark_prints_the_ratios_the_readme_quotes(speech_artifact: Pat
     assert "- concurrency 16: HTTP throughput / in-process batched = " in out
     assert "- non-200 answers in the measured modes: 0" in out
     assert "server on core 0, load on core 1" in out
+    floors = [line.split(" | ") for line in out.splitlines() if line.startswith("| bare ASGI")]
+    floors += [line.split(" | ") for line in out.splitlines() if line.startswith("| FastAPI")]
+    assert len(floors) == 2
+    for floor in floors:
+        assert float(floor[2]) > 0 and floor[4].rstrip(" |") == "0", floor  # req/s, non-200
+    assert "- concurrency 16 at 0.9x leaves " in out
     overload = out[out.index("## Overload") :]
     statuses = overload.splitlines()[2]
     # The server's answers; "not sent (client backlog full)" is the load generator's own count.
