@@ -3,8 +3,8 @@
 Each reads the whole uploaded body and answers a fixed JSON document about the size of a real
 ``/classify`` answer, so the difference between them and ``arinext serve`` is the service's own
 work (decoding, features, batching, scoring), and the floor is what any server built on uvicorn
-(``bare``) or on FastAPI (``fastapi``) pays per request before doing anything. Run as
-``uvicorn benchmarks.floor_apps:bare`` or ``benchmarks.floor_apps:fastapi``.
+(``bare``) or on FastAPI (``fastapi_app``) pays per request before doing anything. Run as
+``uvicorn benchmarks.floor_apps:bare`` or ``benchmarks.floor_apps:fastapi_app``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from fastapi import FastAPI, Request, Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["ANSWER", "bare", "fastapi"]
+__all__ = ["ANSWER", "bare", "fastapi_app"]
 
 ANSWER = json.dumps(
     {
@@ -34,7 +34,7 @@ _HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"%d" % 
 
 async def bare(scope: Scope, receive: Receive, send: Send) -> None:
     """A plain ASGI app: read the body, send the answer."""
-    if scope["type"] != "http":
+    if scope["type"] != "http":  # lifespan: nothing to start
         return
     more = True
     while more:
@@ -44,10 +44,10 @@ async def bare(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": ANSWER})
 
 
-fastapi = FastAPI()
+fastapi_app = FastAPI()
 
 
-@fastapi.post("/classify")
+@fastapi_app.post("/classify")
 async def classify(request: Request) -> Response:
     """The same through FastAPI's routing, a ``Request`` and ``await request.body()``."""
     await request.body()

@@ -291,9 +291,10 @@ def _process(
         while True:
             with contextlib.suppress(httpx.TransportError):
                 if ready_path is None:
-                    httpx.post(f"{url}/classify", content=b"x", timeout=5)
-                    break
-                if httpx.get(f"{url}{ready_path}", timeout=5).status_code == 200:
+                    answer = httpx.post(f"{url}/classify", content=b"x", timeout=5)
+                else:
+                    answer = httpx.get(f"{url}{ready_path}", timeout=5)
+                if answer.status_code == 200:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{command[0]} did not become ready")
@@ -334,11 +335,11 @@ def _run_rounds(
 
 def _print_floor(floor: dict[str, tuple[WrkSeries, WrkSeries]], s: Series, b: Series) -> None:
     """The no-work servers' rows, and what they leave of the targets' budgets."""
-    names = {"bare": "bare ASGI app on uvicorn", "fastapi": "FastAPI route"}
+    names = {"bare": "bare ASGI app on uvicorn", "fastapi_app": "FastAPI route"}
     print()
     print("Servers that read the body and answer fixed JSON, same rounds, same core:")
     print()
-    print("| floor | c=1 p50 ms | c=16 req/s | c=16 ms of server per request | non-200 |")
+    print("| floor | c=1 p50 ms | c=16 req/s | c=16 ms per request (1 / rate) | non-200 |")
     print("|---|---|---|---|---|")
     for name, (one, sixteen) in floor.items():
         per_request = 1000 / sixteen.rate if sixteen.rate else float("nan")
@@ -346,6 +347,12 @@ def _print_floor(floor: dict[str, tuple[WrkSeries, WrkSeries]], s: Series, b: Se
             f"| {names[name]} | {one.p(50):.2f} | {sixteen.rate:.1f} | {per_request:.3f} "
             f"| {one.failures + sixteen.failures} |"
         )
+    print()
+    print(
+        "(1 / rate is the server's cost per request only while its core is saturated; at tens "
+        "of thousands of requests a second one wrk thread may be the limit, so read it as an "
+        "upper bound)"
+    )
     print()
     # Concurrency 16 at 0.9x leaves 1/(0.9 r) - 1/r of server time per request besides the work.
     budget16 = 1000 / (0.9 * b.rate) - 1000 / b.rate
@@ -390,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     pinned = args.url is None and (os.cpu_count() or 1) >= 2
     server_cores = {args.server_core} if pinned else None
     load_cores = {args.load_core} if pinned else None
+    if args.floor and args.url is not None:
+        parser.error("--floor measures local servers beside a local one: leave out --url")
     if shutil.which("wrk") is None:
         parser.error("the HTTP modes need wrk (Debian: apt-get install wrk)")
     clip = args.clip.read_bytes()
@@ -405,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         floors = {}
         if args.floor:
             core = args.server_core if pinned else None
-            for app in ("bare", "fastapi"):
+            for app in ("bare", "fastapi_app"):
                 floors[app] = stack.enter_context(_floor_server(app, core))[0]
         s, b, h1, h16, floor = _run_rounds(
             url, model, args.clip, args, server_cores, load_cores, floors

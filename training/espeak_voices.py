@@ -1,15 +1,15 @@
 """Random espeak-ng voice variants: many more speakers than the ~100 variants espeak-ng ships.
 
-A keyword model trained on a hundred voices learns those voices; what fails on unheard ones is
-mostly the speaker (pitch, vocal-tract length, formant bandwidths, breathiness, the glottal
-source), not the word. espeak-ng describes a speaker in a small text file (``voices/!v/<name>``:
-pitch range, per-formant frequency/height/width scaling, breath, echo, roughness, flutter,
-voicing, spectral tone, Klatt source). This module draws such files at random within the ranges
-the shipped variants span, female and male, and lays out a private copy of espeak-ng's data
-directory (symbolic links plus the new files) for ``espeak-ng --path``. It is still espeak-ng
-speech: flite and Festival stay unheard.
+A keyword model trained on a hundred voices may learn those voices rather than the words.
+espeak-ng describes a speaker in a small text file (``voices/!v/<name>``: pitch range,
+per-formant frequency/height/width scaling, breath, echo, roughness, flutter, voicing, spectral
+tone, Klatt source). This module draws such files at random within the ranges the shipped
+variants span, female and male, and lays out a private copy of espeak-ng's data directory
+(symbolic links plus the new files) for ``espeak-ng --path``. It is still espeak-ng speech:
+flite and Festival stay unheard. (Measured: 120 of them raised the default model's two female
+flite/Festival voices by 6-7 points but not the mean; see the README.)
 
-Every voice is a pure function of ``(seed, index)``, so a dataset's recipe remakes it exactly.
+Every voice is a pure function of ``(seed, name)``, so a dataset's recipe remakes it exactly.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ from tempfile import TemporaryDirectory
 import numpy as np
 
 __all__ = [
+    "ESPEAK",
     "GENERATED_PREFIX",
     "MAX_VOICES",
     "espeak_data_dir",
+    "espeak_version_text",
     "generated_names",
     "is_generated",
     "variant_text",
@@ -36,8 +38,9 @@ __all__ = [
 ESPEAK = "espeak-ng"
 GENERATED_PREFIX = "gen-"
 FORMANTS = 9
-# espeak-ng's N_VOICES_LIST - 1: languages and variants beyond it are not found.
-MAX_VOICES = 349
+# espeak-ng (1.51) stops listing voices at N_VOICES_LIST - 2; voices/ is read before lang/, so
+# an overflow drops languages. ``voice_directory`` also checks the listing itself.
+MAX_VOICES = 348
 
 
 def generated_names(count: int) -> list[str]:
@@ -58,8 +61,9 @@ def _rng(seed: int, name: str) -> np.random.Generator:
 def variant_text(seed: int, name: str) -> str:
     """The espeak-ng variant file of generated voice ``name`` for dataset seed ``seed``.
 
-    Ranges follow the shipped variants: female pitch 140-240 Hz bases with formants scaled up
-    5-28 %, male 65-135 Hz with formants at 82-106 %; formant heights and widths, breath,
+    Ranges follow the shipped variants: female pitch bases 140-235 Hz with a vocal tract that
+    scales formants 1-8 to 105-128 %, male 65-135 Hz and 82-106 %, each formant within 8 % of
+    that scale (espeak-ng shifts formants with pitch on top); formant heights and widths, breath,
     echo, roughness, flutter, voicing, tone and the Klatt source are drawn independently, so
     voices mix traits no shipped variant has together.
     """
@@ -76,7 +80,7 @@ def variant_text(seed: int, name: str) -> str:
     ]
     for k in range(FORMANTS):
         # Formant 0 is the voicing bar; 1-5 carry the vowel; 6-8 the upper spectrum.
-        freq = rng.uniform(85, 115) if k == 0 else tract * rng.normal(1.0, 0.04)
+        freq = rng.uniform(85, 115) if k == 0 else tract * np.clip(rng.normal(1, 0.04), 0.92, 1.08)
         height = rng.uniform(60, 120)
         width = rng.uniform(60, 180)
         lines.append(f"formant {k} {freq:.0f} {height:.0f} {width:.0f}")
@@ -99,10 +103,24 @@ def variant_text(seed: int, name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def espeak_version_text() -> str:
+    """``espeak-ng --version``: the release and where its data lives."""
+    out = subprocess.run([ESPEAK, "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
 def espeak_data_dir() -> Path:
     """The installed espeak-ng data directory, as ``espeak-ng --version`` reports it."""
-    out = subprocess.run([ESPEAK, "--version"], capture_output=True, text=True, check=True)
-    return Path(out.stdout.split("Data at:")[1].strip())
+    text = espeak_version_text()
+    if "Data at:" not in text:
+        raise RuntimeError(f"cannot tell where espeak-ng keeps its data: {text!r}")
+    return Path(text.split("Data at:")[1].strip())
+
+
+def _languages(data: Path | None) -> list[str]:
+    command = [ESPEAK, "--voices"] if data is None else [ESPEAK, f"--path={data}", "--voices"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return out.splitlines()[1:]
 
 
 @contextmanager
@@ -110,9 +128,10 @@ def voice_directory(seed: int, names: Sequence[str]) -> Iterator[Path]:
     """A temporary espeak-ng data directory whose variants are the generated ``names``.
 
     Everything but ``voices/`` is a symbolic link into the installed data; pass the yielded
-    path as ``espeak-ng --path``. Its ``voices/!v`` holds only the generated variants, because
-    espeak-ng lists at most ``MAX_VOICES`` languages and variants together and silently drops
-    the rest (the shipped variants are spoken without ``--path``). Removed on exit.
+    path as ``espeak-ng --path``. Its ``voices/!v`` holds only the generated variants: espeak-ng
+    lists languages and variants together up to a fixed size, and past it silently drops
+    languages (the shipped variants are spoken without ``--path``). A directory whose language
+    list comes out shorter than the installed one is refused. Removed on exit.
     """
     installed = espeak_data_dir()
     languages = sum(1 for p in (installed / "lang").rglob("*") if p.is_file())
@@ -130,4 +149,6 @@ def voice_directory(seed: int, names: Sequence[str]) -> Iterator[Path]:
         variants.mkdir(parents=True)
         for name in names:
             (variants / name).write_text(variant_text(seed, name), encoding="utf-8")
+        if names and len(_languages(root)) != len(_languages(None)):
+            raise ValueError(f"espeak-ng drops languages with {len(names)} generated variants")
         yield root

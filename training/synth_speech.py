@@ -37,13 +37,20 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from model.labels import SILENCE, UNKNOWN, load_labels
-from training.espeak_voices import generated_names, is_generated, voice_directory
+from training.espeak_voices import (
+    ESPEAK,
+    espeak_version_text,
+    generated_names,
+    is_generated,
+    voice_directory,
+)
 from training.vocabulary import TRAIN_WORDS
 
 __all__ = [
@@ -69,7 +76,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ESPEAK = "espeak-ng"
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE  # one second, as the real dataset
 
@@ -154,8 +160,7 @@ def espeak_available() -> bool:
 
 def espeak_version() -> str:
     """First line of ``espeak-ng --version``; recorded because voices change between releases."""
-    out = subprocess.run([ESPEAK, "--version"], capture_output=True, text=True, check=True)
-    return out.stdout.strip().splitlines()[0].split("  Data at:")[0].strip()
+    return espeak_version_text().splitlines()[0].split("  Data at:")[0].strip()
 
 
 def list_variants() -> list[str]:
@@ -249,9 +254,11 @@ def _synthesize(
     cmd += ["--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch)]
     cmd += ["-a", str(amplitude), "-g", "0", text]
     done = subprocess.run(cmd, capture_output=True)
+    stderr = done.stderr.decode(errors="replace").strip()
     if done.returncode != 0:
-        stderr = done.stderr.decode(errors="replace").strip()
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {stderr}")
+    if stderr:  # e.g. a bad voice attribute: the voice may not be the one asked for
+        log.warning("%s: %s", " ".join(cmd), stderr)
     wav = done.stdout
     samples, rate_in = audio_io.read_file(io.BytesIO(wav))
     return audio_io.resample(samples, rate_in, SAMPLE_RATE)
@@ -340,7 +347,7 @@ def _noise(kind: str, rng: np.random.Generator) -> np.ndarray:
     return colored_noise(kind, CLIP_SAMPLES, rng)
 
 
-def _write_item(args: tuple[Item, Recipe, Path, Path]) -> str:
+def _write_item(args: tuple[Item, Recipe, Path, Path | None]) -> str:
     import soundfile as sf
 
     item, recipe, root, espeak_path = args
@@ -383,6 +390,8 @@ def synthesize_dataset(
     if missing:
         raise ValueError(f"voice variants not installed: {', '.join(missing)}")
 
+    if generated_voices < 0:
+        raise ValueError(f"generated_voices must be >= 0, got {generated_voices}")
     voices = split_variants(chosen, seed, validation_fraction, test_fraction)
     generated = generated_names(generated_voices)
     voices["train"] += generated
@@ -415,7 +424,8 @@ def synthesize_dataset(
         *(len(voices[s]) for s in SPLITS),
         workers,
     )
-    with voice_directory(seed, generated) as espeak_path:
+    voice_dir = voice_directory(seed, generated) if generated else nullcontext(None)
+    with voice_dir as espeak_path:
         jobs = [(item, recipe, root, espeak_path) for item in items]
         if workers == 1:
             done = sum(1 for _ in map(_write_item, jobs))

@@ -36,14 +36,22 @@ def test_names_and_files_are_reproducible() -> None:
     assert variant_text(0, "gen-001") != variant_text(1, "gen-001")
 
 
-def test_pitch_follows_gender() -> None:
-    lows = {"female": [], "male": []}
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pitch_and_formants_follow_gender(seed: int) -> None:
+    lows: dict[str, list[int]] = {"female": [], "male": []}
     for name in generated_names(60):
-        fields = _fields(variant_text(0, name))
+        text = variant_text(seed, name)
+        fields = _fields(text)
         assert fields["name"] == [name]
         low, high = (int(v) for v in fields["pitch"])
         assert low < high
-        lows[fields["gender"][0]].append(low)
+        gender = fields["gender"][0]
+        lows[gender].append(low)
+        scales = [int(line.split()[2]) for line in text.splitlines() if line.startswith("formant ")]
+        assert len(scales) == 9
+        # Formants 1-8 follow the vocal tract: longer (lower) for male voices.
+        bounds = (96, 139) if gender == "female" else (75, 115)
+        assert all(bounds[0] <= f <= bounds[1] for f in scales[1:]), (name, scales)
     assert lows["female"] and lows["male"]
     assert min(lows["female"]) >= 140 and max(lows["male"]) <= 135
 
@@ -72,10 +80,21 @@ def test_espeak_speaks_with_the_generated_files() -> None:
     assert first.shape != second.shape or not np.allclose(first, second)
 
 
+def _languages(data: Path | None) -> list[str]:
+    command = ["espeak-ng", "--voices"] if data is None else ["espeak-ng", f"--path={data}"]
+    command += [] if data is None else ["--voices"]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()
+
+
 @pytest.mark.system
 @needs_espeak
-def test_too_many_voices_is_an_error_not_a_silent_fallback() -> None:
-    # Past espeak-ng's list size the extra variants would quietly become the plain voice.
-    names = generated_names(MAX_VOICES)
-    with pytest.raises(ValueError, match="at most"), voice_directory(0, names):
+def test_as_many_voices_as_fit_and_not_one_more() -> None:
+    # Past its list size espeak-ng silently drops languages: the largest directory allowed
+    # must still list every installed language, and one voice more must be refused.
+    languages = len(_languages(None)) - 1  # less the header line
+    room = MAX_VOICES - languages
+    with voice_directory(0, generated_names(room)) as data:
+        assert _languages(data) == _languages(None)
+        assert _speak(f"en-us+{generated_names(room)[-1]}", data).size
+    with pytest.raises(ValueError, match="at most"), voice_directory(0, generated_names(room + 1)):
         pass
