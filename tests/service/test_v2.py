@@ -202,6 +202,23 @@ def test_plain_json_requests_and_errors_in_the_protocol_shape(http: httpx.Client
 
 
 def test_requests_are_counted_and_batched_like_classify(http: httpx.Client) -> None:
+    # Its own requests: under xdist's worksteal the module's other tests may run elsewhere.
+    x = signal(1.0, 16_000, seed=7)[:, 0]
+    too_long = np.zeros(16_000 * (MAX_SECONDS + 1), np.float32)
+    for samples, status in ((x, 200), (too_long, 413)):
+        request = {
+            "inputs": [
+                {
+                    "name": "waveform",
+                    "shape": [1, len(samples)],
+                    "datatype": "FP32",
+                    "data": samples.tolist(),
+                    "parameters": {"sample_rate": 16000},
+                }
+            ]
+        }
+        answer = http.post(f"/v2/models/{NAME}/infer", json=request)
+        assert answer.status_code == status, answer.text
     metrics = http.get("/metrics").text
     infer_lines = [
         line
