@@ -219,6 +219,9 @@ def test_a_full_batcher_closes_the_stream_as_overloaded(client: TestClient) -> N
 
 def test_stream_metrics(client: TestClient) -> None:
     _stream(client, _start(), _pcm16(1.5).tobytes())
+    # And one refused stream of its own (xdist may run the module's other tests elsewhere).
+    _, code = _stream(client, _start(format="f32le"), np.array([0.1, np.nan], "<f4").tobytes())
+    assert code == 1007
     text = client.get("/metrics").text
     for line in (
         'arinext_streams_total{reason="completed"}',
