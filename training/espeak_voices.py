@@ -131,14 +131,14 @@ def voice_directory(seed: int, names: Sequence[str]) -> Iterator[Path]:
     path as ``espeak-ng --path``. Its ``voices/!v`` holds only the generated variants: espeak-ng
     lists languages and variants together up to a fixed size, and past it silently drops
     languages (the shipped variants are spoken without ``--path``). A directory whose language
-    list comes out shorter than the installed one is refused. Removed on exit.
+    list differs from the installed one is refused. Removed on exit.
     """
     installed = espeak_data_dir()
-    languages = sum(1 for p in (installed / "lang").rglob("*") if p.is_file())
-    if languages + len(names) > MAX_VOICES:
+    languages = _languages(None)
+    if len(languages) + len(names) > MAX_VOICES:
         raise ValueError(
-            f"espeak-ng lists at most {MAX_VOICES} voices: {languages} languages leave room "
-            f"for {MAX_VOICES - languages} generated variants, not {len(names)}"
+            f"espeak-ng lists at most {MAX_VOICES} voices: {len(languages)} languages leave "
+            f"room for {MAX_VOICES - len(languages)} generated variants, not {len(names)}"
         )
     with TemporaryDirectory(prefix="arinext-espeak-") as tmp:
         root = Path(tmp)
@@ -149,6 +149,6 @@ def voice_directory(seed: int, names: Sequence[str]) -> Iterator[Path]:
         variants.mkdir(parents=True)
         for name in names:
             (variants / name).write_text(variant_text(seed, name), encoding="utf-8")
-        if names and len(_languages(root)) != len(_languages(None)):
+        if names and _languages(root) != languages:
             raise ValueError(f"espeak-ng drops languages with {len(names)} generated variants")
         yield root

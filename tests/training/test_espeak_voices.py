@@ -81,9 +81,10 @@ def test_espeak_speaks_with_the_generated_files() -> None:
 
 
 def _languages(data: Path | None) -> list[str]:
-    command = ["espeak-ng", "--voices"] if data is None else ["espeak-ng", f"--path={data}"]
-    command += [] if data is None else ["--voices"]
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()
+    cmd = ["espeak-ng", "--voices"]
+    if data is not None:
+        cmd.insert(1, f"--path={data}")
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()
 
 
 @pytest.mark.system
