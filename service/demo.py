@@ -70,7 +70,7 @@ async def run_demo(
             max_duration=settings.max_duration_seconds,
         )
     except ApiError as exc:
-        service.metrics.rejections.labels(reason=exc.reason).inc()
+        service.metrics.rejected(exc.reason).inc()
         raise gr.Error(exc.message) from exc
     response = outcome.response
     labels: list[Any] = [

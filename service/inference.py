@@ -358,7 +358,7 @@ class Batcher:
     def record_direct(self, result: BatchResult) -> None:
         """Count a :meth:`run_if_idle` run like a batch (on the event loop)."""
         self._record_run(len(next(iter(result.logits.values()))), result.inference_seconds)
-        self.metrics.stage_duration.labels(stage="queue").observe(0.0)
+        self.metrics.stages["queue"].observe(0.0)
 
     def _record_run(self, windows: int, seconds: float) -> None:
         """A model run's cost estimate, batch size and inference time."""
@@ -366,7 +366,7 @@ class Batcher:
         self._infer_cost.add(seconds / windows)
         self._batch_cost.add(seconds)
         self._batch_size.observe(windows)
-        self.metrics.stage_duration.labels(stage="inference").observe(seconds)
+        self.metrics.stages["inference"].observe(seconds)
 
     def _run_batch(self, views: np.ndarray) -> dict[str, np.ndarray]:
         with self._model_lock:
@@ -452,7 +452,7 @@ class Batcher:
                 for job in batch:
                     n = len(job.views)
                     waited = started - job.enqueued
-                    self.metrics.stage_duration.labels(stage="queue").observe(waited)
+                    self.metrics.stages["queue"].observe(waited)
                     if not job.future.done():
                         part = {h: v[offset : offset + n] for h, v in logits.items()}
                         share = elapsed * n / len(views)

@@ -105,8 +105,47 @@ class Metrics:
         self.ready = Gauge(
             "arinext_ready", "1 when models are verified and warmed up and not draining", registry=r
         )
-        for stage in STAGES:
-            self.stage_duration.labels(stage=stage)
+        # Children looked up once: ``labels()`` takes a lock and checks its arguments on every
+        # call, and the request path would call it about ten times per request.
+        self.stages = {stage: self.stage_duration.labels(stage=stage) for stage in STAGES}
+        self._heads: dict[str, Histogram] = {}
+        self._endpoints: dict[str, tuple[Counter, Histogram]] = {}
+        self._answers: dict[tuple[str, int], Counter] = {}
+        self._rejections: dict[str, Counter] = {}
+
+    def head(self, name: str) -> Histogram:
+        """The ``arinext_head_request_duration_seconds`` child of head ``name``."""
+        child = self._heads.get(name)
+        if child is None:
+            child = self._heads[name] = self.head_duration.labels(head=name)
+        return child
+
+    def endpoint(self, template: str) -> tuple[Counter, Histogram]:
+        """The ``requests_received`` and ``request_duration`` children of a route template
+        (templates are bounded: the routes' own, or ``unmatched``)."""
+        children = self._endpoints.get(template)
+        if children is None:
+            children = self._endpoints[template] = (
+                self.requests_received.labels(endpoint=template),
+                self.request_duration.labels(endpoint=template),
+            )
+        return children
+
+    def rejected(self, reason: str) -> Counter:
+        """The ``arinext_rejections_total`` child of a reason (hot under a flood of refusals)."""
+        child = self._rejections.get(reason)
+        if child is None:
+            child = self._rejections[reason] = self.rejections.labels(reason=reason)
+        return child
+
+    def answered(self, template: str, status: int) -> Counter:
+        """The ``arinext_requests_total`` child of a route template and status code."""
+        child = self._answers.get((template, status))
+        if child is None:
+            child = self._answers[template, status] = self.requests.labels(
+                endpoint=template, status=str(status)
+            )
+        return child
 
     def render(self) -> bytes:
         """The exposition text for a scrape."""

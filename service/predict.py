@@ -168,7 +168,7 @@ async def _run_model(
                     )
                     spent = time.perf_counter() - started
                     run.features += spent
-                    service.metrics.stage_duration.labels(stage="features").observe(spent)
+                    service.metrics.stages["features"].observe(spent)
                 future = await batcher.submit(views, reserved=False)
                 results.append(await future)
     finally:
@@ -301,9 +301,9 @@ async def classify(
         for batcher in reserved:  # the request failed before using them
             batcher.cancel_reservation()
     finished = time.perf_counter()
-    stage = service.metrics.stage_duration
+    stage = service.metrics.stages
     for name in ("decode", "resample", "features"):
-        stage.labels(stage=name).observe(clip.seconds[name])
+        stage[name].observe(clip.seconds[name])
     service.metrics.audio_duration.observe(clip.duration)
 
     phase = finished - prepared  # waiting for batches, and computing later chunks' features
@@ -341,7 +341,7 @@ async def classify(
         )
     elapsed = time.perf_counter() - began
     for name in names:
-        service.metrics.head_duration.labels(head=name).observe(elapsed)
+        service.metrics.head(name).observe(elapsed)
     response = ClassifyResponse(
         duration=round(clip.duration, 6),
         sample_rate=clip.sample_rate,

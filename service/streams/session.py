@@ -363,9 +363,7 @@ class StreamSession:
             views, cpu = await asyncio.to_thread(_timed_features, window.samples, cfg)
         except ApiError as exc:
             raise invalid_audio(exc.message) from exc
-        self.service.metrics.stage_duration.labels(stage="features").observe(
-            time.perf_counter() - began
-        )
+        self.service.metrics.stages["features"].observe(time.perf_counter() - began)
         batcher.observe_prepare(cpu, 1)  # the admission's estimate of a window's cost
         try:
             batcher.reserve()
