@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -12,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from service.errors import ApiError
 from service.http_limits import received_at
@@ -126,32 +126,29 @@ def _query(request: Request) -> ClassifyQuery:
 
 
 class _LeanRoute(APIRoute):
-    """An ``APIRoute`` whose handler calls the ``/classify`` endpoint without FastAPI's
-    per-request parameter and dependency solving.
+    """An ``APIRoute`` that calls the ``/classify`` endpoint itself, without FastAPI's
+    per-request parameter and dependency solving and its per-request wrappers (two exit stacks
+    and an exception handler; the app's exception middleware renders errors the same way).
 
-    That solving costs about 0.05 ms of event-loop time per request (measured: a route with
-    these four query parameters and two dependencies against one taking only the request), a
-    fifth of all the service may add per request (issue #10). OpenAPI still comes from the
-    endpoint's signature, and errors take the same path. While any dependency is overridden
-    (``app.dependency_overrides``, in tests) requests go through FastAPI's own handler, so
-    overrides keep their full meaning.
+    Those cost about 0.1 ms of event-loop time per request (measured with
+    ``benchmarks/service_load.py``), more than a third of all the service may add per request
+    (issue #10). OpenAPI still comes from the endpoint's signature. While any dependency is
+    overridden (``app.dependency_overrides``, in tests) requests go through FastAPI's own
+    handler, so overrides keep their full meaning.
     """
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        solved = super().get_route_handler()
-        endpoint = self.endpoint
-
-        async def handler(request: Request) -> Response:
-            if request.app.dependency_overrides:
-                return await solved(request)
-            return await endpoint(
-                request,
-                await get_settings(request),
-                await get_model_service(request),
-                _query(request),
-            )
-
-        return handler
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in self.methods or scope["app"].dependency_overrides:
+            await super().handle(scope, receive, send)  # 405, or FastAPI's own solving
+            return
+        request = Request(scope, receive, send)
+        response = await self.endpoint(
+            request,
+            await get_settings(request),
+            await get_model_service(request),
+            _query(request),
+        )
+        await response(scope, receive, send)
 
 
 router = APIRouter(tags=["classify"], route_class=_LeanRoute)
