@@ -253,12 +253,14 @@ def _rss_mb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def _server(artifact: Path, core: int | None, settings: dict[str, str]) -> Iterator[tuple]:
-    """``arinext serve`` with one ONNX Runtime thread: (url, pid)."""
+def _server(
+    artifact: Path, core: int | None, settings: dict[str, str], root: Path = REPO
+) -> Iterator[tuple]:
+    """``arinext serve`` of checkout ``root`` with one ONNX Runtime thread: (url, pid)."""
     command = [sys.executable, "-m", "arinext", "serve", "--no-demo", "--models", str(artifact)]
     env = {"ARINEXT_INTRA_OP_THREADS": "1", "ARINEXT_LOG_LEVEL": "warning"}
     env.update({f"ARINEXT_{k.upper()}": v for k, v in settings.items()})
-    with _process(command, core, env, "/readyz") as running:
+    with _process(command, core, env, "/readyz", root) as running:
         yield running
 
 
@@ -273,9 +275,14 @@ def _floor_server(app: str, core: int | None) -> Iterator[tuple]:
 
 @contextlib.contextmanager
 def _process(
-    command: list[str], core: int | None, env: dict[str, str], ready_path: str | None
+    command: list[str],
+    core: int | None,
+    env: dict[str, str],
+    ready_path: str | None,
+    root: Path = REPO,
 ) -> Iterator[tuple]:
-    """Run a server on a free port (pinned to ``core``) until it answers: (url, pid)."""
+    """Run a server from checkout ``root`` on a free port (pinned to ``core``) until it
+    answers: (url, pid)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -283,7 +290,7 @@ def _process(
     if core is not None:
         command = ["taskset", "-c", str(core), *command]
     process = subprocess.Popen(
-        command, env={**os.environ, **env, "PYTHONPATH": str(REPO)}, cwd=REPO
+        command, env={**os.environ, **env, "PYTHONPATH": str(root)}, cwd=root
     )
     url = f"http://127.0.0.1:{port}"
     try:

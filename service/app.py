@@ -149,7 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.streams = StreamHub(settings, metrics)
     install_error_handlers(app)
-    routers = (classify.router, models.router, health.router, stream.router, v2.router)
+    classify.add_route(app)
+    routers = (models.router, health.router, stream.router, v2.router)
     for router in routers:
         app.include_router(router)
     has_gradio = importlib.util.find_spec("gradio") is not None

@@ -46,3 +46,32 @@ def test_load_benchmark_prints_the_ratios_the_readme_quotes(speech_artifact: Pat
         if not part.startswith("not sent")
     }
     assert statuses.startswith("- statuses: ") and answered <= {"200", "503"}, statuses
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (Debian package wrk)")
+def test_ab_benchmark_serves_a_revision_beside_the_working_tree(speech_artifact: Path) -> None:
+    command = [sys.executable, str(REPO / "benchmarks" / "service_ab.py"), "--base", "HEAD"]
+    command += ["--artifact", str(speech_artifact), "--rounds", "1", "--seconds", "1"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=server_env(), cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert f"working tree against HEAD ({head})" in out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith(("| 1 |", "| 16 |"))]
+    assert len(rows) == 2
+    for row in rows:
+        base_rate, tree_rate, ratio = (float(x) for x in row[1:4])
+        assert base_rate > 0 and tree_rate > 0
+        assert ratio == pytest.approx(tree_rate / base_rate, abs=2e-3)
+    assert "- non-200 answers: 0" in out
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True, check=True
+    )
+    assert "arinext-ab-" not in listed.stdout  # the base checkout is removed
