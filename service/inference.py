@@ -13,6 +13,7 @@ before any decoding; long clips run as background chunks that cannot starve shor
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import threading
@@ -646,6 +647,11 @@ class ModelService:
                 self.metrics.model_info.labels(
                     model=name, head=head.name, sha256=model.manifest.sha256
                 ).set(1)
+        # What exists now (modules, models, the app) lives as long as the server: frozen out of
+        # the cyclic collector's way, a full collection no longer scans it. Measured at
+        # concurrency 16: one full collection per ~1,600 requests, 53 ms each (every request in
+        # flight stalls), 0.4 ms once frozen.
+        gc.freeze()
         self.status = "ready"
         self.metrics.ready.set(0 if self.draining else 1)
         logger.info("ready: serving heads %s", ", ".join(registry.heads))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import threading
@@ -185,6 +186,16 @@ def test_settings_are_an_overridable_dependency(speech_artifact: Path) -> None:
         response = client.post("/classify", content=CLIP, headers=WAV)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "audio_too_long"
+
+
+def test_the_loaded_server_is_frozen_out_of_the_cyclic_collector(speech_artifact: Path) -> None:
+    gc.unfreeze()
+    app = create_app(isolated_settings(models=[speech_artifact]))
+    with TestClient(app) as client:
+        _wait_status(client, "ready")
+        frozen = gc.get_freeze_count()
+    gc.unfreeze()  # give this test process's objects back to the collector
+    assert frozen > 10_000  # modules, the app and its models
 
 
 def test_creating_the_app_loads_nothing(speech_artifact: Path) -> None:
