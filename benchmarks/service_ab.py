@@ -54,6 +54,7 @@ def _worktree(revision: str) -> Iterator[Path]:
             yield path
         finally:
             subprocess.run([*git, "worktree", "remove", "--force", str(path)], check=False)
+            subprocess.run([*git, "worktree", "prune"], check=False)
 
 
 def _rounds(urls: dict[str, str], clip: Path, rounds: int, seconds: float) -> dict:

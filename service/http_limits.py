@@ -56,15 +56,19 @@ class _HeaderLimitError(Exception):
     """Raised inside a parser callback to stop parsing a request over the header limits."""
 
 
+# Writes up to this size are held for the next one; larger ones go out as they are.
+_HOLD_BYTES = 16_384
+
+
 class _CoalescingTransport:
     """A transport that sends a response's head and body in one write.
 
     uvicorn writes a response's status line and headers when the app sends
     ``http.response.start`` and the body when it sends ``http.response.body``: for every small
     JSON answer, two system calls and two TCP segments the client must wake up for. Here a write
-    is held until the next one, which sends both at once, or until the end of the event loop's
-    step (``call_soon``), so nothing waits longer than that. Everything else is the wrapped
-    transport's; closing sends what is held first, aborting drops it.
+    of up to 16 KiB is held until the next one, which sends both at once, or until the end of the
+    event loop's step (``call_soon``), so nothing waits longer than that. Everything else is the
+    wrapped transport's; closing sends what is held first, aborting drops it.
     """
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
@@ -73,11 +77,15 @@ class _CoalescingTransport:
         self._held: bytes | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._held is None:
+        held, self._held = self._held, None
+        if len(data) > _HOLD_BYTES:  # a large body or file chunk: no copies
+            if held is not None:
+                self._transport.write(held)
+            self._transport.write(data)
+        elif held is None:
             self._held = bytes(data)
             self._loop.call_soon(self._flush)
         else:
-            held, self._held = self._held, None
             self._transport.write(held + data)
 
     def _flush(self) -> None:

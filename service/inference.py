@@ -536,6 +536,20 @@ def load_models(
     return ModelRegistry(loaded)
 
 
+def _freeze_startup_objects() -> None:
+    """Move what exists now (modules, models, the app: it lives as long as the server) out of
+    the cyclic garbage collector's way, so that a full collection no longer scans it.
+
+    Measured at concurrency 16: one full collection per ~1,600 requests, 53 ms each (every
+    request in flight stalls), 0.4 ms once frozen. Only a server's main thread does this: apps
+    run in-process (tests, through a portal thread) come and go, and what a freeze keeps is
+    never collected.
+    """
+    gc.collect()  # not the garbage of loading and warm-up
+    gc.freeze()
+    logger.info("froze %d startup objects out of the cyclic collector", gc.get_freeze_count())
+
+
 class ModelService:
     """The served models, their batchers and the readiness the probes report.
 
@@ -647,11 +661,8 @@ class ModelService:
                 self.metrics.model_info.labels(
                     model=name, head=head.name, sha256=model.manifest.sha256
                 ).set(1)
-        # What exists now (modules, models, the app) lives as long as the server: frozen out of
-        # the cyclic collector's way, a full collection no longer scans it. Measured at
-        # concurrency 16: one full collection per ~1,600 requests, 53 ms each (every request in
-        # flight stalls), 0.4 ms once frozen.
-        gc.freeze()
+        if threading.current_thread() is threading.main_thread():
+            _freeze_startup_objects()
         self.status = "ready"
         self.metrics.ready.set(0 if self.draining else 1)
         logger.info("ready: serving heads %s", ", ".join(registry.heads))

@@ -138,15 +138,15 @@ class _LeanRoute(APIRoute):
     """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["method"] not in self.methods or scope["app"].dependency_overrides:
+        if scope["method"] not in (self.methods or ()) or scope["app"].dependency_overrides:
             await super().handle(scope, receive, send)  # 405, or FastAPI's own solving
             return
         request = Request(scope, receive, send)
         response = await self.endpoint(
-            request,
-            await get_settings(request),
-            await get_model_service(request),
-            _query(request),
+            request=request,
+            settings=await get_settings(request),
+            service=await get_model_service(request),
+            query=_query(request),
         )
         await response(scope, receive, send)
 

@@ -49,6 +49,7 @@ def test_load_benchmark_prints_the_ratios_the_readme_quotes(speech_artifact: Pat
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (Debian package wrk)")
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="needs a git checkout")
 def test_ab_benchmark_serves_a_revision_beside_the_working_tree(speech_artifact: Path) -> None:
     command = [sys.executable, str(REPO / "benchmarks" / "service_ab.py"), "--base", "HEAD"]
     command += ["--artifact", str(speech_artifact), "--rounds", "1", "--seconds", "1"]
@@ -69,7 +70,7 @@ def test_ab_benchmark_serves_a_revision_beside_the_working_tree(speech_artifact:
     for row in rows:
         base_rate, tree_rate, ratio = (float(x) for x in row[1:4])
         assert base_rate > 0 and tree_rate > 0
-        assert ratio == pytest.approx(tree_rate / base_rate, abs=2e-3)
+        assert ratio == pytest.approx(tree_rate / base_rate, rel=0.02)  # rates print rounded
     assert "- non-200 answers: 0" in out
     listed = subprocess.run(
         ["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True, check=True

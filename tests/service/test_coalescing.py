@@ -64,6 +64,14 @@ async def _scenario() -> dict[str, list[tuple[str, bytes]]]:
 
     inner = _Recorder()
     coalescing = _CoalescingTransport(inner, loop)
+    coalescing.write(b"head")
+    coalescing.write(bytes(20_000))  # over the hold size: passes through, nothing joined
+    seen["large body"] = [(call, data[:4]) for call, data in inner.calls]
+    await asyncio.sleep(0)
+    seen["large body, after the step"] = [(call, data[:4]) for call, data in inner.calls]
+
+    inner = _Recorder()
+    coalescing = _CoalescingTransport(inner, loop)
     coalescing.write(b"431 answer")
     coalescing.close()
     await asyncio.sleep(0)
@@ -86,6 +94,8 @@ def test_writes_are_joined_flushed_closed_and_aborted_in_order() -> None:
     assert seen["held"] == []
     assert seen["buffered"] == [("size", b"23")]  # 7 underneath + 16 held
     assert seen["lone write, after the step"] == [("write", b"head of a stream")]
+    assert seen["large body"] == [("write", b"head"), ("write", bytes(4))]
+    assert seen["large body, after the step"] == seen["large body"]
     assert seen["write then close"] == [("write", b"431 answer"), ("close", b"")]
     assert seen["write then abort"] == [("abort", b"")]
     assert seen["forwarded"] == [("peername", b"('127.0.0.1', 5)")]
@@ -112,7 +122,7 @@ def _answer(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, body
 
 
-def test_served_answers_arrive_whole_on_a_kept_alive_connection(
+def test_served_answers_stay_whole_and_in_order_on_a_kept_alive_connection(
     server_factory: Callable, speech_artifact: Path
 ) -> None:
     command = [sys.executable, "-m", "arinext", "serve", "--no-demo"]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import shutil
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -188,14 +191,27 @@ def test_settings_are_an_overridable_dependency(speech_artifact: Path) -> None:
     assert response.json()["error"]["code"] == "audio_too_long"
 
 
-def test_the_loaded_server_is_frozen_out_of_the_cyclic_collector(speech_artifact: Path) -> None:
+def test_a_served_process_freezes_its_startup_objects_once_ready(
+    server_factory: Callable, speech_artifact: Path
+) -> None:
+    command = [sys.executable, "-m", "arinext", "serve", "--no-demo"]
+    command += ["--models", str(speech_artifact)]
+    with server_factory(command, log_level="info") as server:
+        log = server.log_text()
+    froze = re.search(r"froze (\d+) startup objects out of the cyclic collector", log)
+    assert froze is not None, log
+    assert int(froze.group(1)) > 10_000  # modules, the app and its models
+
+
+def test_an_in_process_app_freezes_nothing(speech_artifact: Path) -> None:
     gc.unfreeze()
-    app = create_app(isolated_settings(models=[speech_artifact]))
-    with TestClient(app) as client:
-        _wait_status(client, "ready")
-        frozen = gc.get_freeze_count()
-    gc.unfreeze()  # give this test process's objects back to the collector
-    assert frozen > 10_000  # modules, the app and its models
+    try:
+        app = create_app(isolated_settings(models=[speech_artifact]))
+        with TestClient(app) as client:
+            _wait_status(client, "ready")
+            assert gc.get_freeze_count() == 0  # test apps come and go: nothing kept forever
+    finally:
+        gc.unfreeze()
 
 
 def test_creating_the_app_loads_nothing(speech_artifact: Path) -> None:
