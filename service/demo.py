@@ -70,7 +70,7 @@ async def run_demo(
             max_duration=settings.max_duration_seconds,
         )
     except ApiError as exc:
-        service.metrics.rejected(exc.reason).inc()
+        service.metrics.child(service.metrics.rejections, exc.reason).inc()
         raise gr.Error(exc.message) from exc
     response = outcome.response
     labels: list[Any] = [

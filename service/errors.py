@@ -88,7 +88,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def handle_api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
-        request.app.state.metrics.rejected(exc.reason).inc()
+        metrics = request.app.state.metrics
+        metrics.child(metrics.rejections, exc.reason).inc()
         logger.log(
             logging.INFO if exc.status == 499 else logging.DEBUG,
             "%s %s -> %d %s: %s",

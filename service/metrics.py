@@ -10,6 +10,8 @@ in flight while it is measured).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from fastapi import Request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -19,10 +21,13 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 __all__ = ["STAGES", "Metrics", "get_metrics"]
 
 STAGES = ("decode", "resample", "features", "queue", "inference")
+
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -108,44 +113,17 @@ class Metrics:
         # Children looked up once: ``labels()`` takes a lock and checks its arguments on every
         # call, and the request path would call it about ten times per request.
         self.stages = {stage: self.stage_duration.labels(stage=stage) for stage in STAGES}
-        self._heads: dict[str, Histogram] = {}
-        self._endpoints: dict[str, tuple[Counter, Histogram]] = {}
-        self._answers: dict[tuple[str, int], Counter] = {}
-        self._rejections: dict[str, Counter] = {}
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
 
-    def head(self, name: str) -> Histogram:
-        """The ``arinext_head_request_duration_seconds`` child of head ``name``."""
-        child = self._heads.get(name)
-        if child is None:
-            child = self._heads[name] = self.head_duration.labels(head=name)
-        return child
-
-    def endpoint(self, template: str) -> tuple[Counter, Histogram]:
-        """The ``requests_received`` and ``request_duration`` children of a route template
-        (templates are bounded: the routes' own, or ``unmatched``)."""
-        children = self._endpoints.get(template)
-        if children is None:
-            children = self._endpoints[template] = (
-                self.requests_received.labels(endpoint=template),
-                self.request_duration.labels(endpoint=template),
-            )
-        return children
-
-    def rejected(self, reason: str) -> Counter:
-        """The ``arinext_rejections_total`` child of a reason (hot under a flood of refusals)."""
-        child = self._rejections.get(reason)
-        if child is None:
-            child = self._rejections[reason] = self.rejections.labels(reason=reason)
-        return child
-
-    def answered(self, template: str, status: int) -> Counter:
-        """The ``arinext_requests_total`` child of a route template and status code."""
-        child = self._answers.get((template, status))
-        if child is None:
-            child = self._answers[template, status] = self.requests.labels(
-                endpoint=template, status=str(status)
-            )
-        return child
+    def child(self, metric: _Metric, *values: str) -> _Metric:
+        """``metric.labels(*values)``, looked up once per label values. ``values`` must be
+        bounded (route templates, head names, status codes, rejection reasons), never a client's
+        raw input."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found  # type: ignore[return-value]
 
     def render(self) -> bytes:
         """The exposition text for a scrape."""

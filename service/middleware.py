@@ -85,7 +85,7 @@ class BodyLimitMiddleware:
         self.discard_bytes = discard_bytes
 
     async def _refuse(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
-        self.metrics.rejected(error.reason).inc()
+        self.metrics.child(self.metrics.rejections, error.reason).inc()
         await error_response(error, scope.get("path", ""))(scope, receive, send)
 
     async def _discard(self, receive: Receive, already: int = 0) -> bool:
@@ -206,7 +206,7 @@ class AdmissionMiddleware:
         elif _runs_a_model(scope):
             error = self.refusal()
         if error is not None:
-            self.metrics.rejected(error.reason).inc()
+            self.metrics.child(self.metrics.rejections, error.reason).inc()
             await error_response(error, scope["path"])(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -262,8 +262,8 @@ class RequestMetricsMiddleware:
         if endpoint in _UNCOUNTED:
             await self.app(scope, receive, send)
             return
-        received, duration = self.metrics.endpoint(endpoint)
-        received.inc()
+        metrics = self.metrics
+        metrics.child(metrics.requests_received, endpoint).inc()
         start = time.perf_counter()
         status = 500
 
@@ -281,5 +281,5 @@ class RequestMetricsMiddleware:
             status = CLIENT_CLOSED
             logger.info("%s %s: the client closed the connection", scope["method"], endpoint)
         finally:
-            self.metrics.answered(endpoint, status).inc()
-            duration.observe(time.perf_counter() - start)
+            metrics.child(metrics.requests, endpoint, str(status)).inc()
+            metrics.child(metrics.request_duration, endpoint).observe(time.perf_counter() - start)

@@ -341,7 +341,7 @@ async def classify(
         )
     elapsed = time.perf_counter() - began
     for name in names:
-        service.metrics.head(name).observe(elapsed)
+        service.metrics.child(service.metrics.head_duration, name).observe(elapsed)
     response = ClassifyResponse(
         duration=round(clip.duration, 6),
         sample_rate=clip.sample_rate,

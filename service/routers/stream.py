@@ -98,7 +98,7 @@ async def stream(websocket: WebSocket) -> None:
             await websocket.close(CLOSE_NORMAL)
     except StreamError as exc:
         outcome = exc.code
-        service.metrics.rejected(exc.reason).inc()
+        service.metrics.child(service.metrics.rejections, exc.reason).inc()
         logger.debug("stream closed with %d: %s", exc.close_code, exc.close_reason)
         await _refuse(websocket, exc)
     except WebSocketDisconnect:

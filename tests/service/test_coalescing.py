@@ -42,43 +42,43 @@ class _Recorder(asyncio.Transport):
         return {"peername": ("127.0.0.1", 5)}.get(name, default)
 
 
+def _wrapped(loop: asyncio.AbstractEventLoop) -> tuple[_Recorder, _CoalescingTransport]:
+    inner = _Recorder()
+    return inner, _CoalescingTransport(inner, loop)
+
+
 async def _scenario() -> dict[str, list[tuple[str, bytes]]]:
     loop = asyncio.get_running_loop()
     seen = {}
 
-    inner = _Recorder()
-    coalescing = _CoalescingTransport(inner, loop)
+    inner, coalescing = _wrapped(loop)
     coalescing.write(b"HTTP/1.1 200 OK\r\n\r\n")
     coalescing.write(memoryview(b"{}"))
     seen["head and body"] = list(inner.calls)
     await asyncio.sleep(0)
     seen["after the step"] = list(inner.calls)
 
-    inner = _Recorder()
-    coalescing = _CoalescingTransport(inner, loop)
+    inner, coalescing = _wrapped(loop)
     coalescing.write(b"head of a stream")
     seen["held"] = list(inner.calls)
     seen["buffered"] = [("size", str(coalescing.get_write_buffer_size()).encode())]
     await asyncio.sleep(0)
     seen["lone write, after the step"] = list(inner.calls)
 
-    inner = _Recorder()
-    coalescing = _CoalescingTransport(inner, loop)
+    inner, coalescing = _wrapped(loop)
     coalescing.write(b"head")
     coalescing.write(bytes(20_000))  # over the hold size: passes through, nothing joined
     seen["large body"] = [(call, data[:4]) for call, data in inner.calls]
     await asyncio.sleep(0)
     seen["large body, after the step"] = [(call, data[:4]) for call, data in inner.calls]
 
-    inner = _Recorder()
-    coalescing = _CoalescingTransport(inner, loop)
+    inner, coalescing = _wrapped(loop)
     coalescing.write(b"431 answer")
     coalescing.close()
     await asyncio.sleep(0)
     seen["write then close"] = list(inner.calls)
 
-    inner = _Recorder()
-    coalescing = _CoalescingTransport(inner, loop)
+    inner, coalescing = _wrapped(loop)
     coalescing.write(b"dropped")
     coalescing.abort()
     await asyncio.sleep(0)
