@@ -10,8 +10,8 @@ then runs on the log-mel as before).
 The pieces come from well-kept libraries where one fits: audiomentations (pitch shift, time
 stretch, parametric EQ, band-pass, coloured noise), pyroomacoustics (image-source room impulse
 responses for a target RT60), soxr (speed and 8 kHz round trips). Vocal-tract-length
-perturbation (Jaitly & Hinton, 2013) has no library form for waveforms, so it is a short
-STFT frequency warp here.
+perturbation (Jaitly & Hinton, 2013) and a non-uniform tempo change have no library form for
+waveforms, so they are short STFT warps here (frequency axis and time axis).
 
 :func:`degrade` applies the out-of-domain test's named conditions (10 dB noise, RT60 0.5 s
 room, telephone line, -30 dB speech over a hum-and-hiss floor) deterministically from a seed.
@@ -45,6 +45,7 @@ __all__ = [
     "reverberate",
     "room_impulse",
     "telephone",
+    "time_warp",
     "vtlp",
 ]
 
@@ -247,11 +248,27 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
     return np.pad(x, (0, n - x.size))
 
 
-def vtlp(x: np.ndarray, rate: int, alpha: float, f_hi: float = 4800.0) -> np.ndarray:
+def _smooth_curve(n: int, rng: np.random.Generator, knots: int = 4) -> np.ndarray:
+    """``n`` values in [-1, 1] that wander smoothly: random knots, linearly interpolated."""
+    return np.interp(np.linspace(0, 1, n), np.linspace(0, 1, knots), rng.uniform(-1, 1, knots))
+
+
+def vtlp(
+    x: np.ndarray,
+    rate: int,
+    alpha: float,
+    f_hi: float = 4800.0,
+    *,
+    drift: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """Vocal-tract-length perturbation: warp the spectrum's frequency axis by ``alpha``.
 
     Jaitly & Hinton's piecewise-linear warp (``f -> alpha f`` up to a boundary, then linear to
     Nyquist so the band edge stays put), applied to STFT magnitudes with the original phase.
+    With ``drift`` (and ``rng``) the factor wanders by up to ``alpha * drift`` along the clip,
+    so formant trajectories move as well as formants: a synthesiser's vowel-to-vowel
+    transitions follow its own rules, a speaker's do not.
     """
     from scipy.signal import istft, stft
 
@@ -259,22 +276,58 @@ def vtlp(x: np.ndarray, rate: int, alpha: float, f_hi: float = 4800.0) -> np.nda
     _, _, spec = stft(x, fs=rate, nperseg=nfft, noverlap=nfft * 3 // 4)
     nyquist = rate / 2
     freqs = np.linspace(0, nyquist, spec.shape[0])
-    boundary = f_hi * min(alpha, 1.0) / alpha
-    warped = np.where(
-        freqs <= boundary,
-        freqs * alpha,
-        nyquist - (nyquist - f_hi * min(alpha, 1.0)) / (nyquist - boundary) * (nyquist - freqs),
-    )
-    # Output bin f takes the magnitude found at the source frequency warp^-1(f).
-    source = np.interp(freqs, warped, freqs)
+    frames = spec.shape[1]
+    alphas = np.full(frames, alpha)
+    if drift and rng is not None:
+        alphas = alpha * (1 + drift * _smooth_curve(frames, rng))
     magnitude = np.abs(spec)
     warped_mag = np.empty_like(magnitude)
-    for t in range(magnitude.shape[1]):
-        warped_mag[:, t] = np.interp(source, freqs, magnitude[:, t])
+    for t in range(frames):
+        a = float(alphas[t])
+        boundary = f_hi * min(a, 1.0) / a
+        warped = np.where(
+            freqs <= boundary,
+            freqs * a,
+            nyquist - (nyquist - f_hi * min(a, 1.0)) / (nyquist - boundary) * (nyquist - freqs),
+        )
+        # Output bin f takes the magnitude found at the source frequency warp^-1(f).
+        warped_mag[:, t] = np.interp(np.interp(freqs, warped, freqs), freqs, magnitude[:, t])
     _, y = istft(
         warped_mag * np.exp(1j * np.angle(spec)), fs=rate, nperseg=nfft, noverlap=nfft * 3 // 4
     )
     y = _fit(y.astype(np.float32), x.size)
+    return (y * (rms(x) / (rms(y) + 1e-12))).astype(np.float32)
+
+
+def time_warp(x: np.ndarray, rate: int, depth: float, rng: np.random.Generator) -> np.ndarray:
+    """Non-uniform tempo: parts of the word stretched, others squeezed, pitch kept.
+
+    espeak-ng times every phoneme by rule, so a uniform tempo change keeps its rhythm; people
+    and other synthesisers lengthen and shorten sounds differently. A phase vocoder reads the
+    STFT at a local rate that wanders smoothly between ``1 - depth`` and ``1 + depth``. The
+    output's length follows the mean rate (the chain centres it back into the window).
+    """
+    from scipy.signal import istft, stft
+
+    nfft, hop = 512, 128
+    _, _, spec = stft(x, fs=rate, nperseg=nfft, noverlap=nfft - hop)
+    frames = spec.shape[1]
+    local_rate = 1 + depth * _smooth_curve(frames, rng, knots=int(rng.integers(3, 7)))
+    # Output time at each source frame; output frame j reads the source where that time is j.
+    out_time = np.concatenate([[0.0], np.cumsum(1 / local_rate[:-1])])
+    source = np.interp(np.arange(int(out_time[-1]) + 1), out_time, np.arange(frames))
+    index = np.minimum(source.astype(int), frames - 2)
+    frac = (source - index)[None, :]
+    left, right = spec[:, index], spec[:, index + 1]
+    magnitude = (1 - frac) * np.abs(left) + frac * np.abs(right)
+    advance = (2 * np.pi * hop * np.arange(spec.shape[0]) / nfft)[:, None]
+    step = np.angle(right) - np.angle(left) - advance
+    step = step - 2 * np.pi * np.round(step / (2 * np.pi)) + advance
+    phase = np.angle(spec[:, :1]) + np.concatenate(
+        [np.zeros((spec.shape[0], 1)), np.cumsum(step[:, :-1], axis=1)], axis=1
+    )
+    _, y = istft(magnitude * np.exp(1j * phase), fs=rate, nperseg=nfft, noverlap=nfft - hop)
+    y = y.astype(np.float32)
     return (y * (rms(x) / (rms(y) + 1e-12))).astype(np.float32)
 
 
@@ -288,8 +341,11 @@ class AugmentSettings:
     p_pitch: float = 0.3
     tempo: tuple[float, float] = (0.8, 1.25)
     p_tempo: float = 0.3
-    vtlp: tuple[float, float] = (0.85, 1.15)
-    p_vtlp: float = 0.4
+    warp_depth: float = 0.35
+    p_warp: float = 0.4
+    vtlp: tuple[float, float] = (0.82, 1.2)
+    vtlp_drift: float = 0.06
+    p_vtlp: float = 0.5
     p_eq: float = 0.4
     p_band: float = 0.25
     p_room: float = 0.4
@@ -362,10 +418,12 @@ class WaveformAugmenter:
                 y = _resample(y, rate * rng.uniform(*s.speed), rate)
             if rng.random() < s.p_tempo:
                 y = self._apply("tempo", y, rng)
+            if rng.random() < s.p_warp:
+                y = time_warp(y, rate, s.warp_depth, rng)
             if rng.random() < s.p_pitch:
                 y = self._apply("pitch", y, rng)
             if rng.random() < s.p_vtlp:
-                y = vtlp(y, rate, rng.uniform(*s.vtlp))
+                y = vtlp(y, rate, rng.uniform(*s.vtlp), drift=s.vtlp_drift, rng=rng)
             y = _centre_fit(y, n)
             if rng.random() < s.p_shift:
                 y = _shift(y, int(rng.uniform(-s.shift_s, s.shift_s) * rate))

@@ -24,6 +24,7 @@ from training.waveform_augment import (
     rms,
     room_impulse,
     telephone,
+    time_warp,
     vtlp,
 )
 
@@ -123,6 +124,51 @@ def test_vtlp_moves_the_spectrum_and_keeps_level() -> None:
     assert centroid(down) < centroid(x) < centroid(up)
     for y in (up, down):
         assert y.shape == x.shape and rms(y) == pytest.approx(rms(x), rel=1e-3)
+
+
+def _crossings_per_second(y: np.ndarray) -> np.ndarray:
+    """Zero crossings per second in 20 ms frames every 10 ms (twice a pure tone's frequency)."""
+    frame, step = RATE // 50, RATE // 100
+    return np.array(
+        [
+            np.count_nonzero(np.diff(np.signbit(y[i : i + frame]))) * 50
+            for i in range(0, y.size - frame, step)
+        ]
+    )
+
+
+def test_time_warp_moves_sounds_unevenly_and_keeps_pitch() -> None:
+    t = np.arange(RATE) / RATE
+    two_tones = (0.3 * np.sin(2 * np.pi * np.where(t < 0.5, 440, 880) * t)).astype(np.float32)
+    switch_at = []
+    for seed in range(6):
+        y = time_warp(two_tones, RATE, 0.35, np.random.default_rng(seed))
+        assert RATE / 1.35 - 512 < y.size < RATE / 0.65 + 512
+        assert rms(y) == pytest.approx(rms(two_tones), rel=1e-3)
+        rate = _crossings_per_second(y)
+        assert np.median(rate[:10]) == pytest.approx(880, rel=0.05)  # pitch kept
+        assert np.median(rate[-10:]) == pytest.approx(1760, rel=0.05)
+        switch_at.append((np.argmax(rate > 1320) + 2) * RATE / 100 / y.size)
+    # A uniform tempo change would keep the switch half-way through; here it moves.
+    assert max(abs(f - 0.5) for f in switch_at) > 0.05
+    again = time_warp(two_tones, RATE, 0.35, np.random.default_rng(0))
+    assert np.array_equal(again, time_warp(two_tones, RATE, 0.35, np.random.default_rng(0)))
+
+
+def test_vtlp_drift_moves_formants_along_the_clip() -> None:
+    x = _voiced()
+
+    def centroids(y: np.ndarray) -> np.ndarray:
+        frames = y[: y.size // 1600 * 1600].reshape(-1, 1600)
+        spectra = np.abs(np.fft.rfft(frames * np.hanning(1600), axis=1))
+        freqs = np.fft.rfftfreq(1600, 1 / RATE)
+        return (spectra * freqs).sum(axis=1) / spectra.sum(axis=1)
+
+    steady = centroids(vtlp(x, RATE, 1.1))
+    drifting = centroids(vtlp(x, RATE, 1.1, drift=0.1, rng=np.random.default_rng(3)))
+    spread = np.ptp(centroids(x)[1:-1])
+    assert np.ptp(steady[1:-1]) < spread + 20
+    assert np.ptp(drifting[1:-1]) > np.ptp(steady[1:-1]) + 40
 
 
 def test_non_speech_levels_and_kinds() -> None:
