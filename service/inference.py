@@ -20,13 +20,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from fastapi import Request
 
-from model.backends import BackendError, Session, open_session
+from model.backends import BackendError, Session, cpu_threads, open_session
 from model.manifest import MODEL_FILE, ArtifactError, HeadSpec, Manifest, verify_artifact
 from service.errors import ApiError
 from service.metrics import Metrics
@@ -48,6 +49,10 @@ logger = logging.getLogger(__name__)
 
 # Shortest stretch of a backlog over which the drain rate is measured (see Batcher._drained).
 _DRAIN_SPAN_SECONDS = 0.1
+
+
+def _nothing() -> None:
+    """A job that marks its place in a worker queue (all queued before it are done)."""
 
 
 @dataclass
@@ -175,6 +180,13 @@ class Batcher:
     queue policy (``max_queue_delay`` with ``REJECT``): an urgent submission whose batch would
     start more than ``max_queue_ms`` after its request arrived is answered 503 instead of late.
     Bulk chunks never refuse: they wait for room in their own pool of ``queue_size`` windows.
+
+    Batches run on a thread of their own, or on ``executor`` when given: the single preparation
+    thread of a one-CPU server (:class:`ModelService`). Two busy threads on one CPU take turns
+    wherever the scheduler cuts them, and each turn evicts the other's caches; one thread that
+    prepares requests and then runs their batch is the shape of the in-process loop. A batch
+    then waits until that thread has finished the preparations queued before it, so it takes
+    every request they produced.
     """
 
     def __init__(
@@ -188,6 +200,7 @@ class Batcher:
         max_queue_ms: float = 0.0,
         retry_after: int,
         worker_niceness: int = 0,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.model = model
         self.metrics = metrics
@@ -216,7 +229,8 @@ class Batcher:
         self._room = asyncio.Event()
         # Held while the model runs, by this batcher's thread or by a worker (``run_if_idle``).
         self._model_lock = threading.Lock()
-        self._executor = worker_pool(f"ort-{model.name}", 1, worker_niceness)
+        self._shared = executor is not None
+        self._executor = executor or worker_pool(f"ort-{model.name}", 1, worker_niceness)
         self._task: asyncio.Task[None] | None = None
         self._depth = metrics.queue_depth.labels(model=model.name)
         self._batch_size = metrics.batch_size.labels(model=model.name)
@@ -433,6 +447,8 @@ class Batcher:
                 await self._arrived.wait()
             if self.max_wait > 0:
                 await self._fill_window()
+            if self._shared:  # let the preparations queued before this batch join it
+                await loop.run_in_executor(self._executor, _nothing)
             batch = self._take_batch()
             if not batch:
                 continue
@@ -481,7 +497,8 @@ class Batcher:
         self._urgent.clear()
         self._bulk.clear()
         # A batch still inside ONNX Runtime finishes on its thread; nobody waits for it.
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if not self._shared:  # a shared pool is its owner's to stop
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class ModelRegistry:
@@ -572,8 +589,9 @@ class ModelService:
         self.registry = ModelRegistry([])
         self.batchers: dict[str, Batcher] = {}
         # Decode, resample and log-mel of requests (service.workers explains the pool's size
-        # and priority).
-        self.workers = worker_pool("prepare", worker_threads, worker_niceness)
+        # and priority); with one thread, it runs the batches too (see Batcher).
+        self.worker_threads = worker_threads or cpu_threads()
+        self.workers = worker_pool("prepare", self.worker_threads, worker_niceness)
         self.worker_niceness = worker_niceness
 
     @property
@@ -654,6 +672,7 @@ class ModelService:
                 max_queue_ms=settings.max_queue_ms,
                 retry_after=self.retry_after,
                 worker_niceness=self.worker_niceness,
+                executor=self.workers if self.worker_threads == 1 else None,
             )
             batcher.start()
             self.batchers[name] = batcher

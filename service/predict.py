@@ -289,11 +289,18 @@ async def classify(
             batchers[0].record_direct(inline)
             runs = [_ModelRun(inline.logits, inference=inline.inference_seconds)]
         else:
-            runs = await asyncio.gather(
-                *(
-                    _run_model(service, model, model_input, admitted)
-                    for model, model_input, admitted in zip(
-                        models, clip.inputs, admitted_at, strict=True
+            # Awaited, not wrapped in tasks, when there is one model: its windows then reach the
+            # batcher in the same step of the loop as the preparation's result, so a batch
+            # taken right after can include them.
+            runs = (
+                [await _run_model(service, models[0], clip.inputs[0], admitted_at[0])]
+                if len(models) == 1
+                else await asyncio.gather(
+                    *(
+                        _run_model(service, model, model_input, admitted)
+                        for model, model_input, admitted in zip(
+                            models, clip.inputs, admitted_at, strict=True
+                        )
                     )
                 )
             )

@@ -12,6 +12,7 @@ import pytest
 from service.errors import ApiError
 from service.inference import Batcher
 from service.metrics import Metrics
+from service.workers import worker_pool
 
 
 class EchoModel:
@@ -304,3 +305,43 @@ def test_a_worker_runs_the_model_at_once_only_for_the_one_request_admitted() -> 
 
     batches, values = asyncio.run(scenario())
     assert batches == [[0, 1], [2], [3]] and values == [2, 3]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_on_a_shared_worker_a_batch_takes_the_requests_prepared_before_it(shared: bool) -> None:
+    """A one-CPU server runs batches on its one preparation thread: a batch waits for the
+    preparations queued before it there, and takes the requests they produce."""
+
+    async def scenario() -> list[list[float]]:
+        loop = asyncio.get_running_loop()
+        pool = worker_pool("shared", 1)
+        model = EchoModel()
+        options = {"max_batch": 8, "queue_size": 64, "retry_after": 2}
+        batcher = Batcher(model, Metrics(), executor=pool if shared else None, **options)
+        batcher.start()
+        busy = threading.Event()
+        pool.submit(busy.wait, 10)  # the thread is preparing something else
+
+        async def request(value: float, prepare: bool) -> float:
+            batcher.reserve()
+            if prepare:  # decode and log-mel on the worker thread, as classify does
+                await loop.run_in_executor(pool, time.sleep, 0.01)
+            future = await batcher.submit(_views(value), reserved=True)
+            return float((await future).logits["head"][0, 0])
+
+        later = [asyncio.create_task(request(v, prepare=True)) for v in (1, 2)]
+        await asyncio.sleep(0.05)  # both preparations are queued behind the busy one
+        first = asyncio.create_task(request(0, prepare=False))
+        await asyncio.sleep(0.05)
+        busy.set()
+        assert await asyncio.gather(first, *later) == [0, 1, 2]
+        await batcher.close(5)
+        assert pool.submit(int).result(5) == 0  # the pool is its owner's: still running
+        pool.shutdown()
+        return model.batches
+
+    batches = asyncio.run(scenario())
+    if shared:
+        assert batches == [[0, 1, 2]]
+    else:  # on a thread of its own, the first request ran alone, at once
+        assert batches[0] == [0] and sum(batches, []) == [0, 1, 2]
