@@ -87,7 +87,10 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime choose")
     worker_threads: int = Field(
-        default=0, ge=0, description="threads decoding and computing log-mels (0: one per CPU)"
+        default=0,
+        ge=0,
+        description="threads decoding and computing log-mels (0: one per CPU); "
+        "a single one also runs the batches",
     )
     worker_niceness: int = Field(
         default=5,
