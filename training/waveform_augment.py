@@ -310,6 +310,8 @@ def time_warp(x: np.ndarray, rate: int, depth: float, rng: np.random.Generator) 
     from scipy.signal import istft, stft
 
     nfft, hop = 512, 128
+    if x.size < 2 * nfft:  # too short to warp
+        return x.astype(np.float32, copy=True)
     _, _, spec = stft(x, fs=rate, nperseg=nfft, noverlap=nfft - hop)
     frames = spec.shape[1]
     local_rate = 1 + depth * _smooth_curve(frames, rng, knots=int(rng.integers(3, 7)))
