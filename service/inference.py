@@ -5,9 +5,10 @@ once on an all-zero batch before the server calls itself ready, so the first rea
 does not pay for graph optimisation and a broken artifact is caught at startup, not at traffic.
 
 Windows from concurrent requests are batched per model by :class:`Batcher`: an idle model runs a
-request at once, and what arrives while a batch runs forms the next batch. The run happens on the
-model's own thread, off the event loop. Admission is bounded in count and in time and decided
-before any decoding; long clips run as background chunks that cannot starve short requests.
+request at once, and what arrives while a batch runs forms the next batch. The run happens off the
+event loop: on the model's own thread, or, on a one-CPU server, on its one preparation thread.
+Admission is bounded in count and in time and decided before any decoding; long clips run as
+background chunks that cannot starve short requests.
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ class Batcher:
     wherever the scheduler cuts them, and each turn evicts the other's caches; one thread that
     prepares requests and then runs their batch is the shape of the in-process loop. A batch
     then waits until that thread has finished the preparations queued before it, so it takes
-    every request they produced.
+    every request they produced. (Its run can still queue behind preparations that arrive
+    meanwhile, a few milliseconds; the queue-time deadline is checked when the batch is taken.)
     """
 
     def __init__(
@@ -227,7 +229,7 @@ class Batcher:
         self._span_windows = 0  # and the windows drained in it
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
-        # Held while the model runs, by this batcher's thread or by a worker (``run_if_idle``).
+        # Held while the model runs, by a batch or by a worker (``run_if_idle``).
         self._model_lock = threading.Lock()
         self._shared = executor is not None
         self._executor = executor or worker_pool(f"ort-{model.name}", 1, worker_niceness)
@@ -351,7 +353,7 @@ class Batcher:
         """Run ``views`` at once in the calling (worker) thread if this is the only request
         admitted and the model is idle (nothing queued, no batch running). The lone request of
         an idle server thus runs right after its log-mels, on the thread that computed them, with
-        no hand-over to this batcher's thread and back. None (run nothing) otherwise, or when
+        no hand-over to the batching loop and back. None (run nothing) otherwise, or when
         ``views`` are more than one submission may hold: the request then goes through the
         queue, where it can share a batch with the others admitted.
 
@@ -383,9 +385,13 @@ class Batcher:
         self._batch_size.observe(windows)
         self.metrics.stages["inference"].observe(seconds)
 
-    def _run_batch(self, views: np.ndarray) -> dict[str, np.ndarray]:
+    def _run_batch(self, views: np.ndarray) -> tuple[dict[str, np.ndarray], float, float]:
+        """The batch's logits, when it started and how long it ran, timed on the thread that
+        ran it (on a shared thread, the job may wait behind preparations first)."""
         with self._model_lock:
-            return self.model.run(views)
+            started = time.perf_counter()
+            logits = self.model.run(views)
+            return logits, started, time.perf_counter() - started
 
     def _update_depth(self) -> None:
         self._depth.set(self._admitted + self._bulk_admitted)
@@ -448,22 +454,25 @@ class Batcher:
             if self.max_wait > 0:
                 await self._fill_window()
             if self._shared:  # let the preparations queued before this batch join it
-                await loop.run_in_executor(self._executor, _nothing)
+                try:
+                    await loop.run_in_executor(self._executor, _nothing)
+                except RuntimeError:  # the pool is shut down: close() fails what is left
+                    return
             batch = self._take_batch()
             if not batch:
                 continue
             self._running = batch
-            started = time.perf_counter()
             views = np.concatenate([job.views for job in batch])
             try:
-                logits = await loop.run_in_executor(self._executor, self._run_batch, views)
+                logits, started, elapsed = await loop.run_in_executor(
+                    self._executor, self._run_batch, views
+                )
             except Exception as exc:
                 logger.exception("inference failed for model %s", self.model.name)
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(exc)
             else:
-                elapsed = time.perf_counter() - started
                 self._record_run(len(views), elapsed)
                 offset = 0
                 for job in batch:
@@ -589,9 +598,10 @@ class ModelService:
         self.registry = ModelRegistry([])
         self.batchers: dict[str, Batcher] = {}
         # Decode, resample and log-mel of requests (service.workers explains the pool's size
-        # and priority); with one thread, it runs the batches too (see Batcher).
-        self.worker_threads = worker_threads or cpu_threads()
-        self.workers = worker_pool("prepare", self.worker_threads, worker_niceness)
+        # and priority); on one CPU, its one thread runs the batches too (see Batcher).
+        threads = worker_threads or cpu_threads()
+        self.workers = worker_pool("prepare", threads, worker_niceness)
+        self.shared_worker = threads == 1 and cpu_threads() == 1
         self.worker_niceness = worker_niceness
 
     @property
@@ -662,6 +672,8 @@ class ModelService:
             logger.error("refusing to serve: %s; the server stays not-ready", exc)
             return
         self.registry = registry
+        if self.shared_worker:
+            logger.info("one CPU: the preparation thread runs the batches too")
         for name, model in registry.models.items():
             batcher = Batcher(
                 model,
@@ -672,7 +684,7 @@ class ModelService:
                 max_queue_ms=settings.max_queue_ms,
                 retry_after=self.retry_after,
                 worker_niceness=self.worker_niceness,
-                executor=self.workers if self.worker_threads == 1 else None,
+                executor=self.workers if self.shared_worker else None,
             )
             batcher.start()
             self.batchers[name] = batcher
@@ -687,7 +699,7 @@ class ModelService:
         logger.info("ready: serving heads %s", ", ".join(registry.heads))
 
     async def stop(self, timeout: float) -> None:
-        """Finish admitted work (bounded by ``timeout``) and release the inference threads."""
+        """Finish admitted work (bounded by ``timeout``) and release the worker threads."""
         self.set_draining()
         await asyncio.gather(*(b.close(timeout) for b in self.batchers.values()))
         self.workers.shutdown(wait=False, cancel_futures=True)

@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         description="threads decoding and computing log-mels (0: one per CPU); "
-        "a single one also runs the batches",
+        "on one CPU, the one thread also runs the batches",
     )
     worker_niceness: int = Field(
         default=5,

@@ -278,7 +278,9 @@ def vtlp(
     freqs = np.linspace(0, nyquist, spec.shape[0])
     frames = spec.shape[1]
     alphas = np.full(frames, alpha)
-    if drift and rng is not None:
+    if drift:
+        if rng is None:
+            raise ValueError("a drifting warp needs rng")
         alphas = alpha * (1 + drift * _smooth_curve(frames, rng))
     magnitude = np.abs(spec)
     warped_mag = np.empty_like(magnitude)
@@ -304,11 +306,14 @@ def time_warp(x: np.ndarray, rate: int, depth: float, rng: np.random.Generator) 
 
     espeak-ng times every phoneme by rule, so a uniform tempo change keeps its rhythm; people
     and other synthesisers lengthen and shorten sounds differently. A phase vocoder reads the
-    STFT at a local rate that wanders smoothly between ``1 - depth`` and ``1 + depth``. The
-    output's length follows the mean rate (the chain centres it back into the window).
+    STFT at a local rate that wanders smoothly between ``1 - depth`` and ``1 + depth``
+    (``0 <= depth < 1``). The output lasts the input's duration times the mean of ``1 / rate``
+    (the chain centres it back into the window).
     """
     from scipy.signal import istft, stft
 
+    if not 0.0 <= depth < 1.0:
+        raise ValueError(f"depth must be in [0, 1), got {depth}")
     nfft, hop = 512, 128
     if x.size < 2 * nfft:  # too short to warp
         return x.astype(np.float32, copy=True)
@@ -335,7 +340,8 @@ def time_warp(x: np.ndarray, rate: int, depth: float, rng: np.random.Generator) 
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    """Probabilities and ranges of the training chain (mirrors the training config section)."""
+    """Probabilities and ranges of the training chain (a run's config only switches it on:
+    ``augment.waveform``)."""
 
     speed: tuple[float, float] = (0.85, 1.15)
     p_speed: float = 0.4

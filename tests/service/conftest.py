@@ -155,9 +155,15 @@ def server_env(**settings: object) -> dict[str, str]:
 
 @contextlib.contextmanager
 def run_server(
-    tmp_path: Path, command: list[str] | None = None, *, ready: bool = True, **settings: object
+    tmp_path: Path,
+    command: list[str] | None = None,
+    *,
+    ready: bool = True,
+    cpu: int | None = None,
+    **settings: object,
 ) -> Iterator[ServerProcess]:
-    """Start a real server (``uvicorn --factory service.app:create_app`` unless ``command``).
+    """Start a real server (``uvicorn --factory service.app:create_app`` unless ``command``),
+    on the one CPU ``cpu`` if given (``taskset``).
 
     Waits (bounded) for /readyz, and always stops the process on exit.
     """
@@ -179,6 +185,8 @@ def run_server(
         ]
     else:
         settings = {**settings, "port": port, "host": "127.0.0.1"}
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command, cwd=REPO, env=server_env(**settings), stdout=sink, stderr=subprocess.STDOUT
@@ -216,6 +224,6 @@ def stop_process(process: subprocess.Popen, timeout: float = 15.0) -> None:
 @pytest.fixture
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., contextlib.AbstractContextManager]]:
     """``server_factory(**settings)`` -> context manager of a :class:`ServerProcess`."""
-    yield lambda command=None, ready=True, **settings: run_server(
-        tmp_path, command, ready=ready, **settings
+    yield lambda command=None, ready=True, cpu=None, **settings: run_server(
+        tmp_path, command, ready=ready, cpu=cpu, **settings
     )

@@ -344,4 +344,4 @@ def test_on_a_shared_worker_a_batch_takes_the_requests_prepared_before_it(shared
     if shared:
         assert batches == [[0, 1, 2]]
     else:  # on a thread of its own, the first request ran alone, at once
-        assert batches[0] == [0] and sum(batches, []) == [0, 1, 2]
+        assert batches[0] == [0] and [v for b in batches for v in b] == [0, 1, 2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -112,6 +113,36 @@ def test_concurrent_requests_share_batches_under_load(
     singles = _sample(metrics, 'arinext_batch_size_bucket{le="1.0",model="slow-speech"}')
     windows = _sample(metrics, 'arinext_batch_size_sum{model="slow-speech"}')
     assert windows == 13  # the warm-up request and the twelve
+    assert singles < batches < windows  # requests that arrived during a batch shared the next
+    if len(os.sched_getaffinity(0)) > 1:  # on several CPUs, batches have a thread of their own
+        assert "the preparation thread runs the batches" not in server.log_text()
+
+
+@pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux)")
+def test_on_one_cpu_the_preparation_thread_runs_the_batches(
+    server_factory: Callable, slow_artifact: Path
+) -> None:
+    """Pinned to one CPU, the server runs batches on its one preparation thread (no thread of
+    the model's own), still shares them under load, runs long clips as bulk chunks, and stops
+    cleanly."""
+    long_clip = audio.encode_sf(audio.signal(3.0, 16000), 16000, "WAV", "PCM_16")
+    cpu = min(os.sched_getaffinity(0))
+    settings = {"models": slow_artifact, "queue_size": 64, "max_queue_ms": 0, "log_level": "info"}
+    with server_factory(cpu=cpu, **settings) as server:
+        results = asyncio.run(_burst(server.url, 12))
+        assert [status for status, _, _ in results] == [200] * 12
+        with httpx.Client(base_url=server.url, timeout=30.0) as client:
+            answer = client.post("/classify?windows=true", content=long_clip, headers=WAV)
+            assert answer.status_code == 200, answer.text
+            assert len(answer.json()["predictions"][0]["windows"]) == 3
+            metrics = client.get("/metrics").text
+    # Drained and exited on SIGTERM (uvicorn re-raises it once done), not killed.
+    assert server.process.returncode == -signal.SIGTERM
+    assert "one CPU: the preparation thread runs the batches too" in server.log_text()
+    batches = _sample(metrics, 'arinext_batch_size_count{model="slow-speech"}')
+    singles = _sample(metrics, 'arinext_batch_size_bucket{le="1.0",model="slow-speech"}')
+    windows = _sample(metrics, 'arinext_batch_size_sum{model="slow-speech"}')
+    assert windows == 16  # the warm-up request, the twelve and the long clip's three
     assert singles < batches < windows  # requests that arrived during a batch shared the next
 
 
