@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.service.conftest import REPO, server_env
 
@@ -76,3 +79,39 @@ def test_ab_benchmark_serves_a_revision_beside_the_working_tree(speech_artifact:
         ["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True, check=True
     )
     assert "arinext-ab-" not in listed.stdout  # the base checkout is removed
+
+
+def test_ood_probe_prints_each_shift_per_voice(speech_artifact: Path, tmp_path: Path) -> None:
+    pytest.importorskip("audiomentations")
+    voices = {"flite:kal": "aaaaaaaa", "festival:ked_diphone": "bbbbbbbb"}
+    ood = tmp_path / "ood"
+    rng = np.random.default_rng(0)
+    for word in ("yes", "no", "_unknown_"):
+        folder = ood / "clean" / word
+        folder.mkdir(parents=True)
+        for digest in voices.values():
+            clip = (rng.standard_normal(16000) * 0.1).astype(np.float32)
+            sf.write(folder / f"{digest}_nohash_0.wav", clip, 16000, subtype="PCM_16")
+    recipe = {"voices": list(voices), "voice_hashes": voices}
+    (ood / "recipe.json").write_text(json.dumps(recipe), encoding="utf-8")
+    command = [sys.executable, "benchmarks/ood_probe.py", "--artifact", str(speech_artifact)]
+    done = subprocess.run(
+        [*command, "--ood", str(ood)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "- 4 keyword clips" in done.stdout  # yes and no by two voices; _unknown_ is not one
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| shift | flite:kal | festival:ked_diphone | all |"
+    assert [row.split(" | ")[0] for row in rows[1:]] == [
+        "| none",
+        "| pitch -3 st",
+        "| pitch +3 st",
+        "| VTLP 0.88",
+        "| VTLP 1.12",
+        "| tempo 0.8",
+        "| tempo 1.25",
+        "| low-pass 4 kHz",
+    ]
+    for row in rows[1:]:
+        cells = [cell.strip() for cell in row.strip("| ").split("|")[1:]]
+        assert all(0 <= float(cell) <= 100 for cell in cells), row
