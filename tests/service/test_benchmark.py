@@ -1,4 +1,4 @@
-"""benchmarks/service_load.py starts a pinned server, measures, and prints its ratios."""
+"""The benchmarks run end to end on small inputs and print what the README quotes."""
 
 from __future__ import annotations
 
