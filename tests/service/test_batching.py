@@ -5,14 +5,21 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from service import inference
 from service.errors import ApiError
 from service.inference import Batcher
 from service.metrics import Metrics
 from service.workers import worker_pool
+from tests.service.audio import encode_sf, signal
+from tests.service.conftest import isolated_settings, serve_in_process
+
+WAV = {"content-type": "audio/wav"}
 
 
 class EchoModel:
@@ -345,3 +352,31 @@ def test_on_a_shared_worker_a_batch_takes_the_requests_prepared_before_it(shared
         assert batches == [[0, 1, 2]]
     else:  # on a thread of its own, the first request ran alone, at once
         assert batches[0] == [0] and [v for b in batches for v in b] == [0, 1, 2]
+
+
+def test_on_one_cpu_requests_prepared_while_the_model_waits_share_one_batch(
+    speech_artifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the app: three requests whose preparations queue behind other work on a one-CPU
+    server's single worker thread run as one batch (each request's windows reach the batcher in
+    the same loop step as its log-mels, before the batch is taken)."""
+    monkeypatch.setattr(inference, "cpu_threads", lambda: 1)
+    clip = encode_sf(signal(1.0, 16000), 16000, "WAV", "PCM_16")
+    settings = isolated_settings(models=[speech_artifact], worker_threads=1)
+    with serve_in_process(settings) as client:
+        service = client.app.state.models  # type: ignore[attr-defined]
+        assert service.shared_worker
+        batcher = next(iter(service.batchers.values()))
+        before = batcher.runs
+        busy = threading.Event()
+        service.workers.submit(busy.wait, 10)  # the one thread is busy with something else
+        with ThreadPoolExecutor(3) as pool:
+            answers = [
+                pool.submit(client.post, "/classify", content=clip, headers=WAV) for _ in range(3)
+            ]
+            deadline = time.monotonic() + 10
+            while batcher.admitted < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)  # all three admitted, their preparations queued
+            busy.set()
+            assert [answer.result(30).status_code for answer in answers] == [200] * 3
+        assert batcher.runs == before + 1
