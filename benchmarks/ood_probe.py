@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from model.labels import is_keyword  # noqa: E402
 from service.inference import load_model  # noqa: E402
 from service.prepare import prepare  # noqa: E402
+from training.keyword_report import voice_of  # noqa: E402
 from training.waveform_augment import vtlp  # noqa: E402
 
 RATE = 16000
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     recipe = json.loads((args.ood / "recipe.json").read_text(encoding="utf-8"))
-    voice_of = {digest: voice for voice, digest in recipe["voice_hashes"].items()}
+    voice_by_hash = {digest: voice for voice, digest in recipe["voice_hashes"].items()}
     voices = list(recipe["voices"])
     model = load_model(args.artifact, intra_op_threads=1)
     head = model.manifest.heads[0]
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 samples, rate = sf.read(path, dtype="float32")
                 if rate != RATE:
                     raise SystemExit(f"{path}: {rate} Hz, expected {RATE}")
-                clips.append((samples, folder.name, voice_of[path.name[:8]]))
+                clips.append((samples, folder.name, voice_of(str(path), voice_by_hash)))
     per_voice = Counter(voice for _, _, voice in clips)
 
     print(f"# Out-of-domain probe: {args.artifact.name}, condition {args.condition}\n")
