@@ -9,7 +9,8 @@ then runs on the log-mel as before).
 
 The pieces come from well-kept libraries where one fits: audiomentations (pitch shift, time
 stretch, parametric EQ, band-pass, coloured noise), pyroomacoustics (image-source room impulse
-responses for a target RT60), soxr (speed and 8 kHz round trips). Vocal-tract-length
+responses for a target RT60), soxr (speed and 8 kHz round trips), Praat through parselmouth (a new
+pitch and intonation with the formants kept, by PSOLA resynthesis). Vocal-tract-length
 perturbation (Jaitly & Hinton, 2013) and a non-uniform tempo change have no library form for
 waveforms, so they are short STFT warps here (frequency axis and time axis).
 
@@ -25,6 +26,7 @@ serving image too.
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -36,6 +38,7 @@ __all__ = [
     "CONDITIONS",
     "AugmentSettings",
     "WaveformAugmenter",
+    "change_voice",
     "colored_noise",
     "degrade",
     "hum",
@@ -301,6 +304,36 @@ def vtlp(
     return (y * (rms(x) / (rms(y) + 1e-12))).astype(np.float32)
 
 
+def change_voice(
+    x: np.ndarray, rate: int, pitch_median: float, pitch_range: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Another speaker's pitch: a new median f0 (Hz) and an intonation ``pitch_range`` times as
+    wide, with the formants and timing kept (Praat's "Change gender", PSOLA resynthesis).
+
+    audiomentations' pitch shift resamples, so formants move with f0 and a high voice is also a
+    short vocal tract; real voices vary the two apart (VTLP varies the tract). The overlap-add
+    resynthesis also leaves the pitch-period seams of concatenative synthesisers, which
+    espeak-ng's formant synthesis never has. A clip without voiced frames comes back unchanged.
+    Praat draws random numbers of its own here; they are seeded from ``rng``.
+    """
+    import parselmouth
+    from parselmouth.praat import call, run
+
+    seed = int(rng.integers(2**31))
+    run(f"random_initializeWithSeedUnsafelyButPredictably ({seed})")
+    sound = parselmouth.Sound(x.astype(np.float64), sampling_frequency=rate)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", parselmouth.PraatWarning)  # "no voiced segments"
+            changed = call(sound, "Change gender", 75.0, 600.0, 1.0, pitch_median, pitch_range, 1.0)
+    except parselmouth.PraatError:  # nothing voiced to re-pitch
+        return x.astype(np.float32, copy=True)
+    y = _fit(np.asarray(changed.values[0], dtype=np.float32), x.size)
+    if not np.all(np.isfinite(y)):
+        return x.astype(np.float32, copy=True)
+    return (y * (rms(x) / (rms(y) + 1e-12))).astype(np.float32)
+
+
 def time_warp(x: np.ndarray, rate: int, depth: float, rng: np.random.Generator) -> np.ndarray:
     """Non-uniform tempo: parts of the word stretched, others squeezed, pitch kept.
 
@@ -347,6 +380,10 @@ class AugmentSettings:
     p_speed: float = 0.4
     pitch_semitones: float = 3.0
     p_pitch: float = 0.3
+    # change_voice: median f0 drawn log-uniformly (deep male to child), intonation range factor.
+    voice_f0: tuple[float, float] = (80.0, 320.0)
+    voice_range: tuple[float, float] = (0.4, 1.8)
+    p_voice: float = 0.4
     tempo: tuple[float, float] = (0.8, 1.25)
     p_tempo: float = 0.3
     warp_depth: float = 0.35
@@ -430,6 +467,9 @@ class WaveformAugmenter:
                 y = time_warp(y, rate, s.warp_depth, rng)
             if rng.random() < s.p_pitch:
                 y = self._apply("pitch", y, rng)
+            if rng.random() < s.p_voice:
+                f0 = float(np.exp(rng.uniform(*np.log(s.voice_f0))))
+                y = change_voice(y, rate, f0, rng.uniform(*s.voice_range), rng)
             if rng.random() < s.p_vtlp:
                 y = vtlp(y, rate, rng.uniform(*s.vtlp), drift=s.vtlp_drift, rng=rng)
             y = _centre_fit(y, n)
