@@ -313,8 +313,8 @@ def change_voice(
     audiomentations' pitch shift resamples, so formants move with f0 and a high voice is also a
     short vocal tract; real voices vary the two apart (VTLP varies the tract). The overlap-add
     resynthesis also leaves the pitch-period seams of concatenative synthesisers, which
-    espeak-ng's formant synthesis never has. A clip without voiced frames comes back unchanged.
-    Praat draws random numbers of its own here; they are seeded from ``rng``.
+    espeak-ng's formant synthesis never has. Silence comes back as silence, and a clip Praat
+    cannot analyse comes back unchanged. Praat's own random numbers are seeded from ``rng``.
     """
     import parselmouth
     from parselmouth.praat import call, run

@@ -16,6 +16,7 @@ pytest.importorskip("pyroomacoustics")
 from training.waveform_augment import (
     CONDITIONS,
     WaveformAugmenter,
+    change_voice,
     colored_noise,
     degrade,
     hum,
@@ -159,6 +160,54 @@ def test_time_warp_moves_sounds_unevenly_and_keeps_pitch() -> None:
     assert np.array_equal(time_warp(short, RATE, 0.35, np.random.default_rng(0)), short)
     again = time_warp(two_tones, RATE, 0.35, np.random.default_rng(0))
     assert np.array_equal(again, time_warp(two_tones, RATE, 0.35, np.random.default_rng(0)))
+
+
+def _vowel(f0: float = 120.0, formants: tuple[float, ...] = (700.0, 1800.0)) -> np.ndarray:
+    """Harmonics of ``f0`` shaped by resonances at ``formants`` (Hz), 1 s, faded in and out."""
+    t = np.arange(RATE) / RATE
+    x = np.zeros(RATE)
+    for h in range(1, int(7000 / f0)):
+        f = f0 * h
+        gain = sum(1 / (1 + ((f - fc) / 120.0) ** 2) for fc in formants)
+        x += gain * np.sin(2 * np.pi * f * t)
+    return (x / np.abs(x).max() * np.hanning(RATE) * 0.3).astype(np.float32)
+
+
+def _median_f0(x: np.ndarray) -> float:
+    import parselmouth
+
+    f0 = parselmouth.Sound(x.astype(np.float64), RATE).to_pitch().selected_array["frequency"]
+    return float(np.median(f0[f0 > 0]))
+
+
+def _centroid(x: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    return float((np.fft.rfftfreq(x.size, 1 / RATE) * spectrum).sum() / spectrum.sum())
+
+
+def test_change_voice_moves_f0_and_keeps_formants() -> None:
+    pytest.importorskip("parselmouth")
+    x = _vowel()
+    assert _median_f0(x) == pytest.approx(120, rel=0.03)
+    for target in (95.0, 230.0):  # not exactly 2x: Praat's pitch reads PSOLA's 2x as 80 Hz
+        y = change_voice(x, RATE, target, 1.0, np.random.default_rng(0))
+        assert y.shape == x.shape and y.dtype == np.float32
+        assert _median_f0(y) == pytest.approx(target, rel=0.05)
+        # The envelope stays: a resampling shift by an octave would double the centroid.
+        assert _centroid(y) == pytest.approx(_centroid(x), rel=0.15)
+        assert rms(y) == pytest.approx(rms(x), rel=1e-3)
+
+
+def test_change_voice_is_seeded_and_leaves_silence() -> None:
+    pytest.importorskip("parselmouth")
+    x = _vowel(150.0)
+    a, b, c = (change_voice(x, RATE, 200.0, 1.5, np.random.default_rng(s)) for s in (4, 4, 5))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    silence = np.zeros(RATE, dtype=np.float32)
+    np.testing.assert_array_equal(
+        change_voice(silence, RATE, 200.0, 1.0, np.random.default_rng(0)), silence
+    )
 
 
 def test_vtlp_drift_moves_formants_along_the_clip() -> None:
