@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from model.manifest import MODEL_FILE, ArtifactError, HeadSpec, Manifest, verify
 from service.errors import ApiError
 from service.metrics import Metrics
 from service.settings import Settings
-from service.workers import worker_pool
+from service.workers import SharedWorker, worker_pool
 
 __all__ = [
     "BatchResult",
@@ -187,8 +187,9 @@ class Batcher:
     wherever the scheduler cuts them, and each turn evicts the other's caches; one thread that
     prepares requests and then runs their batch is the shape of the in-process loop. A batch
     then waits until that thread has finished the preparations queued before it, so it takes
-    every request they produced. (Its run can still queue behind preparations that arrive
-    meanwhile, a few milliseconds; the queue-time deadline is checked when the batch is taken.)
+    every request they produced, and once taken it runs before the preparations that arrived
+    meanwhile (:meth:`SharedWorker.submit_first`): at most one job already running delays it, so
+    the queue-time deadline, checked when the batch is taken, holds.
     """
 
     def __init__(
@@ -202,7 +203,7 @@ class Batcher:
         max_queue_ms: float = 0.0,
         retry_after: int,
         worker_niceness: int = 0,
-        executor: ThreadPoolExecutor | None = None,
+        executor: SharedWorker | None = None,
     ) -> None:
         self.model = model
         self.metrics = metrics
@@ -231,7 +232,7 @@ class Batcher:
         self._room = asyncio.Event()
         # Held while the model runs, by a batch or by a worker (``run_if_idle``).
         self._model_lock = threading.Lock()
-        self._shared = executor is not None
+        self._shared = executor
         self._executor = executor or worker_pool(f"ort-{model.name}", 1, worker_niceness)
         self._task: asyncio.Task[None] | None = None
         self._depth = metrics.queue_depth.labels(model=model.name)
@@ -453,7 +454,7 @@ class Batcher:
                 await self._arrived.wait()
             if self.max_wait > 0:
                 await self._fill_window()
-            if self._shared:  # let the preparations queued before this batch join it
+            if self._shared is not None:  # let the preparations queued before this batch join it
                 try:
                     await loop.run_in_executor(self._executor, _nothing)
                 except RuntimeError:  # the pool is shut down: close() fails what is left
@@ -464,9 +465,11 @@ class Batcher:
             self._running = batch
             views = np.concatenate([job.views for job in batch])
             try:
-                logits, started, elapsed = await loop.run_in_executor(
-                    self._executor, self._run_batch, views
-                )
+                if self._shared is not None:  # before the preparations queued meanwhile
+                    run = asyncio.wrap_future(self._shared.submit_first(self._run_batch, views))
+                else:
+                    run = loop.run_in_executor(self._executor, self._run_batch, views)
+                logits, started, elapsed = await run
             except Exception as exc:
                 logger.exception("inference failed for model %s", self.model.name)
                 for job in batch:
@@ -506,7 +509,7 @@ class Batcher:
         self._urgent.clear()
         self._bulk.clear()
         # A batch still inside ONNX Runtime finishes on its thread; nobody waits for it.
-        if not self._shared:  # a shared pool is its owner's to stop
+        if self._shared is None:  # a shared pool is its owner's to stop
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -600,8 +603,12 @@ class ModelService:
         # Decode, resample and log-mel of requests (service.workers explains the pool's size
         # and priority); on one CPU, its one thread runs the batches too (see Batcher).
         threads = worker_threads or cpu_threads()
-        self.workers = worker_pool("prepare", threads, worker_niceness)
         self.shared_worker = threads == 1 and cpu_threads() == 1
+        self.workers: Executor = (
+            SharedWorker("prepare", worker_niceness)
+            if self.shared_worker
+            else worker_pool("prepare", threads, worker_niceness)
+        )
         self.worker_niceness = worker_niceness
 
     @property
@@ -684,7 +691,7 @@ class ModelService:
                 max_queue_ms=settings.max_queue_ms,
                 retry_after=self.retry_after,
                 worker_niceness=self.worker_niceness,
-                executor=self.workers if self.shared_worker else None,
+                executor=self.workers if isinstance(self.workers, SharedWorker) else None,
             )
             batcher.start()
             self.batchers[name] = batcher

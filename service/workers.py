@@ -13,11 +13,17 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from model.backends import cpu_threads
 
-__all__ = ["lower_thread_priority", "worker_pool"]
+__all__ = ["SharedWorker", "lower_thread_priority", "worker_pool"]
+
+T = TypeVar("T")
+_Item = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 logger = logging.getLogger(__name__)
 
@@ -42,3 +48,71 @@ def worker_pool(name: str, threads: int = 0, niceness: int = 0) -> ThreadPoolExe
         initializer=lower_thread_priority,
         initargs=(niceness,),
     )
+
+
+class SharedWorker(Executor):
+    """The one worker thread of a one-CPU server: it prepares requests and runs their batches.
+
+    Jobs run in submission order, except that :meth:`submit_first` jobs (a batch that has been
+    taken from the queue) go before every ordinary job still waiting (preparations that arrived
+    after the batch was formed). A taken batch then waits for at most the one job already
+    running, so its requests' queue-time deadlines, checked when it was taken, still hold.
+    """
+
+    def __init__(self, name: str = "worker", niceness: int = 0) -> None:
+        self._ready = threading.Condition()
+        self._first: deque[_Item] = deque()
+        self._rest: deque[_Item] = deque()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, args=(niceness,), name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` after the jobs submitted before it."""
+        return self._put(self._rest, fn, args, kwargs)
+
+    def submit_first(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` next, before the ordinary jobs still waiting."""
+        return self._put(self._first, fn, args, kwargs)
+
+    def _put(
+        self, queue: deque[_Item], fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict
+    ) -> Future[T]:
+        future: Future[T] = Future()
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            queue.append((future, fn, args, kwargs))
+            self._ready.notify()
+        return future
+
+    def _work(self, niceness: int) -> None:
+        lower_thread_priority(niceness)
+        while True:
+            with self._ready:
+                while not (self._first or self._rest or self._closed):
+                    self._ready.wait()
+                queue = self._first or self._rest
+                if not queue:  # closed and nothing left
+                    return
+                future, fn, args, kwargs = queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # handed to the caller, as ThreadPoolExecutor does
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking jobs; finish the queued ones unless ``cancel_futures``."""
+        with self._ready:
+            self._closed = True
+            if cancel_futures:
+                for queue in (self._first, self._rest):
+                    while queue:
+                        queue.popleft()[0].cancel()
+            self._ready.notify_all()
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join()

@@ -15,7 +15,7 @@ from service import inference
 from service.errors import ApiError
 from service.inference import Batcher
 from service.metrics import Metrics
-from service.workers import worker_pool
+from service.workers import SharedWorker
 from tests.service.audio import encode_sf, signal
 from tests.service.conftest import isolated_settings, serve_in_process
 
@@ -321,7 +321,7 @@ def test_on_a_shared_worker_a_batch_takes_the_requests_prepared_before_it(shared
 
     async def scenario() -> list[list[float]]:
         loop = asyncio.get_running_loop()
-        pool = worker_pool("shared", 1)
+        pool = SharedWorker("shared")
         model = EchoModel()
         options = {"max_batch": 8, "queue_size": 64, "retry_after": 2}
         batcher = Batcher(model, Metrics(), executor=pool if shared else None, **options)
@@ -352,6 +352,45 @@ def test_on_a_shared_worker_a_batch_takes_the_requests_prepared_before_it(shared
         assert batches == [[0, 1, 2]]
     else:  # on a thread of its own, the first request ran alone, at once
         assert batches[0] == [0] and [v for b in batches for v in b] == [0, 1, 2]
+
+
+def test_on_a_shared_worker_a_taken_batch_runs_before_later_preparations() -> None:
+    """Once a batch is formed it runs next on the shared thread, after the preparation already
+    running but before those queued after it (each would add its time to the wait of the
+    batch's requests, past the deadline checked when the batch was taken)."""
+    order: list[str] = []
+
+    class OrderedModel(EchoModel):
+        def run(self, views: np.ndarray) -> dict[str, np.ndarray]:
+            order.append("batch")
+            return super().run(views)
+
+    def prepare(name: str, seconds: float) -> None:
+        time.sleep(seconds)
+        order.append(name)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        worker = SharedWorker("shared-order")
+        options = {"max_batch": 8, "queue_size": 64, "retry_after": 2}
+        batcher = Batcher(OrderedModel(), Metrics(), executor=worker, **options)  # type: ignore[arg-type]
+        batcher.start()
+        busy = threading.Event()
+        worker.submit(busy.wait, 10)
+        batcher.reserve()
+        answer = await batcher.submit(_views(0), reserved=True)
+        await asyncio.sleep(0.02)  # the batcher's wait for earlier preparations is queued
+        preparations = [
+            loop.run_in_executor(worker, prepare, "prepare 1", 0.1),  # running as the batch forms
+            loop.run_in_executor(worker, prepare, "prepare 2", 0.0),
+        ]
+        busy.set()
+        await asyncio.gather(answer, *preparations)
+        await batcher.close(5)
+        worker.shutdown()
+
+    asyncio.run(scenario())
+    assert order == ["prepare 1", "batch", "prepare 2"]
 
 
 def test_on_one_cpu_requests_prepared_while_the_model_waits_share_one_batch(

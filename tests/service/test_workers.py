@@ -1,4 +1,5 @@
-"""The worker threads: as many as the usable CPUs, and nicer than the event loop."""
+"""The worker threads: as many as the usable CPUs, nicer than the event loop, and on one CPU a
+single thread that runs a taken batch before the preparations still waiting."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from model.backends import cpu_threads
-from service.workers import worker_pool
+from service.workers import SharedWorker, worker_pool
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "setpriority"), reason="Unix nice levels")
 
@@ -49,3 +50,52 @@ def test_default_pool_has_one_thread_per_usable_cpu() -> None:
     finally:
         pool.shutdown()
     assert len(seen) == cpu_threads()
+
+
+def test_shared_worker_is_nicer_too() -> None:
+    worker = SharedWorker("test-shared-nice", 2)
+    try:
+        assert worker.submit(_niceness).result(5) == min(_niceness() + 2, 19)
+    finally:
+        worker.shutdown()
+
+
+def test_shared_worker_runs_a_first_job_before_the_waiting_ones() -> None:
+    worker = SharedWorker("test-shared-order")
+    busy, order = threading.Event(), []
+    try:
+        running = worker.submit(busy.wait, 10)
+        later = [worker.submit(order.append, name) for name in ("prepare 1", "prepare 2")]
+        first = worker.submit_first(order.append, "batch")
+        busy.set()
+        for future in (running, *later, first):
+            future.result(5)
+    finally:
+        worker.shutdown()
+    assert order == ["batch", "prepare 1", "prepare 2"]
+
+
+def test_shared_worker_hands_errors_back_and_shuts_down() -> None:
+    worker = SharedWorker("test-shared-stop")
+    started, busy = threading.Event(), threading.Event()
+    with pytest.raises(ZeroDivisionError):
+        worker.submit(lambda: 1 / 0).result(5)
+    running = worker.submit(lambda: started.set() or busy.wait(10))
+    assert started.wait(5)
+    waiting = worker.submit(int, "7")
+    queued = worker.submit(int, "8")
+    worker.shutdown(wait=False, cancel_futures=True)
+    assert waiting.cancelled() and queued.cancelled()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        worker.submit(int)
+    busy.set()
+    assert running.result(5) is True
+    worker.shutdown()  # waits for the thread, which ends once the running job is done
+    assert not worker._thread.is_alive()
+
+
+def test_shared_worker_finishes_queued_jobs_on_a_plain_shutdown() -> None:
+    worker = SharedWorker("test-shared-drain")
+    futures = [worker.submit(time.sleep, 0.01) for _ in range(3)]
+    worker.shutdown()
+    assert all(future.done() and not future.cancelled() for future in futures)
