@@ -188,8 +188,9 @@ class Batcher:
     prepares requests and then runs their batch is the shape of the in-process loop. A batch
     then waits until that thread has finished the preparations queued before it, so it takes
     every request they produced, and once taken it runs before the preparations that arrived
-    meanwhile (:meth:`SharedWorker.submit_first`): at most one job already running delays it, so
-    the queue-time deadline, checked when the batch is taken, holds.
+    meanwhile (:meth:`SharedWorker.submit_first`): only the job already running (and batches of
+    other models taken before it) can still delay it past the queue-time deadline, which is
+    checked when the batch is taken.
     """
 
     def __init__(
@@ -232,7 +233,7 @@ class Batcher:
         self._room = asyncio.Event()
         # Held while the model runs, by a batch or by a worker (``run_if_idle``).
         self._model_lock = threading.Lock()
-        self._shared = executor
+        self._shared_worker = executor
         self._executor = executor or worker_pool(f"ort-{model.name}", 1, worker_niceness)
         self._task: asyncio.Task[None] | None = None
         self._depth = metrics.queue_depth.labels(model=model.name)
@@ -454,7 +455,9 @@ class Batcher:
                 await self._arrived.wait()
             if self.max_wait > 0:
                 await self._fill_window()
-            if self._shared is not None:  # let the preparations queued before this batch join it
+            if (
+                self._shared_worker is not None
+            ):  # let the preparations queued before this batch join it
                 try:
                     await loop.run_in_executor(self._executor, _nothing)
                 except RuntimeError:  # the pool is shut down: close() fails what is left
@@ -465,8 +468,10 @@ class Batcher:
             self._running = batch
             views = np.concatenate([job.views for job in batch])
             try:
-                if self._shared is not None:  # before the preparations queued meanwhile
-                    run = asyncio.wrap_future(self._shared.submit_first(self._run_batch, views))
+                if self._shared_worker is not None:  # before the preparations queued meanwhile
+                    run = asyncio.wrap_future(
+                        self._shared_worker.submit_first(self._run_batch, views)
+                    )
                 else:
                     run = loop.run_in_executor(self._executor, self._run_batch, views)
                 logits, started, elapsed = await run
@@ -509,7 +514,7 @@ class Batcher:
         self._urgent.clear()
         self._bulk.clear()
         # A batch still inside ONNX Runtime finishes on its thread; nobody waits for it.
-        if self._shared is None:  # a shared pool is its owner's to stop
+        if self._shared_worker is None:  # a shared pool is its owner's to stop
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 

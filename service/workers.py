@@ -23,6 +23,7 @@ from model.backends import cpu_threads
 __all__ = ["SharedWorker", "lower_thread_priority", "worker_pool"]
 
 T = TypeVar("T")
+# A queued job: its future, the callable and its arguments.
 _Item = tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 logger = logging.getLogger(__name__)
@@ -53,19 +54,21 @@ def worker_pool(name: str, threads: int = 0, niceness: int = 0) -> ThreadPoolExe
 class SharedWorker(Executor):
     """The one worker thread of a one-CPU server: it prepares requests and runs their batches.
 
-    Jobs run in submission order, except that :meth:`submit_first` jobs (a batch that has been
-    taken from the queue) go before every ordinary job still waiting (preparations that arrived
-    after the batch was formed). A taken batch then waits for at most the one job already
-    running, so its requests' queue-time deadlines, checked when it was taken, still hold.
+    Jobs run in submission order, except that :meth:`submit_first` jobs (batches taken from the
+    queue) go before every ordinary job still waiting (preparations that arrived while the batch
+    was formed). A taken batch then waits only for the job already running and for batches taken
+    before it (other models' on a multi-model server).
+
+    Built on a one-thread ``ThreadPoolExecutor`` (its thread naming, niceness and joining at
+    interpreter exit): each submission queues its job here and one turn there, and each turn
+    runs whichever queued job comes first.
     """
 
     def __init__(self, name: str = "worker", niceness: int = 0) -> None:
-        self._ready = threading.Condition()
+        self._pool = worker_pool(name, 1, niceness)
+        self._lock = threading.Lock()
         self._first: deque[_Item] = deque()
         self._rest: deque[_Item] = deque()
-        self._closed = False
-        self._thread = threading.Thread(target=self._work, args=(niceness,), name=name, daemon=True)
-        self._thread.start()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` after the jobs submitted before it."""
@@ -76,43 +79,37 @@ class SharedWorker(Executor):
         return self._put(self._first, fn, args, kwargs)
 
     def _put(
-        self, queue: deque[_Item], fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict
+        self,
+        queue: deque[_Item],
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Future[T]:
         future: Future[T] = Future()
-        with self._ready:
-            if self._closed:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+        with self._lock:
             queue.append((future, fn, args, kwargs))
-            self._ready.notify()
+            try:
+                self._pool.submit(self._turn)
+            except RuntimeError:  # shut down: as ThreadPoolExecutor.submit says it
+                queue.pop()
+                raise
         return future
 
-    def _work(self, niceness: int) -> None:
-        lower_thread_priority(niceness)
-        while True:
-            with self._ready:
-                while not (self._first or self._rest or self._closed):
-                    self._ready.wait()
-                queue = self._first or self._rest
-                if not queue:  # closed and nothing left
-                    return
-                future, fn, args, kwargs = queue.popleft()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException as exc:  # handed to the caller, as ThreadPoolExecutor does
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+    def _turn(self) -> None:
+        with self._lock:
+            future, fn, args, kwargs = (self._first or self._rest).popleft()
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the caller, as ThreadPoolExecutor does
+            future.set_exception(exc)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking jobs; finish the queued ones unless ``cancel_futures``."""
-        with self._ready:
-            self._closed = True
-            if cancel_futures:
+        if cancel_futures:
+            with self._lock:
                 for queue in (self._first, self._rest):
-                    while queue:
-                        queue.popleft()[0].cancel()
-            self._ready.notify_all()
-        if wait and threading.current_thread() is not self._thread:
-            self._thread.join()
+                    for future, *_ in queue:
+                        future.cancel()
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)

@@ -326,7 +326,7 @@ def change_voice(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", parselmouth.PraatWarning)  # "no voiced segments"
             changed = call(sound, "Change gender", 75.0, 600.0, 1.0, pitch_median, pitch_range, 1.0)
-    except parselmouth.PraatError:  # nothing voiced to re-pitch
+    except parselmouth.PraatError:  # Praat could not analyse it (PraatFatal included)
         return x.astype(np.float32, copy=True)
     y = _fit(np.asarray(changed.values[0], dtype=np.float32), x.size)
     if not np.all(np.isfinite(y)):

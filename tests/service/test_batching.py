@@ -390,7 +390,8 @@ def test_on_a_shared_worker_a_taken_batch_runs_before_later_preparations() -> No
         worker.shutdown()
 
     asyncio.run(scenario())
-    assert order == ["prepare 1", "batch", "prepare 2"]
+    # The batch may even beat "prepare 1" to the thread; it must not wait for "prepare 2".
+    assert order[-1] == "prepare 2" and sorted(order) == ["batch", "prepare 1", "prepare 2"]
 
 
 def test_on_one_cpu_requests_prepared_while_the_model_waits_share_one_batch(

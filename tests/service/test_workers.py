@@ -4,13 +4,18 @@ single thread that runs a taken batch before the preparations still waiting."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from model.backends import cpu_threads
 from service.workers import SharedWorker, worker_pool
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "setpriority"), reason="Unix nice levels")
 
@@ -83,15 +88,38 @@ def test_shared_worker_hands_errors_back_and_shuts_down() -> None:
     running = worker.submit(lambda: started.set() or busy.wait(10))
     assert started.wait(5)
     waiting = worker.submit(int, "7")
-    queued = worker.submit(int, "8")
+    queued = worker.submit_first(int, "8")
     worker.shutdown(wait=False, cancel_futures=True)
     assert waiting.cancelled() and queued.cancelled()
     with pytest.raises(RuntimeError, match="after shutdown"):
         worker.submit(int)
     busy.set()
-    assert running.result(5) is True
-    worker.shutdown()  # waits for the thread, which ends once the running job is done
-    assert not worker._thread.is_alive()
+    worker.shutdown()  # waits for the running job
+    assert running.done() and running.result() is True
+
+
+def test_a_process_exits_only_after_the_running_job(tmp_path: Path) -> None:
+    """As with ThreadPoolExecutor, interpreter exit waits for the job the thread is running (a
+    daemon thread would be killed inside it; inside ONNX Runtime that aborts the process)."""
+    done = tmp_path / "done"
+    script = f"""
+import threading, time
+from service.workers import SharedWorker
+worker = SharedWorker("exit-test")
+started = threading.Event()
+def job():
+    started.set()
+    time.sleep(0.3)
+    open({str(done)!r}, "w").close()
+worker.submit(job)
+started.wait(5)
+worker.shutdown(wait=False, cancel_futures=True)
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert done.exists()
 
 
 def test_shared_worker_finishes_queued_jobs_on_a_plain_shutdown() -> None:
