@@ -26,7 +26,6 @@ serving image too.
 from __future__ import annotations
 
 import random
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -304,28 +303,38 @@ def vtlp(
     return (y * (rms(x) / (rms(y) + 1e-12))).astype(np.float32)
 
 
-def change_voice(
-    x: np.ndarray, rate: int, pitch_median: float, pitch_range: float, rng: np.random.Generator
-) -> np.ndarray:
+def change_voice(x: np.ndarray, rate: int, pitch_median: float, pitch_range: float) -> np.ndarray:
     """Another speaker's pitch: a new median f0 (Hz) and an intonation ``pitch_range`` times as
-    wide, with the formants and timing kept (Praat's "Change gender", PSOLA resynthesis).
+    wide (in octaves), with the formants and timing kept (Praat's pitch manipulation, PSOLA).
 
     audiomentations' pitch shift resamples, so formants move with f0 and a high voice is also a
     short vocal tract; real voices vary the two apart (VTLP varies the tract). The overlap-add
     resynthesis also leaves the pitch-period seams of concatenative synthesisers, which
-    espeak-ng's formant synthesis never has. Silence comes back as silence, and a clip Praat
-    cannot analyse comes back unchanged. Praat's own random numbers are seeded from ``rng``.
+    espeak-ng's formant synthesis never has. The contour is scaled around its median in octaves,
+    each point first limited to an octave from it (pitch trackers halve and double), and the
+    result kept within 60-500 Hz: Praat's own "Change gender" scales in hertz, where a wide range
+    can ask for a negative pitch, and its PSOLA then never returns. A clip with no voiced frames
+    comes back unchanged.
     """
     import parselmouth
-    from parselmouth.praat import call, run
+    from parselmouth.praat import call
 
-    seed = int(rng.integers(2**31))
-    run(f"random_initializeWithSeedUnsafelyButPredictably ({seed})")
     sound = parselmouth.Sound(x.astype(np.float64), sampling_frequency=rate)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", parselmouth.PraatWarning)  # "no voiced segments"
-            changed = call(sound, "Change gender", 75.0, 600.0, 1.0, pitch_median, pitch_range, 1.0)
+        manipulation = call(sound, "To Manipulation", 0.01, 75.0, 600.0)
+        tier = call(manipulation, "Extract pitch tier")
+        points = int(call(tier, "Get number of points"))
+        if points == 0:  # nothing voiced to re-pitch
+            return x.astype(np.float32, copy=True)
+        times = [call(tier, "Get time from index", i) for i in range(1, points + 1)]
+        hertz = np.array([call(tier, "Get value at index", i) for i in range(1, points + 1)])
+        octaves = np.clip(np.log2(hertz / np.median(hertz)), -1.0, 1.0) * pitch_range
+        new = np.clip(pitch_median * 2.0**octaves, 60.0, 500.0)
+        call(tier, "Remove points between", sound.xmin, sound.xmax)
+        for time, value in zip(times, new, strict=True):
+            call(tier, "Add point", time, float(value))
+        call([manipulation, tier], "Replace pitch tier")
+        changed = call(manipulation, "Get resynthesis (overlap-add)")
     except parselmouth.PraatError:  # Praat could not analyse it (PraatFatal included)
         return x.astype(np.float32, copy=True)
     y = _fit(np.asarray(changed.values[0], dtype=np.float32), x.size)
@@ -469,7 +478,7 @@ class WaveformAugmenter:
                 y = self._apply("pitch", y, rng)
             if rng.random() < s.p_voice:
                 f0 = float(np.exp(rng.uniform(*np.log(s.voice_f0))))
-                y = change_voice(y, rate, f0, rng.uniform(*s.voice_range), rng)
+                y = change_voice(y, rate, f0, rng.uniform(*s.voice_range))
             if rng.random() < s.p_vtlp:
                 y = vtlp(y, rate, rng.uniform(*s.vtlp), drift=s.vtlp_drift, rng=rng)
             y = _centre_fit(y, n)
