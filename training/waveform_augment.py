@@ -9,8 +9,7 @@ then runs on the log-mel as before).
 
 The pieces come from well-kept libraries where one fits: audiomentations (pitch shift, time
 stretch, parametric EQ, band-pass, coloured noise), pyroomacoustics (image-source room impulse
-responses for a target RT60), soxr (speed and 8 kHz round trips), Praat through parselmouth (a new
-pitch and intonation with the formants kept, by PSOLA resynthesis). Vocal-tract-length
+responses for a target RT60), soxr (speed and 8 kHz round trips). Vocal-tract-length
 perturbation (Jaitly & Hinton, 2013) and a non-uniform tempo change have no library form for
 waveforms, so they are short STFT warps here (frequency axis and time axis).
 
@@ -37,7 +36,6 @@ __all__ = [
     "CONDITIONS",
     "AugmentSettings",
     "WaveformAugmenter",
-    "change_voice",
     "colored_noise",
     "degrade",
     "hum",
@@ -303,46 +301,6 @@ def vtlp(
     return (y * (rms(x) / (rms(y) + 1e-12))).astype(np.float32)
 
 
-def change_voice(x: np.ndarray, rate: int, pitch_median: float, pitch_range: float) -> np.ndarray:
-    """Another speaker's pitch: a new median f0 (Hz) and an intonation ``pitch_range`` times as
-    wide (in octaves), with the formants and timing kept (Praat's pitch manipulation, PSOLA).
-
-    audiomentations' pitch shift resamples, so formants move with f0 and a high voice is also a
-    short vocal tract; real voices vary the two apart (VTLP varies the tract). The overlap-add
-    resynthesis also leaves the pitch-period seams of concatenative synthesisers, which
-    espeak-ng's formant synthesis never has. The contour is scaled around its median in octaves,
-    each point first limited to an octave from it (pitch trackers halve and double), and the
-    result kept within 60-500 Hz: Praat's own "Change gender" scales in hertz, where a wide range
-    can ask for a negative pitch, and its PSOLA then never returns. A clip with no voiced frames
-    comes back unchanged.
-    """
-    import parselmouth
-    from parselmouth.praat import call
-
-    sound = parselmouth.Sound(x.astype(np.float64), sampling_frequency=rate)
-    try:
-        manipulation = call(sound, "To Manipulation", 0.01, 75.0, 600.0)
-        tier = call(manipulation, "Extract pitch tier")
-        points = int(call(tier, "Get number of points"))
-        if points == 0:  # nothing voiced to re-pitch
-            return x.astype(np.float32, copy=True)
-        times = [call(tier, "Get time from index", i) for i in range(1, points + 1)]
-        hertz = np.array([call(tier, "Get value at index", i) for i in range(1, points + 1)])
-        octaves = np.clip(np.log2(hertz / np.median(hertz)), -1.0, 1.0) * pitch_range
-        new = np.clip(pitch_median * 2.0**octaves, 60.0, 500.0)
-        call(tier, "Remove points between", sound.xmin, sound.xmax)
-        for time, value in zip(times, new, strict=True):
-            call(tier, "Add point", time, float(value))
-        call([manipulation, tier], "Replace pitch tier")
-        changed = call(manipulation, "Get resynthesis (overlap-add)")
-    except parselmouth.PraatError:  # Praat could not analyse it (PraatFatal included)
-        return x.astype(np.float32, copy=True)
-    y = _fit(np.asarray(changed.values[0], dtype=np.float32), x.size)
-    if not np.all(np.isfinite(y)):
-        return x.astype(np.float32, copy=True)
-    return (y * (rms(x) / (rms(y) + 1e-12))).astype(np.float32)
-
-
 def time_warp(x: np.ndarray, rate: int, depth: float, rng: np.random.Generator) -> np.ndarray:
     """Non-uniform tempo: parts of the word stretched, others squeezed, pitch kept.
 
@@ -389,10 +347,6 @@ class AugmentSettings:
     p_speed: float = 0.4
     pitch_semitones: float = 3.0
     p_pitch: float = 0.3
-    # change_voice: median f0 drawn log-uniformly (deep male to child), intonation range factor.
-    voice_f0: tuple[float, float] = (80.0, 320.0)
-    voice_range: tuple[float, float] = (0.4, 1.8)
-    p_voice: float = 0.4
     tempo: tuple[float, float] = (0.8, 1.25)
     p_tempo: float = 0.3
     warp_depth: float = 0.35
@@ -476,9 +430,6 @@ class WaveformAugmenter:
                 y = time_warp(y, rate, s.warp_depth, rng)
             if rng.random() < s.p_pitch:
                 y = self._apply("pitch", y, rng)
-            if rng.random() < s.p_voice:
-                f0 = float(np.exp(rng.uniform(*np.log(s.voice_f0))))
-                y = change_voice(y, rate, f0, rng.uniform(*s.voice_range))
             if rng.random() < s.p_vtlp:
                 y = vtlp(y, rate, rng.uniform(*s.vtlp), drift=s.vtlp_drift, rng=rng)
             y = _centre_fit(y, n)
