@@ -455,9 +455,8 @@ class Batcher:
                 await self._arrived.wait()
             if self.max_wait > 0:
                 await self._fill_window()
-            if (
-                self._shared_worker is not None
-            ):  # let the preparations queued before this batch join it
+            # On a shared worker, let the preparations queued before this batch join it.
+            if self._shared_worker is not None:
                 try:
                     await loop.run_in_executor(self._executor, _nothing)
                 except RuntimeError:  # the pool is shut down: close() fails what is left
