@@ -607,11 +607,13 @@ class ModelService:
         # Decode, resample and log-mel of requests (service.workers explains the pool's size
         # and priority); on one CPU, its one thread runs the batches too (see Batcher).
         threads = worker_threads or cpu_threads()
-        self.shared_worker = threads == 1 and cpu_threads() == 1
-        self.workers: Executor = (
+        self.shared_worker = (
             SharedWorker("prepare", worker_niceness)
-            if self.shared_worker
-            else worker_pool("prepare", threads, worker_niceness)
+            if threads == 1 and cpu_threads() == 1
+            else None
+        )
+        self.workers: Executor = self.shared_worker or worker_pool(
+            "prepare", threads, worker_niceness
         )
         self.worker_niceness = worker_niceness
 
@@ -683,7 +685,7 @@ class ModelService:
             logger.error("refusing to serve: %s; the server stays not-ready", exc)
             return
         self.registry = registry
-        if self.shared_worker:
+        if self.shared_worker is not None:
             logger.info("one CPU: the preparation thread runs the batches too")
         for name, model in registry.models.items():
             batcher = Batcher(
@@ -695,7 +697,7 @@ class ModelService:
                 max_queue_ms=settings.max_queue_ms,
                 retry_after=self.retry_after,
                 worker_niceness=self.worker_niceness,
-                executor=self.workers if isinstance(self.workers, SharedWorker) else None,
+                executor=self.shared_worker,
             )
             batcher.start()
             self.batchers[name] = batcher

@@ -405,7 +405,7 @@ def test_on_one_cpu_requests_prepared_while_the_model_waits_share_one_batch(
     settings = isolated_settings(models=[speech_artifact], worker_threads=1)
     with serve_in_process(settings) as client:
         service = client.app.state.models  # type: ignore[attr-defined]
-        assert service.shared_worker
+        assert service.shared_worker is not None
         batcher = next(iter(service.batchers.values()))
         before = batcher.runs
         busy = threading.Event()
