@@ -132,6 +132,10 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(default=0.0, ge=0)
     # Cross-entropy target smoothing (0 = one-hot targets).
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    # Batch mixup of the inputs (training/mixup.py): Beta(alpha, alpha) weights, 0 = off; a
+    # batch is mixed with probability ``mixup_prob``.
+    mixup_alpha: float = Field(default=0.0, ge=0)
+    mixup_prob: float = Field(default=1.0, gt=0, le=1)
     # Re-estimate BN statistics over this many training batches before each evaluation.
     precise_bn_batches: NonNegativeInt = 0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
