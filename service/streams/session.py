@@ -360,7 +360,11 @@ class StreamSession:
         batcher = self.service.batchers[model.name]
         began = time.perf_counter()
         try:
-            views, cpu = await asyncio.to_thread(_timed_features, window.samples, cfg)
+            # On the service's preparation threads, as /classify's: niced below the event loop
+            # and bounded (one per CPU; on one CPU the thread that also runs the batches).
+            views, cpu = await asyncio.get_running_loop().run_in_executor(
+                self.service.workers, _timed_features, window.samples, cfg
+            )
         except ApiError as exc:
             raise invalid_audio(exc.message) from exc
         self.service.metrics.stages["features"].observe(time.perf_counter() - began)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from model.audio_config import PRESETS
 from service.errors import ApiError
+from service.streams import session
 from tests.service.audio import encode_av, signal
 from tests.service.conftest import isolated_settings, serve_in_process
 
@@ -232,3 +234,20 @@ def test_stream_metrics(client: TestClient) -> None:
     ):
         assert line in text, line
     assert 'arinext_rejections_total{reason="invalid_audio"}' in text
+
+
+def test_log_mels_are_computed_on_the_service_preparation_threads(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like /classify's: niced below the event loop and bounded, not on asyncio's default pool."""
+    threads: list[str] = []
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    real = session.features
+    monkeypatch.setattr(session, "features", recording)
+    events, code = _stream(client, _start(hop=0.5), _pcm16(2.0).tobytes())
+    assert code == 1000 and sum(e["type"] == "window" for e in events) == len(threads) == 3
+    assert all(name.startswith("prepare") for name in threads), threads
