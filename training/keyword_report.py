@@ -3,8 +3,8 @@
 Top-1 over all classes hides the two ways a keyword model fails people: missing a word that was
 said, and answering a word that was not (a false alarm on other speech or on noise). This
 report gives top-1 on the keywords alone, the false-alarm rate on everything that is not a
-keyword (``_unknown_`` speech and ``_silence_``), both per voice, and the most frequent
-confusions. numpy only.
+keyword (``_unknown_`` speech and ``_silence_``), both per voice, top-1 per keyword (which words
+a new voice loses), and the most frequent confusions. numpy only.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def keyword_report(
     threshold: float = FALSE_ALARM_SCORE,
     confusions: int = 10,
 ) -> dict:
-    """Keyword top-1, false alarms and confusions, overall and per voice.
+    """Keyword top-1, false alarms and confusions, overall and per voice; top-1 per keyword.
 
     ``probs`` is (clips, classes) in ``names`` order, ``labels`` the true class indices and
     ``voices`` each clip's voice.
@@ -62,6 +62,11 @@ def keyword_report(
             "false_alarm_rate": rate(alarm, mine & ~said),
             "clips": int(mine.sum()),
         }
+    per_keyword = {
+        name: {"top1": rate(correct, labels == i), "clips": int((labels == i).sum())}
+        for i, name in enumerate(names)
+        if keyword[i] and (labels == i).any()
+    }
     errors = Counter((names[t], names[p]) for t, p in zip(labels, predicted, strict=True) if t != p)
     by_class = {name: rate(alarm, labels == i) for i, name in enumerate(names) if not keyword[i]}
     return {
@@ -73,6 +78,7 @@ def keyword_report(
         "false_alarm_by_class": {k: v for k, v in by_class.items() if v is not None},
         "non_keyword_clips": int((~said).sum()),
         "per_voice": per_voice,
+        "per_keyword": per_keyword,
         "confusions": [
             {"true": t, "predicted": p, "count": n} for (t, p), n in errors.most_common(confusions)
         ],

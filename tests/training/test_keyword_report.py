@@ -41,6 +41,10 @@ def test_counts_misses_alarms_and_confusions() -> None:
     assert report["false_alarm_by_class"] == {"_unknown_": 0.5, "_silence_": 0.5}
     assert report["per_voice"]["a"] == {"keyword_top1": 2 / 3, "false_alarm_rate": None, "clips": 3}
     assert report["per_voice"]["b"]["false_alarm_rate"] == pytest.approx(1 / 2)
+    assert report["per_keyword"] == {
+        "yes": {"top1": 0.5, "clips": 2},
+        "no": {"top1": 1.0, "clips": 2},
+    }
     assert report["confusions"][0]["count"] == 1
     pairs = {(c["true"], c["predicted"]) for c in report["confusions"]}
     assert pairs == {("yes", "no"), ("_unknown_", "yes"), ("_unknown_", "no"), ("_silence_", "yes")}
