@@ -20,10 +20,11 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Request
@@ -47,6 +48,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def shutting_down() -> ApiError:
+    """The refusal of work that arrives, or is still queued, while the service stops."""
+    return ApiError(503, "shutting_down", "the server is shutting down")
+
 
 # Shortest stretch of a backlog over which the drain rate is measured (see Batcher._drained).
 _DRAIN_SPAN_SECONDS = 0.1
@@ -506,10 +514,9 @@ class Batcher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        shutting_down = ApiError(503, "shutting_down", "the server is shutting down")
         for job in leftover:
             if not job.future.done():
-                job.future.set_exception(shutting_down)
+                job.future.set_exception(shutting_down())
         self._urgent.clear()
         self._bulk.clear()
         # A batch still inside ONNX Runtime finishes on its thread; nobody waits for it.
@@ -616,6 +623,7 @@ class ModelService:
             "prepare", threads, worker_niceness
         )
         self.worker_niceness = worker_niceness
+        self._stopped = False
 
     @property
     def ready(self) -> bool:
@@ -711,10 +719,27 @@ class ModelService:
         self.metrics.ready.set(0 if self.draining else 1)
         logger.info("ready: serving heads %s", ", ".join(registry.heads))
 
+    async def prepare_on_workers(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the preparation threads (:attr:`workers`); once :meth:`stop` has
+        released them, a new job, or one still queued then, is refused 503 ``shutting_down``
+        instead of surfacing the pool's own ``RuntimeError`` or cancellation."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.workers, fn, *args)
+        except RuntimeError:
+            if not self._stopped:
+                raise
+            raise shutting_down() from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._stopped or (task is not None and task.cancelling()):
+                raise  # the caller itself was cancelled
+            raise shutting_down() from None
+
     async def stop(self, timeout: float) -> None:
         """Finish admitted work (bounded by ``timeout``) and release the worker threads."""
         self.set_draining()
         await asyncio.gather(*(b.close(timeout) for b in self.batchers.values()))
+        self._stopped = True
         self.workers.shutdown(wait=False, cancel_futures=True)
 
 

@@ -358,23 +358,25 @@ class StreamSession:
         model = track.model
         cfg = model.manifest.frontend
         batcher = self.service.batchers[model.name]
-        began = time.perf_counter()
-        try:
-            # On the service's preparation threads, as /classify's: niced below the event loop
-            # and bounded (one per CPU; on one CPU the thread that also runs the batches).
-            views, cpu = await asyncio.get_running_loop().run_in_executor(
-                self.service.workers, _timed_features, window.samples, cfg
-            )
-        except ApiError as exc:
-            raise invalid_audio(exc.message) from exc
-        self.service.metrics.stages["features"].observe(time.perf_counter() - began)
-        batcher.observe_prepare(cpu, 1)  # the admission's estimate of a window's cost
-        try:
+        try:  # admission first, as for /classify: a refused window costs no work
             batcher.reserve()
         except ApiError as exc:
             raise StreamError.from_api_error(exc) from exc
         future: asyncio.Future | None = None
         try:
+            began = time.perf_counter()
+            try:
+                # On the service's preparation threads, as /classify's log-mels: niced below
+                # the event loop and bounded (on one CPU, the thread that runs the batches).
+                views, cpu = await self.service.prepare_on_workers(
+                    _timed_features, window.samples, cfg
+                )
+            except ApiError as exc:
+                if exc.code == "shutting_down":
+                    raise StreamError.from_api_error(exc) from exc
+                raise invalid_audio(exc.message) from exc
+            self.service.metrics.stages["features"].observe(time.perf_counter() - began)
+            batcher.observe_prepare(cpu, 1)  # the admission's estimate of a window's cost
             future = await batcher.submit(views, reserved=True)
         finally:
             if future is None:

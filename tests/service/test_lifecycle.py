@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import re
@@ -18,6 +19,9 @@ from fastapi.testclient import TestClient
 import service.inference
 from model.manifest import MANIFEST_FILE, MODEL_FILE
 from service.app import create_app
+from service.errors import ApiError
+from service.inference import ModelService
+from service.metrics import Metrics
 from service.settings import Settings, get_settings
 from tests.service.audio import encode_sf, signal
 from tests.service.conftest import isolated_settings, serve_in_process
@@ -218,3 +222,31 @@ def test_creating_the_app_loads_nothing(speech_artifact: Path) -> None:
     app = create_app(isolated_settings(models=[speech_artifact]))
     assert app.state.models.status == "loading"
     assert not app.state.models.registry.models
+
+
+def test_work_for_the_preparation_threads_after_stop_is_refused_shutting_down() -> None:
+    """A job still queued when the service stops, and one that comes after, get a 503
+    ``shutting_down``; the job already running finishes; the caller's own cancel stays one."""
+
+    async def scenario() -> None:
+        service = ModelService(Metrics(), retry_after=1, worker_threads=1)
+        release = threading.Event()
+        running = asyncio.ensure_future(service.prepare_on_workers(release.wait, 10.0))
+        queued = asyncio.ensure_future(service.prepare_on_workers(int, "7"))
+        await asyncio.sleep(0.05)
+        cancelled = asyncio.ensure_future(service.prepare_on_workers(int, "8"))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await service.stop(0.0)
+        release.set()
+        assert await running is True
+        with pytest.raises(ApiError) as queued_error:
+            await queued
+        with pytest.raises(ApiError) as late:
+            await service.prepare_on_workers(int, "9")
+        for error in (queued_error.value, late.value):
+            assert (error.status, error.code) == (503, "shutting_down")
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+
+    asyncio.run(scenario())

@@ -251,3 +251,24 @@ def test_log_mels_are_computed_on_the_service_preparation_threads(
     events, code = _stream(client, _start(hop=0.5), _pcm16(2.0).tobytes())
     assert code == 1000 and sum(e["type"] == "window" for e in events) == len(threads) == 3
     assert all(name.startswith("prepare") for name in threads), threads
+
+
+def test_a_stream_open_while_the_service_stops_is_closed_going_away(
+    speech_artifact: Path,
+) -> None:
+    """Its next window finds the preparation threads released: a 1001 ``shutting_down`` close
+    (as uvicorn's own at shutdown), not an unhandled error."""
+    settings = isolated_settings(
+        models=[speech_artifact], stream_max_speed=1000.0, stream_burst_seconds=1000.0
+    )
+    with serve_in_process(settings) as client, client.websocket_connect("/stream") as ws:
+        ws.send_text(_start())
+        assert ws.receive_json()["type"] == "ready"
+        client.portal.call(client.app.state.models.stop, 0.0)
+        ws.send_bytes(_pcm16(1.5).tobytes())
+        events, code, reason = _until_close(ws)
+    assert code == 1001 and reason.startswith("shutting_down"), (code, reason, events)
+    assert events[-1] == {
+        "type": "error",
+        "error": {"code": "shutting_down", "message": "the server is shutting down"},
+    }
