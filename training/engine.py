@@ -7,8 +7,8 @@ test-view protocol, append the metrics to the run's history and write ``last.pt`
 ``best.pt`` when the validation metric improved). Only rank 0 writes files or shows progress.
 
 Reproducibility: the shuffling order is a function of (seed, epoch), each clip's random view and
-SpecAugment of (seed, epoch, clip), and the torch RNG (dropout) is saved per rank in every
-checkpoint; so ``--resume`` continues exactly where the run stopped.
+SpecAugment of (seed, epoch, clip), and the torch RNG (dropout, batch mixup) is saved per rank
+in every checkpoint; so ``--resume`` continues exactly where the run stopped.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ Each mixed batch is ``lam * x + (1 - lam) * x[partner]`` with ``lam ~ Beta(alpha
 to ``lam >= 0.5``, so every example keeps its own label as the larger share; the loss is the same
 mix of the two labels' cross-entropies. Training on such blends rewards scores that fall off
 between classes instead of jumping, which is what a keyword spotter needs on words it never heard.
-Draws come from torch's global generator, so a seeded run is reproducible and resumes exactly
-(the engine checkpoints that generator's state).
+Draws come from torch's global CPU generator, so a seeded run is reproducible and resumes
+exactly (the engine checkpoints that generator's state). That generator also seeds each
+evaluation's DataLoader, so the draws depend on the evaluation schedule too, as dropout's do.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 __all__ = ["Mix", "Mixup"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Mix:
     """How one batch was mixed: ``partner[i]`` is the example blended into example ``i``."""
 
@@ -52,5 +53,5 @@ class Mixup:
         concentration = torch.tensor(self.alpha, dtype=torch.float64)
         lam = float(torch.distributions.Beta(concentration, concentration).sample())
         lam = max(lam, 1.0 - lam)
-        partner = torch.randperm(len(inputs), device=inputs.device)
+        partner = torch.randperm(len(inputs)).to(inputs.device)
         return lam * inputs + (1.0 - lam) * inputs[partner], Mix(partner, lam)
