@@ -115,3 +115,11 @@ def test_ood_probe_prints_each_shift_per_voice(speech_artifact: Path, tmp_path: 
     for row in rows[1:]:
         cells = [cell.strip() for cell in row.strip("| ").split("|")[1:]]
         assert all(0 <= float(cell) <= 100 for cell in cells), row
+    try:
+        import pyworld  # noqa: F401
+    except ImportError:  # the optional vocoder rows: refused with the install line
+        done = subprocess.run(
+            [*command, "--ood", str(ood), "--world"], cwd=REPO, capture_output=True, text=True
+        )
+        assert done.returncode == 1 and 'pip install pyworld "setuptools<81"' in done.stderr
+        assert "| none" not in done.stdout  # refused before any scoring
