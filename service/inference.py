@@ -720,9 +720,10 @@ class ModelService:
         logger.info("ready: serving heads %s", ", ".join(registry.heads))
 
     async def prepare_on_workers(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the preparation threads (:attr:`workers`); once :meth:`stop` has
-        released them, a new job, or one still queued then, is refused 503 ``shutting_down``
-        instead of surfacing the pool's own ``RuntimeError`` or cancellation."""
+        """``fn(*args)`` on the preparation threads (:attr:`workers`), for uploads and streams
+        alike; once :meth:`stop` has released them, a new job, or one still queued then, is
+        refused 503 ``shutting_down`` instead of surfacing the pool's own ``RuntimeError`` (a
+        500) or cancellation."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self.workers, fn, *args)
         except RuntimeError:

@@ -163,9 +163,7 @@ async def _run_model(
                     views = clip.views[begin:end]
                 else:
                     started = time.perf_counter()
-                    views = await asyncio.get_running_loop().run_in_executor(
-                        service.workers, clip.views_for, begin, end
-                    )
+                    views = await service.prepare_on_workers(clip.views_for, begin, end)
                     spent = time.perf_counter() - started
                     run.features += spent
                     service.metrics.stages["features"].observe(spent)
@@ -263,7 +261,6 @@ async def classify(
             reserved.append(batcher)
             # The queue-time deadline counts from arrival when the server stamped it.
             admitted_at.append(admitted if received is None else min(received, admitted))
-        loop = asyncio.get_running_loop()
         work = functools.partial(
             prepare,
             data,
@@ -274,11 +271,9 @@ async def classify(
             feature_windows=min(b.chunk for b in batchers),
         )
         if len(batchers) == 1:
-            clip, inline = await loop.run_in_executor(
-                service.workers, _prepare_and_run, work, batchers[0]
-            )
+            clip, inline = await service.prepare_on_workers(_prepare_and_run, work, batchers[0])
         else:
-            clip, inline = await loop.run_in_executor(service.workers, work), None
+            clip, inline = await service.prepare_on_workers(work), None
         prepared = time.perf_counter()
         for batcher, model_input in zip(batchers, clip.inputs, strict=True):
             if len(model_input.views) == len(model_input.starts):  # long clips run as bulk

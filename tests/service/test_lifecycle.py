@@ -250,3 +250,14 @@ def test_work_for_the_preparation_threads_after_stop_is_refused_shutting_down() 
             await cancelled
 
     asyncio.run(scenario())
+
+
+def test_an_upload_after_the_service_stopped_is_refused_shutting_down(
+    speech_artifact: Path,
+) -> None:
+    """Not a 500 from the released preparation threads."""
+    with serve_in_process(isolated_settings(models=[speech_artifact])) as client:
+        client.portal.call(client.app.state.models.stop, 0.0)
+        response = client.post("/classify", content=CLIP, headers=WAV)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "shutting_down"
