@@ -7,7 +7,7 @@ apart (the same idea as a Hugging Face feature-extractor config saved beside the
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["PRESETS", "AudioConfig", "get_preset"]
 
@@ -31,6 +31,20 @@ class AudioConfig(BaseModel):
     test_views: int = Field(
         default=1, gt=0, description="evenly spaced views averaged at test time"
     )
+    smooth_frames: int = Field(
+        default=1,
+        ge=1,
+        le=31,
+        description="centred moving average of the log-mel over this many frames (1: off)",
+    )
+
+    @field_validator("smooth_frames")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        """An even average would shift the spectrogram by half a frame."""
+        if value % 2 == 0:
+            raise ValueError(f"smooth_frames must be odd, got {value}")
+        return value
 
     @property
     def win_length(self) -> int:

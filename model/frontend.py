@@ -16,6 +16,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from scipy import fft as sp_fft
+from scipy.ndimage import uniform_filter1d
 
 from model.audio_config import AudioConfig
 
@@ -67,6 +68,8 @@ def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     """Log-mel spectrogram of a mono float waveform, shape (frames, n_mels), float32.
 
     ``frames = 1 + len(samples) // hop`` (librosa's ``center=True`` with zero padding).
+    With ``smooth_frames > 1`` each frame is the mean of the log-mels around it (edge frames
+    repeated): a model trained on synthetic voices then cannot lean on their fine timing.
     """
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
@@ -92,7 +95,10 @@ def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     magnitude = np.abs(spectrum)
     fb = mel_filterbank(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.mel_fmax)
     mel = magnitude @ fb.T
-    return np.log(mel + np.float32(cfg.log_offset), dtype=np.float32)
+    spec = np.log(mel + np.float32(cfg.log_offset), dtype=np.float32)
+    if cfg.smooth_frames > 1:
+        spec = uniform_filter1d(spec, cfg.smooth_frames, axis=0, mode="nearest")
+    return spec
 
 
 def fit_frames(spec: np.ndarray, num_frames: int) -> np.ndarray:

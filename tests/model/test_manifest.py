@@ -142,3 +142,18 @@ def test_bad_sha256_is_refused(tmp_path: Path) -> None:
     _rewrite(tmp_path, sha256="abc")
     with pytest.raises(ArtifactError, match="invalid manifest"):
         read_manifest(tmp_path)
+
+
+def test_front_end_smoothing_travels_in_the_manifest(tmp_path: Path) -> None:
+    """The service reads ``smooth_frames`` from the manifest; artifacts written before it had
+    the field load with smoothing off, which is what they were trained with."""
+    written = _artifact(tmp_path / "smoothed")
+    smoothed = written.frontend.model_copy(update={"smooth_frames": 3})
+    write_manifest(tmp_path / "smoothed", written.model_copy(update={"frontend": smoothed}))
+    assert read_manifest(tmp_path / "smoothed").frontend.smooth_frames == 3
+
+    _artifact(tmp_path / "older")
+    raw = json.loads((tmp_path / "older" / MANIFEST_FILE).read_text(encoding="utf-8"))
+    del raw["frontend"]["smooth_frames"]
+    (tmp_path / "older" / MANIFEST_FILE).write_text(json.dumps(raw), encoding="utf-8")
+    assert verify_artifact(tmp_path / "older").frontend == get_preset("epic_kitchens_100")

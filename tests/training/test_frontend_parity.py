@@ -18,6 +18,7 @@ from model.audio_config import get_preset
 from model.frontend import clip_view, view_starts
 from service.decoding import decode_audio, resample
 from service.predict import window_starts
+from service.prepare import features
 from tests.training.conftest import write_wav
 from training.datasets import ClipDataset
 from training.datasets.base import Clip, ClipIndex
@@ -65,3 +66,19 @@ def test_longer_clips_match_at_the_protocol_views(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         training_views, _service_views(path, "epic_sounds", lambda n, c: view_starts(n, c))
     )
+
+
+def test_a_smoothed_front_end_is_the_same_in_training_and_serving(tmp_path: Path) -> None:
+    """``smooth_frames`` lives in the audio config, so both paths smooth the same way."""
+    rng = np.random.default_rng(2)
+    path = write_wav(tmp_path / "clip.wav", rng.uniform(-0.5, 0.5, 22050), 22050)
+    base = get_preset("speech_commands")
+    cfg = base.model_copy(update={"smooth_frames": 3})
+    index = ClipIndex("speech_commands", "test", [Clip(str(path), (0,))], {"sc": ["a"]})
+    training_views, _, _ = ClipDataset(index, cfg, "eval")[0]
+    decoded = decode_audio(path.read_bytes(), max_seconds=600)
+    samples = resample(decoded.samples, decoded.sample_rate, cfg.sample_rate)
+    serving_views = features(samples, window_starts(len(samples), cfg), cfg)
+    np.testing.assert_array_equal(training_views, serving_views)
+    unsmoothed = features(samples, window_starts(len(samples), base), base)
+    assert np.abs(serving_views - unsmoothed).max() > 0.1
