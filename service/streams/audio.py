@@ -24,6 +24,7 @@ from model.audio_config import AudioConfig
 from model.audio_io import planar_float
 from service.errors import ApiError
 from service.streams.protocol import CLOSE_UNSUPPORTED, StreamError, invalid_audio
+from service.workers import lower_thread_priority
 
 __all__ = ["Decoder", "PcmDecoder", "WebmDecoder", "Window", "Windower"]
 
@@ -114,8 +115,9 @@ class WebmDecoder:
     it returns everything the bytes so far could produce; at most one chunk is ever buffered.
     """
 
-    def __init__(self, declared_rate: int | None) -> None:
+    def __init__(self, declared_rate: int | None, niceness: int = 0) -> None:
         self.declared_rate = declared_rate
+        self.niceness = niceness  # below the event loop, as the preparation threads
         self.sample_rate: int | None = None
         self._loop = asyncio.get_running_loop()
         self._pipe = _Pipe(self._starved_from_thread)
@@ -149,6 +151,7 @@ class WebmDecoder:
             self._loop.call_soon_threadsafe(ended)
 
     def _run(self) -> None:
+        lower_thread_priority(self.niceness)
         try:
             with av.open(self._pipe, mode="r", format="matroska", metadata_errors="ignore") as box:
                 if not box.streams.audio:

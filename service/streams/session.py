@@ -236,7 +236,7 @@ class StreamSession:
     def _decoder(self) -> Decoder:
         start = self.start
         if start.format == "webm":
-            return WebmDecoder(start.sample_rate)
+            return WebmDecoder(start.sample_rate, self.settings.worker_niceness)
         if start.sample_rate is None:
             raise invalid_start(f"format {start.format!r} needs a sample_rate")
         return PcmDecoder(start.format, start.channels, start.sample_rate)

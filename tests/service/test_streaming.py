@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -144,6 +145,23 @@ def test_webm_opus_decodes_incrementally_like_the_whole_file() -> None:
     np.testing.assert_allclose(samples, whole.samples, atol=1e-6)
     # Audio comes out while the bytes arrive, not only at the end.
     assert sizes[len(sizes) // 2] > 0.3 * len(whole.samples)
+
+
+def test_webm_decoding_thread_runs_below_the_event_loop() -> None:
+    """Decoding is CPU work of one client's choosing: niced, as the preparation threads are."""
+    webm = encode_av(signal(2.0, 48000), 48000, "webm", "libopus")
+
+    async def niceness_while_decoding() -> int:
+        decoder = WebmDecoder(declared_rate=None, niceness=4)
+        try:
+            await decoder.decode(webm[: len(webm) // 2])  # the thread now waits for more bytes
+            thread = decoder._thread
+            assert thread is not None and thread.native_id is not None
+            return os.getpriority(os.PRIO_PROCESS, thread.native_id)
+        finally:
+            decoder.close()
+
+    assert _run(niceness_while_decoding()) == os.getpriority(os.PRIO_PROCESS, 0) + 4
 
 
 def test_webm_refuses_garbage_other_codecs_and_a_wrong_declared_rate() -> None:
