@@ -53,7 +53,11 @@ async def list_models(
                 activation=head.activation,
                 architecture=manifest.architecture,
                 reparameterized=manifest.reparameterized,
-                frontend=manifest.frontend.model_dump(),
+                # Every setting, smoothing too (a manifest leaves it out when it is off).
+                frontend={
+                    **manifest.frontend.model_dump(),
+                    "smooth_frames": manifest.frontend.smooth_frames,
+                },
                 sha256=manifest.sha256,
                 num_params=manifest.num_params,
                 gflops=manifest.gflops,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,7 +22,12 @@ import soxr
 from model.audio_config import AudioConfig
 from model.audio_io import planar_float
 from service.errors import ApiError
-from service.streams.protocol import CLOSE_UNSUPPORTED, StreamError, invalid_audio
+from service.streams.protocol import (
+    CLOSE_TOO_BIG,
+    CLOSE_UNSUPPORTED,
+    StreamError,
+    invalid_audio,
+)
 from service.workers import lower_thread_priority
 
 __all__ = ["Decoder", "PcmDecoder", "WebmDecoder", "Window", "Windower"]
@@ -113,15 +117,23 @@ class WebmDecoder:
 
     ``decode`` hands the chunk to the thread and waits until the thread asks for more bytes, so
     it returns everything the bytes so far could produce; at most one chunk is ever buffered.
+    Compressed audio can expand a thousandfold (a megabyte of Opus silence is half an hour), so
+    the thread stops with ``message_too_big`` once the audio not yet taken passes
+    ``max_pending_samples``: the memory and event-loop work of one message stay bounded.
     """
 
-    def __init__(self, declared_rate: int | None, niceness: int = 0) -> None:
+    def __init__(
+        self, declared_rate: int | None, *, niceness: int, max_pending_samples: int
+    ) -> None:
         self.declared_rate = declared_rate
         self.niceness = niceness  # below the event loop, as the preparation threads
+        self.max_pending_samples = max_pending_samples
+        self._lock = threading.Lock()  # _blocks and _pending: filled by the thread, taken here
+        self._pending = 0
         self.sample_rate: int | None = None
         self._loop = asyncio.get_running_loop()
         self._pipe = _Pipe(self._starved_from_thread)
-        self._blocks: deque[np.ndarray] = deque()
+        self._blocks: list[np.ndarray] = []
         self._error: StreamError | None = None
         self._waiting: tuple[int, asyncio.Future[None]] | None = None
         self._finished = asyncio.Event()
@@ -174,7 +186,7 @@ class WebmDecoder:
                     block = planar_float(frame)
                     if not np.isfinite(block).all():
                         raise invalid_audio("the audio contains NaN or infinite samples")
-                    self._blocks.append(block.mean(axis=1, dtype=np.float32))
+                    self._add(block.mean(axis=1, dtype=np.float32))
         except StreamError as exc:
             self._error = exc
         except ApiError as exc:
@@ -183,6 +195,19 @@ class WebmDecoder:
             self._error = invalid_audio(f"cannot decode the WebM stream: {exc}")
         finally:
             self._ended_from_thread()
+
+    def _add(self, mono: np.ndarray) -> None:
+        with self._lock:
+            self._blocks.append(mono)
+            self._pending += len(mono)
+            pending = self._pending
+        if pending > self.max_pending_samples:
+            raise StreamError(
+                CLOSE_TOO_BIG,
+                "message_too_big",
+                f"a message decoded to more than {self.max_pending_samples} samples; "
+                "send the audio in smaller messages",
+            )
 
     def _check_rate(self, rate: int) -> None:
         if self.declared_rate is not None and rate != self.declared_rate:
@@ -194,7 +219,9 @@ class WebmDecoder:
     def _take(self) -> np.ndarray:
         if self._error is not None:
             raise self._error
-        blocks = [self._blocks.popleft() for _ in range(len(self._blocks))]
+        with self._lock:
+            blocks, self._blocks = self._blocks, []
+            self._pending = 0
         return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float32)
 
     async def decode(self, data: bytes) -> np.ndarray:

@@ -236,7 +236,12 @@ class StreamSession:
     def _decoder(self) -> Decoder:
         start = self.start
         if start.format == "webm":
-            return WebmDecoder(start.sample_rate, self.settings.worker_niceness)
+            return WebmDecoder(
+                start.sample_rate,
+                niceness=self.service.worker_niceness,
+                # As many samples as the largest message of 16-bit mono PCM carries.
+                max_pending_samples=self.settings.stream_max_message_bytes // 2,
+            )
         if start.sample_rate is None:
             raise invalid_start(f"format {start.format!r} needs a sample_rate")
         return PcmDecoder(start.format, start.channels, start.sample_rate)

@@ -171,3 +171,4 @@ def test_smoothing_is_off_by_default_and_must_be_odd() -> None:
     for bad in (0, 2, 33):
         with pytest.raises(ValidationError, match="smooth_frames"):
             AudioConfig(**{**base.model_dump(), "smooth_frames": bad})
+    AudioConfig(**{**base.model_dump(), "smooth_frames": 31})  # the largest allowed

@@ -145,15 +145,18 @@ def test_bad_sha256_is_refused(tmp_path: Path) -> None:
 
 
 def test_front_end_smoothing_travels_in_the_manifest(tmp_path: Path) -> None:
-    """The service reads ``smooth_frames`` from the manifest; artifacts written before it had
-    the field load with smoothing off, which is what they were trained with."""
-    written = _artifact(tmp_path / "smoothed")
-    smoothed = written.frontend.model_copy(update={"smooth_frames": 3})
-    write_manifest(tmp_path / "smoothed", written.model_copy(update={"frontend": smoothed}))
-    assert read_manifest(tmp_path / "smoothed").frontend.smooth_frames == 3
+    """The service reads ``smooth_frames`` from the manifest. Off, it is left out of the file, so
+    servers from before the field (which refuse unknown fields) still load the artifact."""
+    written = _artifact(tmp_path / "plain")
+    raw = json.loads((tmp_path / "plain" / MANIFEST_FILE).read_text(encoding="utf-8"))
+    assert "smooth_frames" not in raw["frontend"]
+    assert verify_artifact(tmp_path / "plain").frontend.smooth_frames == 1
 
-    _artifact(tmp_path / "older")
-    raw = json.loads((tmp_path / "older" / MANIFEST_FILE).read_text(encoding="utf-8"))
-    del raw["frontend"]["smooth_frames"]
-    (tmp_path / "older" / MANIFEST_FILE).write_text(json.dumps(raw), encoding="utf-8")
-    assert verify_artifact(tmp_path / "older").frontend == get_preset("epic_kitchens_100")
+    smoothed = written.frontend.model_copy(update={"smooth_frames": 3})
+    write_manifest(tmp_path / "plain", written.model_copy(update={"frontend": smoothed}))
+    assert read_manifest(tmp_path / "plain").frontend.smooth_frames == 3
+
+    raw["frontend"]["smooth_frames"] = 4  # even: it would shift the spectrogram
+    (tmp_path / "plain" / MANIFEST_FILE).write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(ArtifactError, match="smooth_frames must be odd"):
+        read_manifest(tmp_path / "plain")

@@ -123,6 +123,9 @@ def test_heads_and_top_k_are_chosen_by_the_client(client: TestClient) -> None:
     ]
 
 
+_OPUS_SILENCE = encode_av(np.zeros((20 * 48000, 1), np.float32), 48000, "webm", "libopus")
+
+
 @pytest.mark.parametrize(
     ("first", "audio", "code", "reason"),
     [
@@ -136,6 +139,8 @@ def test_heads_and_top_k_are_chosen_by_the_client(client: TestClient) -> None:
         (_start(format="f32le"), np.full(20000, 1e38, "<f4").tobytes(), 1007, "invalid_audio"),
         (_start(format="webm"), b"\x1a\x45\xdf\xa3" + b"junk" * 300, 1007, "invalid_audio"),
         (_start(), b"\x00" * 64_001, 1009, "message_too_big"),
+        # 9.6 kB of Opus that decodes to 20 s: refused before it is all in memory.
+        (_start(format="webm", sample_rate=None), _OPUS_SILENCE, 1009, "message_too_big"),
     ],
 )
 def test_bad_input_closes_the_stream_with_a_reason(

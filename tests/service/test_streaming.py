@@ -16,6 +16,7 @@ from service.streams.audio import PcmDecoder, WebmDecoder, Windower
 from service.streams.detection import Debouncer
 from service.streams.protocol import (
     CLOSE_INVALID_DATA,
+    CLOSE_TOO_BIG,
     CLOSE_UNSUPPORTED,
     StreamError,
     is_keyword,
@@ -131,7 +132,7 @@ def test_webm_opus_decodes_incrementally_like_the_whole_file() -> None:
     webm = encode_av(x, 48000, "webm", "libopus")
 
     async def decode_chunks() -> tuple[list[int], np.ndarray, int | None]:
-        decoder = WebmDecoder(declared_rate=None)
+        decoder = WebmDecoder(None, niceness=0, max_pending_samples=10**7)
         sizes, parts = [], []
         for i in range(0, len(webm), 2000):
             parts.append(await decoder.decode(webm[i : i + 2000]))
@@ -147,12 +148,13 @@ def test_webm_opus_decodes_incrementally_like_the_whole_file() -> None:
     assert sizes[len(sizes) // 2] > 0.3 * len(whole.samples)
 
 
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="nice levels are a Unix feature")
 def test_webm_decoding_thread_runs_below_the_event_loop() -> None:
     """Decoding is CPU work of one client's choosing: niced, as the preparation threads are."""
     webm = encode_av(signal(2.0, 48000), 48000, "webm", "libopus")
 
     async def niceness_while_decoding() -> int:
-        decoder = WebmDecoder(declared_rate=None, niceness=4)
+        decoder = WebmDecoder(None, niceness=4, max_pending_samples=10**7)
         try:
             await decoder.decode(webm[: len(webm) // 2])  # the thread now waits for more bytes
             thread = decoder._thread
@@ -161,12 +163,46 @@ def test_webm_decoding_thread_runs_below_the_event_loop() -> None:
         finally:
             decoder.close()
 
-    assert _run(niceness_while_decoding()) == os.getpriority(os.PRIO_PROCESS, 0) + 4
+    assert _run(niceness_while_decoding()) == min(os.getpriority(os.PRIO_PROCESS, 0) + 4, 19)
+
+
+def test_webm_stops_decoding_a_message_that_expands_past_the_bound() -> None:
+    """Opus silence is a few bytes a frame: 9.6 kB decodes to 20 s. The thread stops once the
+    audio not yet taken passes the bound, instead of holding all of it."""
+    webm = encode_av(np.zeros((20 * 48000, 1), np.float32), 48000, "webm", "libopus")
+
+    async def feed_small(step: int) -> int:
+        decoder = WebmDecoder(None, niceness=0, max_pending_samples=48000)
+        try:
+            taken = 0
+            for i in range(0, len(webm), step):
+                taken += len(await decoder.decode(webm[i : i + step]))
+            return taken + len(await decoder.finish())
+        finally:
+            decoder.close()
+
+    whole: list[WebmDecoder] = []
+
+    async def feed_whole() -> None:
+        decoder = WebmDecoder(None, niceness=0, max_pending_samples=48000)
+        whole.append(decoder)
+        try:
+            await decoder.decode(webm)
+        finally:
+            decoder.close()
+
+    with pytest.raises(StreamError, match="more than 48000 samples") as error:
+        _run(feed_whole())
+    assert error.value.close_code == CLOSE_TOO_BIG and error.value.code == "message_too_big"
+    held = sum(len(block) for block in whole[0]._blocks)
+    assert 48000 < held <= 48000 + 960  # stopped at the first 20 ms frame past the bound
+    # The same stream in small messages (each taken as it comes) decodes whole.
+    assert _run(feed_small(300)) == 20 * 48000
 
 
 def test_webm_refuses_garbage_other_codecs_and_a_wrong_declared_rate() -> None:
     async def feed(data: bytes, declared: int | None = None) -> None:
-        decoder = WebmDecoder(declared_rate=declared)
+        decoder = WebmDecoder(declared, niceness=0, max_pending_samples=10**7)
         try:
             await decoder.decode(data)
             await decoder.finish()

@@ -82,3 +82,20 @@ def test_a_smoothed_front_end_is_the_same_in_training_and_serving(tmp_path: Path
     np.testing.assert_array_equal(training_views, serving_views)
     unsmoothed = features(samples, window_starts(len(samples), base), base)
     assert np.abs(serving_views - unsmoothed).max() > 0.1
+
+
+def test_each_window_of_a_long_clip_is_smoothed_on_its_own_samples(tmp_path: Path) -> None:
+    """A window of a long clip (``hop``, streams) sees exactly what training saw for a clip of
+    that window's samples alone, edges included: smoothing never reaches across windows."""
+    rng = np.random.default_rng(3)
+    cfg = get_preset("speech_commands").model_copy(update={"smooth_frames": 5})
+    samples = rng.uniform(-0.5, 0.5, int(3.3 * cfg.sample_rate)).astype(np.float32)
+    starts = window_starts(len(samples), cfg, hop_seconds=0.25)
+    views = features(samples, starts, cfg)
+    assert len(starts) > 5
+    for start, view in zip(starts, views, strict=True):
+        alone = samples[start : start + cfg.clip_samples]
+        path = write_wav(tmp_path / f"{start}.wav", alone, cfg.sample_rate, subtype="FLOAT")
+        index = ClipIndex("speech_commands", "test", [Clip(str(path), (0,))], {"sc": ["a"]})
+        training_views, _, _ = ClipDataset(index, cfg, "eval")[0]
+        np.testing.assert_array_equal(training_views[0], view)
