@@ -7,6 +7,7 @@ Backends: NCCL on GPUs, gloo on CPU (which is also how the tests exercise multi-
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -70,8 +71,14 @@ def setup(device: str = "auto") -> Context:
 
 
 def cleanup() -> None:
-    """Leave the process group (so torchrun sees a clean exit)."""
+    """Leave the process group (so torchrun sees a clean exit).
+
+    Whatever still holds the group (a DistributedDataParallel reducer in a reference cycle) is
+    collected first: destroyed later, during interpreter shutdown, its Gloo threads can abort
+    the process ("terminate called without an active exception"; seen once in CI).
+    """
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

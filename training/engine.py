@@ -312,7 +312,9 @@ def train(cfg: TrainConfig, *, resume: bool = False) -> Path:
     """Train (or, with ``resume``, continue) the run ``cfg.out``; returns the run directory."""
     ctx = setup(cfg.device)
     try:
-        return _train(cfg, ctx, resume)
+        run_dir = _train(cfg, ctx, resume)
+        barrier()  # leave together: the main process still writes the curves
+        return run_dir
     finally:
         cleanup()
 
