@@ -7,16 +7,7 @@ apart (the same idea as a Hugging Face feature-extractor config saved beside the
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SerializerFunctionWrapHandler,
-    field_validator,
-    model_serializer,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["PRESETS", "AudioConfig", "get_preset"]
 
@@ -54,15 +45,6 @@ class AudioConfig(BaseModel):
         if value % 2 == 0:
             raise ValueError(f"smooth_frames must be odd, got {value}")
         return value
-
-    @model_serializer(mode="wrap")
-    def _omit_smoothing_when_off(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Servers from before ``smooth_frames`` refuse unknown fields: an artifact that does not
-        smooth leaves it out, so they still load it (and refuse one that does)."""
-        data: dict[str, Any] = handler(self)
-        if self.smooth_frames == 1:
-            data.pop("smooth_frames", None)
-        return data
 
     @property
     def win_length(self) -> int:

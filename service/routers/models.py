@@ -53,11 +53,7 @@ async def list_models(
                 activation=head.activation,
                 architecture=manifest.architecture,
                 reparameterized=manifest.reparameterized,
-                # Every setting, smoothing too (a manifest leaves it out when it is off).
-                frontend={
-                    **manifest.frontend.model_dump(),
-                    "smooth_frames": manifest.frontend.smooth_frames,
-                },
+                frontend=manifest.frontend.model_dump(),
                 sha256=manifest.sha256,
                 num_params=manifest.num_params,
                 gflops=manifest.gflops,
