@@ -89,6 +89,10 @@ class _OrtSession:
                 f"(available: {available})"
             )
         options = ort.SessionOptions()
+        # 0 is not left to ONNX Runtime: its default counts the machine's physical cores and pins
+        # one thread to each, so a process confined by taskset or a cpuset would run threads on
+        # CPUs it was not given (or, where the pinning fails, more threads than its CPUs).
+        threads = threads or cpu_threads()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         source = model if isinstance(model, bytes) else str(model)
@@ -103,7 +107,7 @@ class _OrtSession:
         }
         self.output_names = [o.name for o in self._session.get_outputs()]
         used = ", ".join(self._session.get_providers())
-        self.description = f"onnxruntime {ort.__version__} ({used}, {threads or 'default'} threads)"
+        self.description = f"onnxruntime {ort.__version__} ({used}, {threads} threads)"
 
     def run(self, outputs: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         return self._session.run(list(outputs), dict(feed))
@@ -177,7 +181,8 @@ def open_session(
 ) -> Session:
     """Load an ONNX graph (a path or its bytes) for inference; :class:`BackendError` says why not.
 
-    ``threads`` is the number of intra-op threads (0: the runtime's default). ``providers`` are
+    ``threads`` is the number of intra-op threads (0: one per CPU this process may run on, its
+    affinity mask; OpenVINO's own default, which respects that mask). ``providers`` are
     ONNX Runtime execution providers in order of preference; one the installed build lacks (e.g.
     CUDA without onnxruntime-gpu) is refused rather than silently replaced by the CPU; so are
     providers other than the CPU's with the OpenVINO backend, which runs on the CPU.

@@ -85,7 +85,9 @@ class Settings(BaseSettings):
         ge=0,
         description="the demo's uploads kept on disk; the oldest are deleted beyond this",
     )
-    intra_op_threads: int = Field(default=0, ge=0, description="0 lets ONNX Runtime choose")
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="0: one per CPU the process may run on"
+    )
     worker_threads: int = Field(
         default=0,
         ge=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -53,6 +54,34 @@ def test_onnx_runtime_session_describes_the_graph_and_takes_bytes_too(band: Path
     from_bytes = open_session((band / MODEL_FILE).read_bytes())
     feed = {"logmel": _views()}
     np.testing.assert_array_equal(session.run([OUTPUT], feed)[0], from_bytes.run([OUTPUT], feed)[0])
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs Linux affinity masks and two CPUs",
+)
+def test_default_threads_stay_on_the_cpus_the_process_was_given(band: Path) -> None:
+    """ONNX Runtime's own default pins a thread to every physical core of the machine, so under
+    ``taskset -c 0`` a session escaped to the other cores; 0 now means one thread per allowed CPU,
+    left unpinned."""
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
+    os.sched_setaffinity(0, {cpu})  # this thread; threads it starts inherit the mask
+    try:
+        session = open_session(band / MODEL_FILE, threads=0)
+        session.run([OUTPUT], {"logmel": _views()})
+    finally:
+        os.sched_setaffinity(0, allowed)
+    masks = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            masks[task.name] = os.sched_getaffinity(int(task.name))
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+    # Threads started before keep the whole mask; the session's may only have the one CPU.
+    escaped = {tid: mask for tid, mask in masks.items() if mask != allowed and mask != {cpu}}
+    assert not escaped, f"threads pinned outside the mask the session was opened under: {escaped}"
+    assert "1 threads" in session.description
 
 
 @pytest.mark.parametrize(
