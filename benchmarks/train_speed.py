@@ -2,7 +2,8 @@
 
 PyTorch's CPU depthwise convolution is slower for 1 x k kernels (the frequency mixers) than for
 k x 1 ones; ``MultiScaleMixer`` runs its 1 x k branches as k x 1 convs over a transposed view.
-On CPUs with AMX (Sapphire Rapids) bf16 autocast (``amp: bf16``) speeds the step up further.
+On CPUs with bfloat16 hardware (AMX or AVX512-BF16) bf16 autocast (``amp: bf16``) speeds the
+step up further; on others it is emulated and slower, and training uses float32 instead.
 This measures a forward + backward step of the training-form network three ways, interleaved in
 one process (shared machines drift), and prints the ratios.
 
@@ -19,6 +20,7 @@ import torch
 
 from model.inception_next import MultiScaleMixer
 from model.registry import create_model
+from training.engine import native_cpu_bf16
 
 
 def _set_transpose(model: torch.nn.Module, on: bool) -> None:
@@ -62,7 +64,8 @@ def main() -> None:
             times[name].append(_step(model, x, bf16))
     print(
         f"{args.arch} {args.frames}x128 batch {args.batch}, {args.threads} thread(s), "
-        f"median of {args.rounds} interleaved steps (forward + backward)"
+        f"median of {args.rounds} interleaved steps (forward + backward); bf16 hardware: "
+        f"{'yes' if native_cpu_bf16() else 'no (amp: bf16 trains in float32 here)'}"
     )
     base = statistics.median(times["plain 1 x k"])
     for name, values in times.items():

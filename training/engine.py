@@ -59,6 +59,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "freeze_batchnorm",
+    "native_cpu_bf16",
     "precise_batchnorm",
     "set_train_mode",
     "train",
@@ -142,15 +143,28 @@ def build_scheduler(
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AMX or AVX512-BF16); others emulate it."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """Mixed-precision type: bf16 where the GPU supports it, else fp16; none on CPU.
 
-    On CPU only an explicit ``bf16`` turns it on: CPUs with AMX or AVX512-BF16 (Sapphire
-    Rapids) run this network's training step about 2x faster (benchmarks/train_speed.py), older
-    ones emulate it slowly.
+    On CPU only an explicit ``bf16`` turns it on, and only where the CPU has bfloat16 in
+    hardware: with AMX or AVX512-BF16 this network's training step runs 1.2-2x faster; without
+    them bf16 is emulated and slower than float32 (0.68x on a Xeon without either,
+    benchmarks/train_speed.py), so that run trains in float32 and says so, as fp16 on CPU does.
     """
     if device.type == "cpu" and amp == "bf16":
-        return torch.bfloat16
+        if native_cpu_bf16():
+            return torch.bfloat16
+        logger.warning(
+            "this CPU has no bfloat16 hardware (AMX or AVX512-BF16), where bf16 runs slower "
+            "than float32; training in float32"
+        )
+        return None
     if device.type != "cuda" or amp == "none":
         if amp == "fp16":
             logger.warning("mixed precision %s needs a GPU; training in float32", amp)
