@@ -154,7 +154,7 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
     On CPU only an explicit ``bf16`` turns it on, and only where the CPU has bfloat16 in
     hardware: with AMX or AVX512-BF16 this network's training step runs 1.2-2x faster; without
-    them bf16 is emulated and slower than float32 (0.68x on a Xeon without either,
+    them bf16 is emulated and slower than float32 (0.72x on a Xeon without either,
     benchmarks/train_speed.py), so that run trains in float32 and says so, as fp16 on CPU does.
     """
     if device.type == "cpu" and amp == "bf16":
