@@ -32,6 +32,7 @@ __all__ = [
     "available_backends",
     "cpu_threads",
     "open_session",
+    "physical_cores",
 ]
 
 Backend = Literal["onnxruntime", "openvino"]
@@ -91,8 +92,9 @@ class _OrtSession:
         options = ort.SessionOptions()
         # 0 is not left to ONNX Runtime: its default counts the machine's physical cores and pins
         # one thread to each, so a process confined by taskset or a cpuset would run threads on
-        # CPUs it was not given (or, where the pinning fails, more threads than its CPUs).
-        threads = threads or cpu_threads()
+        # CPUs it was not given (or, where the pinning fails, more threads than its CPUs). The
+        # same count within the mask, unpinned, is what it means.
+        threads = threads or physical_cores()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         source = model if isinstance(model, bytes) else str(model)
@@ -181,8 +183,9 @@ def open_session(
 ) -> Session:
     """Load an ONNX graph (a path or its bytes) for inference; :class:`BackendError` says why not.
 
-    ``threads`` is the number of intra-op threads (0: one per CPU this process may run on, its
-    affinity mask; OpenVINO's own default, which respects that mask). ``providers`` are
+    ``threads`` is the number of intra-op threads (0: for ONNX Runtime, one per physical core
+    among the CPUs this process may run on, :func:`physical_cores`; OpenVINO keeps its own
+    default, which respects the affinity mask). ``providers`` are
     ONNX Runtime execution providers in order of preference; one the installed build lacks (e.g.
     CUDA without onnxruntime-gpu) is refused rather than silently replaced by the CPU; so are
     providers other than the CPU's with the OpenVINO backend, which runs on the CPU.
@@ -205,6 +208,26 @@ def open_session(
             )
         return _OpenVinoSession(source, threads, precision)
     return _OrtSession(source, threads, providers, precision)
+
+
+def physical_cores(sysfs: Path = Path("/sys/devices/system/cpu")) -> int:
+    """Physical cores among the CPUs this process may run on: hyperthreads of one core count
+    once, as in ONNX Runtime's own default (which ignores the affinity mask). Where the topology
+    cannot be read, every allowed CPU counts."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in allowed:
+        topology = sysfs / f"cpu{cpu}" / "topology"
+        try:
+            package = (topology / "physical_package_id").read_text(encoding="ascii").strip()
+            core = (topology / "core_id").read_text(encoding="ascii").strip()
+        except OSError:
+            return len(allowed)
+        cores.add((package, core))
+    return len(cores)
 
 
 def cpu_threads() -> int:

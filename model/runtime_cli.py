@@ -111,7 +111,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="OpenVINO inference precision hint (auto: its own choice, bf16 where the CPU has it)",
     )
-    bench.add_argument("--threads", type=int, default=1, help="intra-op threads (0: default; 1)")
+    bench.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads (0: one per core the process may use; 1)",
+    )
     bench.add_argument("--batch", type=int, default=1, help="clips per run (1)")
     bench.add_argument("--runs", type=int, default=50, help="timed runs (50)")
     bench.add_argument("--warmup", type=int, default=5, help="untimed runs first (5)")

@@ -39,17 +39,17 @@ EXAMPLES_DIR = Path(__file__).parent / "examples"
 STATIC_DIR = Path(__file__).parent / "static"
 DEMO_PATH = "/demo"
 MAX_HEADS_SHOWN = 8
-# How often Gradio's queue looks for work while idle: its own values on Windows. On Linux it
+TOP_K = 5
+# Per-window labels fetched for the timeline chart, so a top class's line is exact wherever it
+# is among a window's best 50 (and near 0 elsewhere).
+_TIMELINE_TOP_K = 50
+# How often Gradio's queue looks for work while idle: its own values on Windows. Elsewhere it
 # looks every 1 ms (and for progress every 10 ms), on the event loop that reads the API's
 # requests; README "The demo" has what that cost.
 QUEUE_POLL_SECONDS = 0.05
 PROGRESS_POLL_SECONDS = 0.1
 
 logger = logging.getLogger(__name__)
-TOP_K = 5
-# Per-window labels fetched for the timeline chart, so a top class's line is exact wherever it
-# is among a window's best 50 (and near 0 elsewhere).
-_TIMELINE_TOP_K = 50
 
 
 async def run_demo(
@@ -186,7 +186,8 @@ def _quiet_queue(demo: gr.Blocks) -> None:
 
     Gradio has no public setting for it, so this sets the attributes its queue reads; if a
     Gradio release renames them, the demo still works (polling as before) and this says so.
-    A click on the demo then waits at most 50 ms longer to start.
+    A click (or page load) then waits up to ``QUEUE_POLL_SECONDS`` longer to start, per job
+    queued ahead of it.
     """
     queue = getattr(demo, "_queue", None)
     names = ("sleep_when_free", "progress_update_sleep_when_free")

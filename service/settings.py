@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         description="the demo's uploads kept on disk; the oldest are deleted beyond this",
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, description="0: one per CPU the process may run on"
+        default=0, ge=0, description="0: one per physical core the process may run on"
     )
     worker_threads: int = Field(
         default=0,

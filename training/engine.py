@@ -144,9 +144,9 @@ def build_scheduler(
 
 
 def native_cpu_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AMX or AVX512-BF16); others emulate it."""
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    """Whether this x86 CPU computes bfloat16 in hardware (AMX or AVX512-BF16); others emulate
+    it. (Arm CPUs with bf16 instructions are not recognised: they train in float32.)"""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -161,8 +161,8 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         if native_cpu_bf16():
             return torch.bfloat16
         logger.warning(
-            "this CPU has no bfloat16 hardware (AMX or AVX512-BF16), where bf16 runs slower "
-            "than float32; training in float32"
+            "no AMX or AVX512-BF16 found on this CPU; without them bf16 is emulated and slower "
+            "than float32: training in float32"
         )
         return None
     if device.type != "cuda" or amp == "none":

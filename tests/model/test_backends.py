@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.backends import BackendError, available_backends, open_session
+from model.backends import (
+    BackendError,
+    available_backends,
+    cpu_threads,
+    open_session,
+    physical_cores,
+)
 from model.bench import random_input
 from model.manifest import MODEL_FILE
 from model.quantize import quantize_artifact
@@ -62,8 +68,10 @@ def test_onnx_runtime_session_describes_the_graph_and_takes_bytes_too(band: Path
 )
 def test_default_threads_stay_on_the_cpus_the_process_was_given(band: Path) -> None:
     """ONNX Runtime's own default pins a thread to every physical core of the machine, so under
-    ``taskset -c 0`` a session escaped to the other cores; 0 now means one thread per allowed CPU,
-    left unpinned."""
+    ``taskset -c 0`` a session escaped to the other cores; 0 now means one thread per physical
+    core within the mask, left unpinned. (Confined to one CPU, the fixed session starts no pool
+    thread at all, so its thread count, in the description, carries as much of the test as the
+    masks do; the old code fails on the masks.)"""
     allowed = os.sched_getaffinity(0)
     cpu = min(allowed)
     os.sched_setaffinity(0, {cpu})  # this thread; threads it starts inherit the mask
@@ -82,6 +90,30 @@ def test_default_threads_stay_on_the_cpus_the_process_was_given(band: Path) -> N
     escaped = {tid: mask for tid, mask in masks.items() if mask != allowed and mask != {cpu}}
     assert not escaped, f"threads pinned outside the mask the session was opened under: {escaped}"
     assert "1 threads" in session.description
+
+
+def _topology(root: Path, cpu: int, package: int, core: int) -> None:
+    directory = root / f"cpu{cpu}" / "topology"
+    directory.mkdir(parents=True)
+    (directory / "physical_package_id").write_text(f"{package}\n")
+    (directory / "core_id").write_text(f"{core}\n")
+
+
+def test_physical_cores_count_hyperthreads_of_a_core_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4}, raising=False)
+    for cpu, (package, core) in enumerate([(0, 0), (0, 0), (0, 1), (0, 1), (1, 0)]):
+        _topology(tmp_path, cpu, package, core)
+    assert physical_cores(tmp_path) == 3  # two cores of two threads, and one of another package
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2}, raising=False)
+    assert physical_cores(tmp_path) == 2  # only the CPUs of the mask count
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 7}, raising=False)
+    assert physical_cores(tmp_path) == 2  # no topology for CPU 7: every allowed CPU counts
+
+
+def test_physical_cores_of_this_machine_are_within_its_cpus() -> None:
+    assert 1 <= physical_cores() <= cpu_threads()
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ Browser screenshots are kept as test artifacts in ``$TEST_ARTIFACTS_DIR`` (defau
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import time
@@ -21,7 +22,14 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from service.demo import EXAMPLES_DIR, MAX_HEADS_SHOWN, run_demo
+from service.demo import (
+    EXAMPLES_DIR,
+    MAX_HEADS_SHOWN,
+    PROGRESS_POLL_SECONDS,
+    QUEUE_POLL_SECONDS,
+    _quiet_queue,
+    run_demo,
+)
 from service.settings import EMBEDDED_MODEL_DIR
 from tests.service.conftest import REPO, isolated_settings, serve_in_process
 
@@ -174,7 +182,11 @@ def _demo_page(url: str, height: int, extra_args: tuple[str, ...] = ()) -> Itera
 def _wakeups(pid: int) -> int:
     """Times the process's main thread (the event loop) went to sleep and woke since it began."""
     status = Path(f"/proc/{pid}/task/{pid}/status").read_text()
-    return next(int(line.split()[1]) for line in status.splitlines() if "voluntary_ctxt" in line)
+    return next(
+        int(line.split()[1])
+        for line in status.splitlines()
+        if line.startswith("voluntary_ctxt_switches:")
+    )
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
@@ -188,9 +200,25 @@ def test_an_idle_server_with_the_demo_does_not_wake_its_event_loop_every_millise
         before, began = _wakeups(pid), time.monotonic()
         time.sleep(2.0)
         rate = (_wakeups(pid) - before) / (time.monotonic() - began)
-    # About 1,100 a second before (the 1 ms and 10 ms polls), about 40 now (50 and 100 ms polls,
+    # About 890 a second before (the 1 ms and 10 ms polls), 30-40 now (50 and 100 ms polls,
     # uvicorn's 0.1 s tick); a loaded machine only merges timer wake-ups, never adds them.
     assert rate < 300, f"the idle event loop woke {rate:.0f} times a second"
+
+
+def test_quiet_queue_sets_gradios_poll_intervals_and_says_when_it_cannot(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with gr.Blocks() as demo:
+        gr.Markdown("-")
+    _quiet_queue(demo)
+    queue = demo._queue
+    assert (queue.sleep_when_free, queue.progress_update_sleep_when_free) == (
+        QUEUE_POLL_SECONDS,
+        PROGRESS_POLL_SECONDS,
+    )
+    with caplog.at_level(logging.WARNING, logger="service.demo"):
+        _quiet_queue(object())  # type: ignore[arg-type]  # a Gradio without those attributes
+    assert "polls at its own pace" in caplog.text
 
 
 @pytest.mark.system
