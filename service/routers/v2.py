@@ -83,7 +83,14 @@ def _metadata(model: LoadedModel) -> dict[str, Any]:
                 "shape": [-1, -1],
                 "parameters": {"sample_rate": "required, Hz"},
             },
-            {"name": "logmel", "datatype": "FP32", "shape": [-1, 1, cfg.num_frames, cfg.n_mels]},
+            {
+                "name": "logmel",
+                "datatype": "FP32",
+                "shape": [-1, 1, cfg.num_frames, cfg.n_mels],
+                # What a client needs to compute these itself: the whole front-end, as in the
+                # manifest, with the upper mel edge resolved (parameters hold no nulls).
+                "parameters": {**cfg.model_dump(exclude={"fmax"}), "fmax": cfg.mel_fmax},
+            },
         ],
         "outputs": [
             {"name": head.name, "datatype": "FP32", "shape": [-1, len(head.labels)]}
