@@ -42,6 +42,7 @@ from service.routers import classify, health, models, stream, v2
 from service.routers.docs import install_docs
 from service.settings import Settings
 from service.streams.session import StreamHub
+from service.workers import batch_scheduling
 
 __all__ = ["create_app"]
 
@@ -96,6 +97,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Requests run side by side; BLAS threads inside one window's small matrix product only
     # contend with them (OpenBLAS spins: ~30x the CPU per log-mel on two busy cores).
     blas = threadpool_limits(limits=1, user_api="blas")
+    # First, so the threads started from here on (workers, the model's) inherit the policy.
+    if settings.batch_scheduling and batch_scheduling():
+        logger.info("threads scheduled as SCHED_BATCH")
     loading = asyncio.create_task(service.start(settings), name="load-models")
     trimming = asyncio.create_task(
         trim_when_idle(service.runs, service.busy, IDLE_TRIM_SECONDS), name="trim-memory"

@@ -65,6 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         proxy_headers=False,
         server_header=False,
         http=limited_protocol(

@@ -100,6 +100,12 @@ class Settings(BaseSettings):
         le=19,
         description="nice levels the worker threads run below the event loop (see README)",
     )
+    batch_scheduling: bool = Field(
+        default=True,
+        description="Linux: the server's threads run under SCHED_BATCH, so a request that "
+        "arrives during a batch waits for the batch's turn on the CPU to end instead of "
+        "preempting it (fewer context switches on a busy CPU; see README)",
+    )
     providers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
         min_length=1,
@@ -145,6 +151,11 @@ class Settings(BaseSettings):
         description="the Gradio demo at /demo; unset: on when Gradio is installed (the demo extra)",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = Field(
+        default=True,
+        description="arinext serve: a log line per request (uvicorn's access log); off where "
+        "a proxy in front logs requests and /metrics counts them (README)",
+    )
 
     @field_validator("models", "providers", mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -153,11 +154,45 @@ def _sample(metrics: str, name: str) -> float:
     raise AssertionError(f"{name} not in the metrics")
 
 
+def _thread_cpu_ticks(pid: int) -> dict[int, int]:
+    """CPU time (user + system clock ticks) of each thread of process ``pid``."""
+    ticks = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # ended meanwhile
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks[int(tid)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_the_threads_that_serve_requests_run_under_sched_batch_unless_turned_off(
+    server_factory: Callable, speech_artifact: Path
+) -> None:
+    """The event loop and every thread that worked on requests are SCHED_BATCH, so an arriving
+    request does not preempt a running batch; ARINEXT_BATCH_SCHEDULING=false keeps the default
+    policy. (Threads that libraries started at import, before the app, keep theirs.)"""
+    for enabled, expected in ((True, os.SCHED_BATCH), (False, os.SCHED_OTHER)):
+        with (
+            server_factory(models=speech_artifact, batch_scheduling=enabled) as server,
+            httpx.Client(base_url=server.url, timeout=30.0) as client,
+        ):
+            pid = server.process.pid
+            before = _thread_cpu_ticks(pid)
+            for _ in range(30):
+                assert client.post("/classify", content=ONE_SECOND, headers=WAV).status_code == 200
+            after = _thread_cpu_ticks(pid)
+            working = [tid for tid, spent in after.items() if spent > before.get(tid, 0)]
+            policies = {tid: os.sched_getscheduler(tid) for tid in [pid, *working]}
+        assert len(policies) >= 2, policies  # the event loop and at least one worker
+        assert set(policies.values()) == {expected}, (enabled, policies)
+
+
 def test_sigterm_drains_then_finishes_in_flight_requests(
     server_factory: Callable, slow_artifact: Path
 ) -> None:
     drain = 1.5
-    long_clip = audio.encode_sf(audio.signal(120.0, 16000), 16000, "WAV", "PCM_16")
+    # 238 windows of a slow model: seconds of work, well beyond the drain on any machine.
+    long_clip = audio.encode_sf(audio.signal(240.0, 16000), 16000, "WAV", "PCM_16")
     with server_factory(models=slow_artifact, drain_seconds=drain) as server:
         outcome: dict[str, object] = {}
 
@@ -168,7 +203,7 @@ def test_sigterm_drains_then_finishes_in_flight_requests(
 
         worker = threading.Thread(target=in_flight)
         worker.start()
-        time.sleep(0.3)  # the long request (118 windows of a slow model) is being processed
+        time.sleep(0.3)  # the long request is being processed
         # The client is built before the signal: building one can take longer than the drain.
         with httpx.Client(base_url=server.url, timeout=10.0) as client:
             client.get("/healthz")
