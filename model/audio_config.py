@@ -37,10 +37,6 @@ class AudioConfig(BaseModel):
         le=31,
         description="centred moving average of the log-mel over this many frames (1: off)",
     )
-    band_mean_norm: bool = Field(
-        default=False,
-        description="subtract each mel band's mean over the view (cepstral mean normalisation)",
-    )
 
     @field_validator("smooth_frames")
     @classmethod

@@ -133,10 +133,7 @@ def clip_view(samples: np.ndarray, start: int, cfg: AudioConfig) -> np.ndarray:
         spec = log_mel(samples, cfg)
     else:
         spec = log_mel(samples[start : start + clip - 1], cfg)
-    spec = fit_frames(spec, cfg.num_frames)
-    if cfg.band_mean_norm:
-        spec = spec - spec.mean(axis=0, keepdims=True)
-    return spec
+    return fit_frames(spec, cfg.num_frames)
 
 
 def log_mel_views(samples: np.ndarray, cfg: AudioConfig, views: int | None = None) -> np.ndarray:

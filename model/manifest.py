@@ -230,10 +230,7 @@ def write_manifest(directory: Path | str, manifest: Manifest) -> Path:
     they still load an artifact that does not smooth (and refuse one that does).
     """
     path = Path(directory) / MANIFEST_FILE
-    off = {"smooth_frames"} if manifest.frontend.smooth_frames == 1 else set()
-    if not manifest.frontend.band_mean_norm:
-        off.add("band_mean_norm")
-    exclude = {"frontend": off} if off else None
+    exclude = {"frontend": {"smooth_frames"}} if manifest.frontend.smooth_frames == 1 else None
     path.write_text(manifest.model_dump_json(indent=2, exclude=exclude) + "\n", encoding="utf-8")
     return path
 
