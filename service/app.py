@@ -98,7 +98,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # contend with them (OpenBLAS spins: ~30x the CPU per log-mel on two busy cores).
     blas = threadpool_limits(limits=1, user_api="blas")
     # First, so the threads started from here on (workers, the model's) inherit the policy.
-    if settings.batch_scheduling and batch_scheduling():
+    undo_batch_scheduling = batch_scheduling() if settings.batch_scheduling else None
+    if undo_batch_scheduling is not None:
         logger.info("threads scheduled as SCHED_BATCH")
     loading = asyncio.create_task(service.start(settings), name="load-models")
     trimming = asyncio.create_task(
@@ -114,6 +115,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.gather(loading, trimming, return_exceptions=True)
         await service.stop(_STOP_TIMEOUT_SECONDS)
         blas.restore_original_limits()
+        if undo_batch_scheduling is not None:
+            undo_batch_scheduling()
         logger.info("stopped")
 
 

@@ -9,13 +9,14 @@ estimate (windows x measured cost) holds.
 
 On Linux the server's threads also run under ``SCHED_BATCH`` (:func:`batch_scheduling`): a thread
 woken under it does not preempt the one running, so on a saturated core the event loop, woken by
-each arriving request, waits for the worker's turn to end (a scheduler slice, a millisecond or
-two) instead of cutting into a batch three times a request, and then reads what arrived meanwhile
-in one go.
+each arriving request, waits for the worker's turn to end (its scheduler slice, checked at the
+scheduler's tick: a few milliseconds) instead of cutting into a batch three times a request, and
+then reads what arrived meanwhile in one go.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -47,21 +48,29 @@ def lower_thread_priority(niceness: int) -> None:
         logger.debug("could not lower a worker thread's priority: %s", exc)
 
 
-def batch_scheduling() -> bool:
+def batch_scheduling() -> Callable[[], None] | None:
     """Put the calling thread, and every thread it starts from now on, under ``SCHED_BATCH``.
 
     For throughput on a busy CPU: fewer context switches and cache refills per request (issue
-    #10, README "Service under load"). The nice levels still apply. Needs no privilege; returns
-    whether it applied (not on other systems, or where a sandbox forbids it).
+    #10, README "Service under load"). The nice levels still apply. Needs no privilege. Only
+    from the default policy: a server an operator started as real-time or idle (``chrt``) keeps
+    that. Returns a function that restores the calling thread's policy, or None where nothing
+    changed (not Linux, another policy, or a sandbox that forbids it).
     """
-    if not hasattr(os, "SCHED_BATCH"):
-        return False
+    if not hasattr(os, "SCHED_BATCH") or os.sched_getscheduler(0) != os.SCHED_OTHER:
+        return None
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # 0: the calling thread
     except OSError as exc:
-        logger.debug("could not schedule the server's threads as SCHED_BATCH: %s", exc)
-        return False
-    return True
+        logger.info("the server's threads keep the default scheduling policy: %s", exc)
+        return None
+    caller = threading.get_native_id()
+
+    def restore() -> None:
+        with contextlib.suppress(OSError):  # the thread is gone, or a sandbox changed its mind
+            os.sched_setscheduler(caller, os.SCHED_OTHER, os.sched_param(0))
+
+    return restore
 
 
 def worker_pool(name: str, threads: int = 0, niceness: int = 0) -> ThreadPoolExecutor:

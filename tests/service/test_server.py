@@ -164,13 +164,34 @@ def _thread_cpu_ticks(pid: int) -> dict[int, int]:
     return ticks
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def _can_batch_schedule() -> bool:
+    """Whether this system lets a thread put itself under SCHED_BATCH (tried on a thread of its
+    own, so the test process keeps its policy)."""
+    if not hasattr(os, "SCHED_BATCH") or os.sched_getscheduler(0) != os.SCHED_OTHER:
+        return False
+    allowed: list[bool] = []
+
+    def probe() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+            allowed.append(True)
+        except OSError:
+            allowed.append(False)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return allowed[0]
+
+
+@pytest.mark.skipif(not _can_batch_schedule(), reason="needs Linux's SCHED_BATCH, allowed")
 def test_the_threads_that_serve_requests_run_under_sched_batch_unless_turned_off(
     server_factory: Callable, speech_artifact: Path
 ) -> None:
     """The event loop and every thread that worked on requests are SCHED_BATCH, so an arriving
-    request does not preempt a running batch; ARINEXT_BATCH_SCHEDULING=false keeps the default
-    policy. (Threads that libraries started at import, before the app, keep theirs.)"""
+    request does not preempt a running batch, and the workers keep their nice levels below the
+    loop's; ARINEXT_BATCH_SCHEDULING=false keeps the default policy. (Threads that libraries
+    started at import, before the app, keep theirs.)"""
     for enabled, expected in ((True, os.SCHED_BATCH), (False, os.SCHED_OTHER)):
         with (
             server_factory(models=speech_artifact, batch_scheduling=enabled) as server,
@@ -182,16 +203,23 @@ def test_the_threads_that_serve_requests_run_under_sched_batch_unless_turned_off
                 assert client.post("/classify", content=ONE_SECOND, headers=WAV).status_code == 200
             after = _thread_cpu_ticks(pid)
             working = [tid for tid, spent in after.items() if spent > before.get(tid, 0)]
-            policies = {tid: os.sched_getscheduler(tid) for tid in [pid, *working]}
+            policies, nice = {}, {}
+            for tid in [pid, *working]:
+                with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                    policies[tid] = os.sched_getscheduler(tid)
+                    nice[tid] = os.getpriority(os.PRIO_PROCESS, tid)
         assert len(policies) >= 2, policies  # the event loop and at least one worker
         assert set(policies.values()) == {expected}, (enabled, policies)
+        loop_nice = nice.pop(pid)
+        assert set(nice.values()) == {loop_nice + 5}, (loop_nice, nice)  # ARINEXT_WORKER_NICENESS
 
 
 def test_sigterm_drains_then_finishes_in_flight_requests(
     server_factory: Callable, slow_artifact: Path
 ) -> None:
     drain = 1.5
-    # 238 windows of a slow model: seconds of work, well beyond the drain on any machine.
+    # 235 windows of a slow model: seconds of work, to outlast the drain (118 finished within
+    # it on a fast enough server).
     long_clip = audio.encode_sf(audio.signal(240.0, 16000), 16000, "WAV", "PCM_16")
     with server_factory(models=slow_artifact, drain_seconds=drain) as server:
         outcome: dict[str, object] = {}
@@ -251,6 +279,22 @@ def test_arinext_serve_runs_the_service_without_torch(
         assert response.status_code == 200
         maps = Path(f"/proc/{server.process.pid}/maps").read_text()
         assert "libtorch" not in maps and TEST_BACKEND in maps  # the runtime's own libraries
+    assert '"POST /classify?heads=verb HTTP/1.1" 200' in server.log_text()  # the access log
+
+
+def test_arinext_serve_without_the_access_log_logs_no_requests(
+    server_factory: Callable, speech_artifact: Path
+) -> None:
+    command = [sys.executable, "-m", "arinext", "serve", "--no-demo"]
+    settings = {"models": speech_artifact, "access_log": False, "log_level": "info"}
+    with (
+        server_factory(command, **settings) as server,
+        httpx.Client(base_url=server.url, timeout=10.0) as client,
+    ):
+        assert client.post("/classify", content=ONE_SECOND, headers=WAV).status_code == 200
+    log = server.log_text()
+    assert "ready: serving heads speech_commands" in log  # info lines are still written
+    assert "/classify" not in log and "/readyz" not in log
 
 
 def test_a_server_without_models_stays_up_not_ready_and_logs_why(server_factory: Callable) -> None:
