@@ -4,15 +4,18 @@ PyTorch's CPU depthwise convolution is slower for 1 x k kernels (the frequency m
 k x 1 ones; ``MultiScaleMixer`` runs its 1 x k branches as k x 1 convs over a transposed view.
 On CPUs with bfloat16 hardware (AMX or AVX512-BF16) bf16 autocast (``amp: bf16``) speeds the
 step up further; on others it is emulated and slower, and training uses float32 instead.
-This measures a forward + backward step of the training-form network three ways, interleaved in
-one process (shared machines drift), and prints the ratios.
+With ``--compile`` a fourth way runs the transposed network through ``torch.compile``
+(``compile: true`` in a recipe), after compiling it first (minutes). This measures a forward +
+backward step of the training-form network these ways, interleaved in one process (shared
+machines drift), and prints the ratios.
 
-    .venv/bin/python benchmarks/train_speed.py [--arch b0] [--frames 50] [--batch 32]
+    .venv/bin/python benchmarks/train_speed.py [--arch b0] [--frames 50] [--batch 32] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import time
 
@@ -44,24 +47,34 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = create_model(args.arch, heads={"default": 37}).train()
     x = torch.randn(args.batch, 1, args.frames, 128)
-    ways = {
-        "plain 1 x k": (False, False),
-        "transposed": (True, False),
-        "transposed + bf16": (True, True),
+    # name -> (network, transposed, bf16)
+    ways: dict[str, tuple[torch.nn.Module, bool, bool]] = {
+        "plain 1 x k": (model, False, False),
+        "transposed": (model, True, False),
+        "transposed + bf16": (model, True, True),
     }
+    if args.compile:
+        twin = create_model(args.arch, heads={"default": 37}).train()
+        twin.load_state_dict(model.state_dict())
+        _set_transpose(twin, True)
+        ways["transposed, compiled"] = (torch.compile(twin, dynamic=False), True, False)
     times: dict[str, list[float]] = {name: [] for name in ways}
-    for transposed, bf16 in ways.values():  # warm-up every path
-        _set_transpose(model, transposed)
-        _step(model, x, bf16)
+    for name, (net, transposed, bf16) in ways.items():  # warm-up (and compile) every path
+        _set_transpose(net, transposed)
+        started = time.perf_counter()
+        _step(net, x, bf16)
+        logging.info("%s: first step %.1f s", name, time.perf_counter() - started)
     for _ in range(args.rounds):
-        for name, (transposed, bf16) in ways.items():
-            _set_transpose(model, transposed)
-            times[name].append(_step(model, x, bf16))
+        for name, (net, transposed, bf16) in ways.items():
+            _set_transpose(net, transposed)
+            times[name].append(_step(net, x, bf16))
     print(
         f"{args.arch} {args.frames}x128 batch {args.batch}, {args.threads} thread(s), "
         f"median of {args.rounds} interleaved steps (forward + backward); bf16 hardware: "
@@ -71,7 +84,7 @@ def main() -> None:
     for name, values in times.items():
         median = statistics.median(values)
         print(
-            f"  {name:18s}: {median * 1000:8.1f} ms/step  {args.batch / median:6.1f} clips/s"
+            f"  {name:20s}: {median * 1000:8.1f} ms/step  {args.batch / median:6.1f} clips/s"
             f"  {base / median:5.2f}x"
         )
 

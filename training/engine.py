@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -402,6 +402,10 @@ class _Run:
             self.net = DistributedDataParallel(
                 model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None
             )
+        if cfg.compile:
+            # Static shapes: a batch size compiles once (the full one, and an epoch's last),
+            # where a dynamic graph would be compiled again and run slower.
+            self.net = cast(nn.Module, torch.compile(self.net, dynamic=False))
         self.optimizer = build_optimizer(model, cfg)
         self.amp_dtype = autocast_dtype(cfg.amp, ctx.device)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
