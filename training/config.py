@@ -156,6 +156,9 @@ class TrainConfig(BaseModel):
     # about 1.28x faster a step for b0, after about two minutes of compiling per batch shape
     # (benchmarks/train_speed.py --compile). Validation and checkpoints use the module as is.
     compile: bool = False
+    # torch.compile's backend: "inductor" generates the fast kernels; "aot_eager" traces the same
+    # forward and backward graphs without generating code (quick, for checking a recipe).
+    compile_backend: Text = "inductor"
     amp: Literal["auto", "none", "bf16", "fp16"] = "auto"
     out: Text = ""
 

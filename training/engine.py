@@ -405,7 +405,9 @@ class _Run:
         if cfg.compile:
             # Static shapes: a batch size compiles once (the full one, and an epoch's last),
             # where a dynamic graph would be compiled again and run slower.
-            self.net = cast(nn.Module, torch.compile(self.net, dynamic=False))
+            self.net = cast(
+                nn.Module, torch.compile(self.net, dynamic=False, backend=cfg.compile_backend)
+            )
         self.optimizer = build_optimizer(model, cfg)
         self.amp_dtype = autocast_dtype(cfg.amp, ctx.device)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
