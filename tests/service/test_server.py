@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.workers import batch_scheduling
 from tests.service import audio
 from tests.service.conftest import TEST_BACKEND
 
@@ -165,23 +166,13 @@ def _thread_cpu_ticks(pid: int) -> dict[int, int]:
 
 
 def _can_batch_schedule() -> bool:
-    """Whether this system lets a thread put itself under SCHED_BATCH (tried on a thread of its
-    own, so the test process keeps its policy)."""
-    if not hasattr(os, "SCHED_BATCH") or os.sched_getscheduler(0) != os.SCHED_OTHER:
-        return False
-    allowed: list[bool] = []
-
-    def probe() -> None:
-        try:
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-            allowed.append(True)
-        except OSError:
-            allowed.append(False)
-
-    thread = threading.Thread(target=probe)
+    """Whether :func:`batch_scheduling` applies here (tried on a thread of its own, so the test
+    process keeps its policy)."""
+    applied: list[bool] = []
+    thread = threading.Thread(target=lambda: applied.append(batch_scheduling() is not None))
     thread.start()
     thread.join()
-    return allowed[0]
+    return applied[0]
 
 
 @pytest.mark.skipif(not _can_batch_schedule(), reason="needs Linux's SCHED_BATCH, allowed")
