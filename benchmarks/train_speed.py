@@ -1,13 +1,14 @@
-"""Training-step speed of the network on CPU: the transposed 1 x k trick and bf16 autocast.
+"""Training-step speed of the network on CPU: memory format, the transposed 1 x k trick, bf16.
 
 PyTorch's CPU depthwise convolution is slower for 1 x k kernels (the frequency mixers) than for
-k x 1 ones; ``MultiScaleMixer`` runs its 1 x k branches as k x 1 convs over a transposed view.
-On CPUs with bfloat16 hardware (AMX or AVX512-BF16) bf16 autocast (``amp: bf16``) speeds the
-step up further; on others it is emulated and slower, and training uses float32 instead.
-With ``--compile`` a fourth way runs the transposed network through ``torch.compile``
-(``compile: true`` in a recipe), after compiling it first (minutes). This measures a forward +
-backward step of the training-form network these ways, interleaved in one process (shared
-machines drift), and prints the ratios.
+k x 1 ones; on NCHW tensors ``MultiScaleMixer`` runs its 1 x k branches as k x 1 convs over a
+transposed view. In channels-last (NHWC, ``channels_last: true`` in a recipe) oneDNN's kernels
+need no such trick and the whole step is faster. On CPUs with bfloat16 hardware (AMX or
+AVX512-BF16) bf16 autocast (``amp: bf16``) speeds the step up further; on others it is emulated
+and slower, and training uses float32 instead. With ``--compile`` the channels-last network also
+runs through ``torch.compile`` (``compile: true``), after compiling it first (minutes). This
+measures a forward + backward step of the training-form network these ways, interleaved in one
+process (shared machines drift), and prints the ratios.
 
     .venv/bin/python benchmarks/train_speed.py [--arch b0] [--frames 50] [--batch 32] [--compile]
 """
@@ -33,6 +34,7 @@ def _set_transpose(model: torch.nn.Module, on: bool) -> None:
 
 
 def _step(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> float:
+    model.zero_grad(set_to_none=True)
     start = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         out = model(x)
@@ -53,28 +55,35 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = create_model(args.arch, heads={"default": 37}).train()
+    nhwc = create_model(args.arch, heads={"default": 37}).train()
+    nhwc.load_state_dict(model.state_dict())
+    nhwc = nhwc.to(memory_format=torch.channels_last)  # as the engine does
     x = torch.randn(args.batch, 1, args.frames, 128)
-    # name -> (network, transposed, bf16)
-    ways: dict[str, tuple[torch.nn.Module, bool, bool]] = {
-        "plain 1 x k": (model, False, False),
-        "transposed": (model, True, False),
-        "transposed + bf16": (model, True, True),
+    x_nhwc = x.contiguous(memory_format=torch.channels_last)
+    # name -> (network, transposed, bf16, input)
+    ways: dict[str, tuple[torch.nn.Module, bool, bool, torch.Tensor]] = {
+        "plain 1 x k": (model, False, False, x),
+        "transposed": (model, True, False, x),
+        "transposed + bf16": (model, True, True, x),
+        "channels-last": (nhwc, True, False, x_nhwc),
+        "channels-last + bf16": (nhwc, True, True, x_nhwc),
     }
     if args.compile:
         twin = create_model(args.arch, heads={"default": 37}).train()
         twin.load_state_dict(model.state_dict())
-        _set_transpose(twin, True)
-        ways["transposed, compiled"] = (torch.compile(twin, dynamic=False), True, False)
+        twin = twin.to(memory_format=torch.channels_last)
+        compiled = torch.compile(twin, dynamic=False)
+        ways["channels-last, compiled"] = (compiled, True, False, x_nhwc)
     times: dict[str, list[float]] = {name: [] for name in ways}
-    for name, (net, transposed, bf16) in ways.items():  # warm-up (and compile) every path
+    for name, (net, transposed, bf16, inputs) in ways.items():  # warm-up (and compile) each
         _set_transpose(net, transposed)
         started = time.perf_counter()
-        _step(net, x, bf16)
+        _step(net, inputs, bf16)
         logging.info("%s: first step %.1f s", name, time.perf_counter() - started)
     for _ in range(args.rounds):
-        for name, (net, transposed, bf16) in ways.items():
+        for name, (net, transposed, bf16, inputs) in ways.items():
             _set_transpose(net, transposed)
-            times[name].append(_step(net, x, bf16))
+            times[name].append(_step(net, inputs, bf16))
     print(
         f"{args.arch} {args.frames}x128 batch {args.batch}, {args.threads} thread(s), "
         f"median of {args.rounds} interleaved steps (forward + backward); bf16 hardware: "

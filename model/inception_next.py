@@ -186,7 +186,7 @@ class MultiScaleMixer(nn.Module):
             y = self.fused(x)
             if not self.identity_folded:
                 y = y + x
-        elif self._can_transpose():
+        elif self._can_transpose(x):
             y = self._branches_transposed(x)
         else:
             y = x
@@ -194,10 +194,13 @@ class MultiScaleMixer(nn.Module):
                 y = y + getattr(self, f"k{k}")(x)
         return self.act(y)
 
-    def _can_transpose(self) -> bool:
+    def _can_transpose(self, x: Tensor) -> bool:
+        # In channels-last the 1 x k kernels are fast as they are (and a transposed NHWC view
+        # would be copied): the trick is for NCHW only.
         return (
             self.axis == "freq"
             and self.transpose_freq
+            and not x.is_contiguous(memory_format=torch.channels_last)
             and not torch.onnx.is_in_onnx_export()
             and all(hasattr(getattr(self, f"k{k}"), "conv") for k in self.kernel_sizes)
         )
@@ -205,9 +208,10 @@ class MultiScaleMixer(nn.Module):
     def _branches_transposed(self, x: Tensor) -> Tensor:
         """The 1 x k branches as k x 1 convs over a transposed view: same sum, faster on CPU.
 
-        PyTorch's CPU depthwise kernels are much slower for 1 x k than for k x 1, and that
-        dominates CPU training; the transposed view costs no copy and the result is identical
-        (tested). Exports keep the plain form, so artifacts are unchanged.
+        PyTorch's CPU depthwise kernels on NCHW tensors are slower for 1 x k than for k x 1; the
+        transposed view costs no copy and the result is identical (tested). Exports keep the
+        plain form, so artifacts are unchanged. Channels-last training is faster still and skips
+        this (``benchmarks/train_speed.py``).
         """
         xt = x.transpose(2, 3)
         y = xt
