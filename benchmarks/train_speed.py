@@ -26,11 +26,20 @@ from model.inception_next import MultiScaleMixer
 from model.registry import create_model
 from training.engine import native_cpu_bf16
 
+HEADS = {"default": 37}  # the default model's classes
+
 
 def _set_transpose(model: torch.nn.Module, on: bool) -> None:
     for module in model.modules():
         if isinstance(module, MultiScaleMixer):
             module.transpose_freq = on
+
+
+def _nhwc_copy(model: torch.nn.Module, arch: str) -> torch.nn.Module:
+    """A second network with ``model``'s weights, in channels-last as the engine sets it."""
+    twin = create_model(arch, heads=HEADS).train()
+    twin.load_state_dict(model.state_dict())
+    return twin.to(memory_format=torch.channels_last)
 
 
 def _step(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> float:
@@ -54,10 +63,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = create_model(args.arch, heads={"default": 37}).train()
-    nhwc = create_model(args.arch, heads={"default": 37}).train()
-    nhwc.load_state_dict(model.state_dict())
-    nhwc = nhwc.to(memory_format=torch.channels_last)  # as the engine does
+    model = create_model(args.arch, heads=HEADS).train()
+    nhwc = _nhwc_copy(model, args.arch)
     x = torch.randn(args.batch, 1, args.frames, 128)
     x_nhwc = x.contiguous(memory_format=torch.channels_last)
     # name -> (network, transposed, bf16, input)
@@ -69,10 +76,7 @@ def main() -> None:
         "channels-last + bf16": (nhwc, True, True, x_nhwc),
     }
     if args.compile:
-        twin = create_model(args.arch, heads={"default": 37}).train()
-        twin.load_state_dict(model.state_dict())
-        twin = twin.to(memory_format=torch.channels_last)
-        compiled = torch.compile(twin, dynamic=False)
+        compiled = torch.compile(_nhwc_copy(model, args.arch), dynamic=False)
         ways["channels-last, compiled"] = (compiled, True, False, x_nhwc)
     times: dict[str, list[float]] = {name: [] for name in ways}
     for name, (net, transposed, bf16, inputs) in ways.items():  # warm-up (and compile) each

@@ -20,23 +20,31 @@ def _set(model: torch.nn.Module, on: bool) -> None:
             module.transpose_freq = on
 
 
+def _step(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One training step's output and parameter gradients."""
+    model.zero_grad()
+    torch.manual_seed(1)  # dropout draws the same mask every time
+    out = model(x)["default"]
+    out.square().sum().backward()
+    return out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+def _assert_same_step(
+    fast: tuple[torch.Tensor, list[torch.Tensor]], plain: tuple[torch.Tensor, list[torch.Tensor]]
+) -> None:
+    torch.testing.assert_close(fast[0], plain[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(fast[1], plain[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_transposed_branches_give_the_same_outputs_and_gradients() -> None:
     torch.manual_seed(0)
     model = create_model("b0", heads={"default": 7}).train()
     x = torch.randn(3, 1, 50, 128)
-    results = []
-    for on in (False, True):
-        _set(model, on)
-        model.zero_grad()
-        torch.manual_seed(1)  # dropout draws the same mask both times
-        out = model(x)["default"]
-        out.square().sum().backward()
-        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-        results.append((out.detach(), grads))
-    (plain, plain_grads), (fast, fast_grads) = results
-    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
-    for a, b in zip(fast_grads, plain_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    _set(model, False)
+    plain = _step(model, x)
+    _set(model, True)
+    _assert_same_step(_step(model, x), plain)
 
 
 def test_channels_last_gives_the_same_outputs_and_gradients_without_the_trick() -> None:
@@ -47,16 +55,8 @@ def test_channels_last_gives_the_same_outputs_and_gradients_without_the_trick() 
     nhwc.load_state_dict(model.state_dict())
     nhwc = nhwc.to(memory_format=torch.channels_last)
     x = torch.randn(3, 1, 50, 128)
-    results = []
-    for net, inputs in ((model, x), (nhwc, x.contiguous(memory_format=torch.channels_last))):
-        torch.manual_seed(1)
-        out = net(inputs)["default"]
-        out.square().sum().backward()
-        results.append((out.detach(), [p.grad for p in net.parameters()]))
-    (plain, plain_grads), (fast, fast_grads) = results
-    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
-    for a, b in zip(fast_grads, plain_grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    plain = _step(model, x)
+    _assert_same_step(_step(nhwc, x.contiguous(memory_format=torch.channels_last)), plain)
     mixer = next(m for m in nhwc.modules() if isinstance(m, MultiScaleMixer) and m.axis == "freq")
     y = torch.randn(2, mixer.channels, 6, 16).contiguous(memory_format=torch.channels_last)
     assert not mixer._can_transpose(y) and mixer._can_transpose(y.contiguous())
