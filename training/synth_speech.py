@@ -75,6 +75,7 @@ __all__ = [
     "register",
     "render_item",
     "split_variants",
+    "spoken",
     "synthesize_dataset",
     "voice_hash",
 ]
@@ -324,6 +325,15 @@ def _trim(samples: np.ndarray, below_peak_db: float, margin: int = 160) -> np.nd
     start = max(int(loud[0]) - margin, 0)
     stop = min(int(loud[-1]) + margin + 1, samples.size)
     return samples[start:stop]
+
+
+def spoken(text: str, voice: str) -> np.ndarray:
+    """``text`` said once by ``voice`` at espeak-ng's default rate, pitch and amplitude, trimmed.
+
+    For probes that ask how a model hears a voice it was not trained on (no noise, no offset).
+    """
+    defaults = Recipe()
+    return _trim(_synthesize(text, voice, 175, 50, 100, None), defaults.trim_db)
 
 
 def _text_and_accents(
