@@ -222,7 +222,7 @@ def list_mbrola_voices() -> list[str]:
     Each needs the ``mbrola`` program and its diphone database (Debian: ``mbrola`` and
     ``mbrola-us1``..., in contrib and non-free); espeak-ng lists the voice either way.
     """
-    if shutil.which("mbrola") is None:
+    if shutil.which("mbrola") is None or not espeak_available():
         return []
     out = subprocess.run([ESPEAK, "--voices=mb"], capture_output=True, text=True, check=True).stdout
     names = []
@@ -332,8 +332,7 @@ def spoken(text: str, voice: str) -> np.ndarray:
 
     For probes that ask how a model hears a voice it was not trained on (no noise, no offset).
     """
-    defaults = Recipe()
-    return _trim(_synthesize(text, voice, 175, 50, 100, None), defaults.trim_db)
+    return _trim(_synthesize(text, voice, 175, 50, 100, None), Recipe.trim_db)
 
 
 def _text_and_accents(
