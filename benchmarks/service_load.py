@@ -14,11 +14,12 @@ and interleaves, round by round, the same clip through:
 
 With ``--floor`` the same rounds also measure servers that do no work
 (:mod:`benchmarks.floor_apps`, on the same core): the cost of HTTP alone, set against what the
-targets leave of a request's time. With ``--overload-seconds`` it then offers 5x the measured
-concurrency-16 throughput for that long (open loop, with aiohttp, over a bounded number of
-connections) and reports statuses, the time to a 503, the latency of accepted requests, and the
-server's RSS before, right after and ``--settle-seconds`` later. ``--url`` measures an already
-running server instead (nothing pinned, no RSS). Prints markdown.
+targets leave of a request's time; and ``arinext serve`` with FastAPI and its middleware skipped
+for ``/classify``, with the two ratios it would reach. With ``--overload-seconds`` it then
+offers 5x the measured concurrency-16 throughput for that long (open loop, with aiohttp, over a
+bounded number of connections) and reports statuses, the time to a 503, the latency of accepted
+requests, and the server's RSS before, right after and ``--settle-seconds`` later. ``--url``
+measures an already running server instead (nothing pinned, no RSS). Prints markdown.
 
     python benchmarks/service_load.py [--artifact DIR] [--clip FILE] [--requests N] [--seconds S]
 """
@@ -61,6 +62,8 @@ DEFAULT_ARTIFACT = EMBEDDED_MODEL_DIR
 DEFAULT_CLIP = REPO / "service" / "examples" / "yes.wav"
 HEADERS = {"content-type": "application/octet-stream"}
 BATCH = 16
+# The --floor server that is arinext serve with FastAPI and middleware skipped.
+PIPELINE = "without_fastapi"
 
 
 @dataclass
@@ -265,6 +268,16 @@ def _server(
 
 
 @contextlib.contextmanager
+def _pipeline_server(artifact: Path, core: int | None) -> Iterator[tuple]:
+    """``arinext serve`` with FastAPI and middleware skipped for ``/classify``
+    (:func:`benchmarks.floor_apps.without_fastapi`): (url, pid)."""
+    command = [sys.executable, "-m", "benchmarks.floor_apps", "--models", str(artifact)]
+    env = {"ARINEXT_INTRA_OP_THREADS": "1", "ARINEXT_LOG_LEVEL": "warning"}
+    with _process(command, core, env, "/readyz") as running:
+        yield running
+
+
+@contextlib.contextmanager
 def _floor_server(app: str, core: int | None) -> Iterator[tuple]:
     """uvicorn serving one of :mod:`benchmarks.floor_apps`: (url, pid)."""
     command = [sys.executable, "-m", "uvicorn", f"benchmarks.floor_apps:{app}"]
@@ -342,9 +355,16 @@ def _run_rounds(
 
 def _print_floor(floor: dict[str, tuple[WrkSeries, WrkSeries]], s: Series, b: Series) -> None:
     """The no-work servers' rows, and what they leave of the targets' budgets."""
-    names = {"bare": "bare ASGI app on uvicorn", "fastapi_app": "FastAPI route"}
+    names = {
+        "bare": "bare ASGI app on uvicorn",
+        "fastapi_app": "FastAPI route",
+        PIPELINE: "arinext serve, FastAPI and middleware skipped",
+    }
     print()
-    print("Servers that read the body and answer fixed JSON, same rounds, same core:")
+    print(
+        "Servers that read the body and answer fixed JSON, and arinext's pipeline without "
+        "FastAPI (benchmarks/floor_apps.py), same rounds, same core:"
+    )
     print()
     print("| floor | c=1 p50 ms | c=16 req/s | c=16 ms per request (1 / rate) | non-200 |")
     print("|---|---|---|---|---|")
@@ -361,6 +381,13 @@ def _print_floor(floor: dict[str, tuple[WrkSeries, WrkSeries]], s: Series, b: Se
         "upper bound)"
     )
     print()
+    if PIPELINE in floor:
+        one, sixteen = floor[PIPELINE]
+        print(
+            f"- without FastAPI and middleware: concurrency 1 HTTP p50 / in-process p50 = "
+            f"{one.p(50) / s.p(50):.2f}, concurrency {BATCH} HTTP throughput / "
+            f"in-process batched = {sixteen.rate / b.rate:.2f}"
+        )
     # Concurrency 16 at 0.9x leaves 1/(0.9 r) - 1/r of server time per request besides the work.
     budget16 = 1000 / (0.9 * b.rate) - 1000 / b.rate
     print(
@@ -423,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             core = args.server_core if pinned else None
             for app in ("bare", "fastapi_app"):
                 floors[app] = stack.enter_context(_floor_server(app, core))[0]
+            floors[PIPELINE] = stack.enter_context(_pipeline_server(args.artifact, core))[0]
         s, b, h1, h16, floor = _run_rounds(
             url, model, args.clip, args, server_cores, load_cores, floors
         )

@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+__all__ = ["register", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from service.app import create_app
-    from service.http_limits import limited_protocol
     from service.settings import Settings
 
     overrides = {
@@ -57,10 +58,28 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if args.no_demo:
         overrides["demo"] = False
-    settings = Settings(**overrides)
+    run(Settings(**overrides))
+    return 0
+
+
+def run(settings: Settings, wrap: Callable[[Any], Any] | None = None) -> None:
+    """Serve ``create_app(settings)`` with uvicorn and the limits of :mod:`service.http_limits`.
+
+    ``wrap`` takes the app and returns the ASGI app to serve instead: for
+    ``benchmarks/floor_apps.py``, which measures the service with parts of it skipped.
+    """
+    import uvicorn
+
+    from service.app import create_app
+    from service.http_limits import limited_protocol
+
+    def factory() -> Any:
+        app = create_app(settings)
+        return app if wrap is None else wrap(app)
+
     logger.info("serving on http://%s:%d", settings.host, settings.port)
     uvicorn.run(
-        lambda: create_app(settings),
+        factory,
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -75,4 +94,3 @@ def _serve(args: argparse.Namespace) -> int:
             max_connections=settings.max_connections,
         ),
     )
-    return 0

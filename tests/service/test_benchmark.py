@@ -36,9 +36,11 @@ def test_load_benchmark_prints_the_ratios_the_readme_quotes(speech_artifact: Pat
     assert "server on core 0, load on core 1" in out
     floors = [line.split(" | ") for line in out.splitlines() if line.startswith("| bare ASGI")]
     floors += [line.split(" | ") for line in out.splitlines() if line.startswith("| FastAPI")]
-    assert len(floors) == 2
+    floors += [line.split(" | ") for line in out.splitlines() if line.startswith("| arinext")]
+    assert len(floors) == 3
     for floor in floors:
         assert float(floor[2]) > 0 and floor[4].rstrip(" |") == "0", floor  # req/s, non-200
+    assert "- without FastAPI and middleware: concurrency 1 HTTP p50 / in-process p50 = " in out
     assert "- concurrency 16 at 0.9x leaves " in out
     overload = out[out.index("## Overload") :]
     statuses = overload.splitlines()[2]
