@@ -64,6 +64,8 @@ HEADERS = {"content-type": "application/octet-stream"}
 BATCH = 16
 # The --floor server that is arinext serve with FastAPI and middleware skipped.
 PIPELINE = "without_fastapi"
+# How the measured servers run: one ONNX Runtime thread, as the in-process reference.
+SERVER_ENV = {"ARINEXT_INTRA_OP_THREADS": "1", "ARINEXT_LOG_LEVEL": "warning"}
 
 
 @dataclass
@@ -261,7 +263,7 @@ def _server(
 ) -> Iterator[tuple]:
     """``arinext serve`` of checkout ``root`` with one ONNX Runtime thread: (url, pid)."""
     command = [sys.executable, "-m", "arinext", "serve", "--no-demo", "--models", str(artifact)]
-    env = {"ARINEXT_INTRA_OP_THREADS": "1", "ARINEXT_LOG_LEVEL": "warning"}
+    env = {**SERVER_ENV}
     env.update({f"ARINEXT_{k.upper()}": v for k, v in settings.items()})
     with _process(command, core, env, "/readyz", root) as running:
         yield running
@@ -272,8 +274,7 @@ def _pipeline_server(artifact: Path, core: int | None) -> Iterator[tuple]:
     """``arinext serve`` with FastAPI and middleware skipped for ``/classify``
     (:func:`benchmarks.floor_apps.without_fastapi`): (url, pid)."""
     command = [sys.executable, "-m", "benchmarks.floor_apps", "--models", str(artifact)]
-    env = {"ARINEXT_INTRA_OP_THREADS": "1", "ARINEXT_LOG_LEVEL": "warning"}
-    with _process(command, core, env, "/readyz") as running:
+    with _process(command, core, SERVER_ENV, "/readyz") as running:
         yield running
 
 
