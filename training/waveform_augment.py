@@ -25,7 +25,7 @@ serving image too.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -381,8 +381,12 @@ class WaveformAugmenter:
         *,
         rooms: int = 128,
         seed: int = 0,
+        recorded_noise: Sequence[np.ndarray] = (),
     ) -> None:
         self.rate = rate
+        # Long recordings of real rooms and noise (Speech Commands' _background_noise_): a
+        # random stretch of one is a background as likely as any synthetic kind.
+        self.recorded_noise = [x for x in recorded_noise if x.size >= rate]
         self.s = settings or AugmentSettings()
         self._audiomentations: dict[str, Any] = {}
         # Simulating a room costs ~40 ms, ten times the rest of the chain: draw a bank once
@@ -463,7 +467,12 @@ class WaveformAugmenter:
         rng: np.random.Generator,
         babble: Callable[[np.random.Generator], np.ndarray] | None,
     ) -> np.ndarray:
-        kind = rng.choice(["white", "pink", "brown", "hum", "babble", "mix"])
+        kinds = ["white", "pink", "brown", "hum", "babble", "mix"]
+        kind = rng.choice([*kinds, "recorded", "recorded"] if self.recorded_noise else kinds)
+        if kind == "recorded":
+            source = self.recorded_noise[int(rng.integers(len(self.recorded_noise)))]
+            start = int(rng.integers(0, source.size - n + 1)) if source.size > n else 0
+            return _fit(source[start : start + n], n)
         if kind == "babble" and babble is not None:
             talkers = int(rng.integers(3, 7))
             return np.sum([_fit(babble(rng), n) for _ in range(talkers)], axis=0)

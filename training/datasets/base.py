@@ -59,8 +59,8 @@ class DatasetError(UserError):
 class Clip:
     """One labelled clip.
 
-    ``path`` is an audio file, or an HDF5 file when ``key`` names the recording inside it; then
-    ``start``/``stop`` are sample indices at the HDF5 recording's own rate.
+    ``path`` is an audio file, or an HDF5 file when ``key`` names the recording inside it;
+    ``start``/``stop``, when given, are sample indices at the recording's own rate.
     """
 
     path: str
@@ -82,6 +82,8 @@ class ClipIndex:
     subsets: dict[str, list[int]] = field(default_factory=dict)
     # Sample rate of HDF5 recordings (files carry their own).
     hdf5_rate: int | None = None
+    # Recorded background noise (no labels) for the waveform chain's noise pool.
+    noise: list[Clip] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.clips:
@@ -182,7 +184,12 @@ class ClipDataset(Dataset):
         self.waveform_augmenter: WaveformAugmenter | None = None
         if mode == "train" and self.augment is not None and self.augment.waveform:
             self.waveform_augmenter = WaveformAugmenter(
-                audio.sample_rate, rooms=self.augment.rooms, seed=seed
+                audio.sample_rate,
+                rooms=self.augment.rooms,
+                seed=seed,
+                recorded_noise=[
+                    resample(*self._read(clip), audio.sample_rate) for clip in index.noise
+                ],
             )
         names = next(iter(index.heads.values()))
         silence = names.index(SILENCE) if SILENCE in names else -1
@@ -223,7 +230,8 @@ class ClipDataset(Dataset):
 
     def _read(self, clip: Clip) -> tuple[np.ndarray, int]:
         if clip.key is None:
-            return decode_audio(clip.path)
+            samples, rate = decode_audio(clip.path)
+            return samples[clip.start : clip.stop], rate
         data = self._hdf5_dataset(clip.path, clip.key)
         samples = np.asarray(data[clip.start : clip.stop])
         if samples.ndim > 1:

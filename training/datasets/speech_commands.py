@@ -10,9 +10,18 @@ Official layout (``speech_commands_v0.02.tar.gz`` extracted)::
 Training is every clip in neither list. With the option ``extra_classes: true`` (the default
 model's recipe) two classes follow the 35 words, as in the keyword-spotting use of the dataset:
 ``_unknown_`` (the ``_unknown_`` folder, and any word folder outside the 35) and ``_silence_``
-(the ``_silence_`` folder of non-speech clips). The authors' pickles (``SPEECH_CMD_V2_<split>.pkl``:
-``video`` = file name, ``class`` = word folder, ``class_id``) work too, via
-``data.annotations_dir``. Class order: ``model.labels.load_labels("speech_commands_v2")``.
+(the ``_silence_`` folder of non-speech clips).
+
+The option ``recordings`` names a second folder in the same layout holding recorded speech (a
+Speech Commands download or a subset of it, WAV or FLAC): its clips join each split by speaker
+(:mod:`training.datasets.recordings`), repeated ``recordings_repeat`` times in the training
+split so that a few thousand recordings weigh against tens of thousands of synthesised clips,
+and the training part of its ``_background_noise_`` joins the noise pool. ``recordings_only``
+leaves the root's own clips out (the held-out speakers alone).
+
+The authors' pickles (``SPEECH_CMD_V2_<split>.pkl``: ``video`` = file name, ``class`` = word
+folder, ``class_id``) work too, via ``data.annotations_dir``.
+Class order: ``model.labels.load_labels("speech_commands_v2")``.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from model.labels import SILENCE, UNKNOWN, load_labels
+from training.datasets import recordings
 from training.datasets.base import (
     Clip,
     ClipIndex,
@@ -58,7 +68,8 @@ def read(root: Path, split: str, options: dict[str, Any]) -> ClipIndex:
     """Clips of ``split`` (train, validation or test).
 
     Options: ``annotations_dir`` (folder with the authors' pickles) instead of the lists;
-    ``extra_classes`` (add ``_unknown_`` and ``_silence_``).
+    ``extra_classes`` (add ``_unknown_`` and ``_silence_``); ``recordings``,
+    ``recordings_repeat`` and ``recordings_only`` (recorded speech, see the module's docstring).
     """
     if split not in ("train", "validation", "test"):
         raise DatasetError(f"speech_commands has train, validation and test splits, not {split!r}")
@@ -70,6 +81,19 @@ def read(root: Path, split: str, options: dict[str, Any]) -> ClipIndex:
     if extra:
         names = [*names, *EXTRA_CLASSES]
     lookup = label_lookup(names, "speech_commands")
+    clips: list[Clip] = []
+    if not options.get("recordings_only"):
+        clips = _official_split(root, split, lookup, extra)
+    noise: list[Clip] = []
+    if options.get("recordings"):
+        repeat = int(options.get("recordings_repeat", 1)) if split == "train" else 1
+        clips += _recorded(Path(options["recordings"]), split, names, lookup, repeat)
+        if split == "train":
+            noise = _noise_clips(Path(options["recordings"]))
+    return ClipIndex("speech_commands", split, clips, {HEAD: names}, noise=noise)
+
+
+def _official_split(root: Path, split: str, lookup: dict[str, int], extra: bool) -> list[Clip]:
     held_out = {name: _read_list(root / file) for name, file in _LISTS.items()}
     clips = []
     skipped = set()
@@ -88,4 +112,28 @@ def read(root: Path, split: str, options: dict[str, Any]) -> ClipIndex:
             clips.append(Clip(str(wav), (lookup[word],)))
     if skipped:
         logger.warning("speech_commands: ignoring folders not in the 35 words: %s", sorted(skipped))
-    return ClipIndex("speech_commands", split, clips, {HEAD: names})
+    return clips
+
+
+def _recorded(
+    folder: Path, split: str, names: list[str], lookup: dict[str, int], repeat: int
+) -> list[Clip]:
+    """The recordings of ``split``'s speakers, each ``repeat`` times."""
+    clips = []
+    for clip in recordings.list_recordings(folder, split):
+        label = recordings.label_of(clip.word, names)
+        if label in lookup:
+            clips += [Clip(str(clip.path), (lookup[label],))] * repeat
+    logger.info("speech_commands/%s: %d recorded clips from %s", split, len(clips), folder)
+    return clips
+
+
+def _noise_clips(folder: Path) -> list[Clip]:
+    """The training part of each background recording (the rest is held out for evaluation)."""
+    import soundfile as sf
+
+    out = []
+    for path in recordings.background_recordings(folder):
+        frames = sf.info(str(path)).frames
+        out.append(Clip(str(path), (), start=0, stop=int(frames * recordings.NOISE_TRAIN_FRACTION)))
+    return out
