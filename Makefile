@@ -152,6 +152,8 @@ ARTIFACT_EVAL_ARGS = evaluate $(DEFAULT_MODEL_DIR) --split test \
 	--data-root $(DEFAULT_MODEL_DATA) --output $(DEFAULT_MODEL_RUN)/artifact_eval_test.json
 OOD_EVAL_ARGS = evaluate $(DEFAULT_MODEL_DIR) --ood $(DEFAULT_MODEL_OOD) \
 	--output $(DEFAULT_MODEL_RUN)/artifact_eval_ood.json
+RECORDED_EVAL_ARGS = evaluate $(DEFAULT_MODEL_DIR) --recordings $(DEFAULT_MODEL_RECORDINGS) \
+	--data-root $(DEFAULT_MODEL_DATA) --output $(DEFAULT_MODEL_RUN)/artifact_eval_recordings.json
 
 default-model: setup
 	@$(PY) -m training.datasets.recordings $(DEFAULT_MODEL_RECORDINGS)
@@ -163,14 +165,16 @@ default-model: setup
 	$(ARINEXT) $(EXPORT_ARGS)
 	OMP_NUM_THREADS=$(DEFAULT_MODEL_THREADS) $(ARINEXT) $(ARTIFACT_EVAL_ARGS)
 	OMP_NUM_THREADS=$(DEFAULT_MODEL_THREADS) $(ARINEXT) $(OOD_EVAL_ARGS)
+	OMP_NUM_THREADS=$(DEFAULT_MODEL_THREADS) $(ARINEXT) $(RECORDED_EVAL_ARGS)
 	$(PY) -c 'import sys; from training.synth_speech import record_in_manifest; \
-		record_in_manifest(sys.argv[1], sys.argv[2], sys.argv[5:], "make default-model", \
-		test_report=sys.argv[3], ood_report=sys.argv[4])' \
+		record_in_manifest(sys.argv[1], sys.argv[2], sys.argv[6:], "make default-model", \
+		test_report=sys.argv[3], ood_report=sys.argv[4], recordings_report=sys.argv[5])' \
 		$(DEFAULT_MODEL_DIR) $(DEFAULT_MODEL_DATA) \
 		$(DEFAULT_MODEL_RUN)/artifact_eval_test.json $(DEFAULT_MODEL_RUN)/artifact_eval_ood.json \
+		$(DEFAULT_MODEL_RUN)/artifact_eval_recordings.json \
 		"arinext $(SYNTH_ARGS)" "arinext $(OOD_ARGS)" "arinext $(TRAIN_ARGS)" \
 		"arinext $(EVAL_ARGS)" "arinext $(EXPORT_ARGS)" "arinext $(ARTIFACT_EVAL_ARGS)" \
-		"arinext $(OOD_EVAL_ARGS)"
+		"arinext $(OOD_EVAL_ARGS)" "arinext $(RECORDED_EVAL_ARGS)"
 
 # The default model's int8 version (README "Backends, int8 and speed"): quantised from its fp32
 # export, calibrated on its own training clips (validation clips are the held-out check, test

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 __all__ = [
+    "CORE_WORDS",
     "LABEL_SETS",
     "NOT_KEYWORDS",
     "PRESET_LABELS",
@@ -27,6 +28,8 @@ __all__ = [
 UNKNOWN = "_unknown_"
 SILENCE = "_silence_"
 NOT_KEYWORDS = frozenset({UNKNOWN, SILENCE})
+# The ten words of the keyword-spotting task defined with the dataset (Warden 2018).
+CORE_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 
 
 def is_keyword(label: str) -> bool:

@@ -30,7 +30,7 @@ from model.frontend import clip_view, log_mel_views
 from model.labels import SILENCE
 from training.augment import spec_augment
 from training.config import AugmentConfig, UserError
-from training.waveform_augment import WaveformAugmenter
+from training.waveform_augment import WaveformAugmenter, degrade
 
 __all__ = [
     "Clip",
@@ -170,8 +170,12 @@ class ClipDataset(Dataset):
         *,
         augment: AugmentConfig | None = None,
         seed: int = 0,
+        condition: str = "clean",
     ) -> None:
         self.index = index
+        # Evaluation through a channel (``training.waveform_augment.CONDITIONS``), applied to
+        # each clip as read, seeded by its position: measured without writing degraded copies.
+        self.condition = condition
         self.audio = audio
         self.mode = mode
         self.augment = augment if augment is not None and augment.enabled else None
@@ -290,6 +294,8 @@ class ClipDataset(Dataset):
         samples = self.waveform(i)
         labels = np.asarray(self.index.clips[i].labels, dtype=np.int64)
         if self.mode == "eval":
+            if self.condition != "clean":
+                samples = degrade(samples, self.audio.sample_rate, self.condition, seed=i)
             return log_mel_views(samples, self.audio), labels, i
         rng = self._rng(i)
         slack = len(samples) - self.audio.clip_samples

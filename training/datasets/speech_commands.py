@@ -86,10 +86,16 @@ def read(root: Path, split: str, options: dict[str, Any]) -> ClipIndex:
         clips = _official_split(root, split, lookup, extra)
     noise: list[Clip] = []
     if options.get("recordings"):
+        folder = Path(options["recordings"])
         repeat = int(options.get("recordings_repeat", 1)) if split == "train" else 1
-        clips += _recorded(Path(options["recordings"]), split, names, lookup, repeat)
+        clips += _recorded(folder, split, names, lookup, repeat)
         if split == "train":
-            noise = _noise_clips(Path(options["recordings"]))
+            noise = _background(folder, train=True)
+        elif split == "test" and SILENCE in lookup:
+            clips += [
+                Clip(c.path, (lookup[SILENCE],), start=c.start, stop=c.stop)
+                for c in _background(folder, train=False)
+            ]
     return ClipIndex("speech_commands", split, clips, {HEAD: names}, noise=noise)
 
 
@@ -128,12 +134,21 @@ def _recorded(
     return clips
 
 
-def _noise_clips(folder: Path) -> list[Clip]:
-    """The training part of each background recording (the rest is held out for evaluation)."""
+def _background(folder: Path, *, train: bool) -> list[Clip]:
+    """Background recordings: the first part of each whole (the training noise pool), or the
+    held-out rest in one-second windows (room noise the model must not answer as a word)."""
     import soundfile as sf
 
     out = []
     for path in recordings.background_recordings(folder):
-        frames = sf.info(str(path)).frames
-        out.append(Clip(str(path), (), start=0, stop=int(frames * recordings.NOISE_TRAIN_FRACTION)))
+        info = sf.info(str(path))
+        cut = int(info.frames * recordings.NOISE_TRAIN_FRACTION)
+        if train:
+            out.append(Clip(str(path), (), start=0, stop=cut))
+            continue
+        step = info.samplerate  # one-second windows, end to end
+        out += [
+            Clip(str(path), (), start=start, stop=start + step)
+            for start in range(cut, info.frames - step + 1, step)
+        ]
     return out
