@@ -1,0 +1,96 @@
+"""Tune the stream's detection defaults (hop, threshold, debounce) on held-out speakers.
+
+Builds ten-second scenes of three recorded keywords over held-out room noise
+(:mod:`training.scenes`, 15-30 dB SNR) from a recordings folder, scores every window a stream
+would score at each hop (the service's own front-end, ``service.prepare.features``, and the
+artifact through ONNX Runtime), runs the stream's :class:`~service.streams.detection.Debouncer`
+over them for each threshold and debounce, and prints one row per setting: keywords detected,
+wrong detections per minute of audio. Windows are scored once per hop and reused for every
+threshold and debounce, so the grid costs little more than one pass.
+
+    python benchmarks/stream_tuning.py --recordings ../shared/speech_commands_subset \\
+        --model artifacts/speech-commands-synth-b0 --scenes 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model.backends import open_session  # noqa: E402
+from model.manifest import MODEL_FILE, verify_artifact  # noqa: E402
+from model.scores import softmax  # noqa: E402
+from service.prepare import features  # noqa: E402
+from service.streams.detection import Debouncer  # noqa: E402
+from training.scenes import build_scenes, match_detections  # noqa: E402
+
+
+def window_scores(
+    session, manifest, samples: np.ndarray, hop: float
+) -> list[tuple[float, float, str, float]]:
+    """(start, end, top label, its score) of every window a stream at ``hop`` scores."""
+    cfg = manifest.frontend
+    view, step = cfg.clip_samples, round(hop * cfg.sample_rate)
+    starts = list(range(0, samples.size - view + 1, step))
+    if starts[-1] + view < samples.size:
+        starts.append(samples.size - view)
+    head = manifest.heads[0]
+    logits = session.run([head.output], {manifest.input: features(samples, starts, cfg)})[0]
+    probs = softmax(np.asarray(logits))
+    top = probs.argmax(axis=1)
+    rate = cfg.sample_rate
+    return [
+        (s / rate, (s + view) / rate, head.labels[int(t)], float(p[t]))
+        for s, t, p in zip(starts, top, probs, strict=True)
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recordings", type=Path, required=True, help="Speech Commands layout")
+    parser.add_argument("--model", type=Path, required=True, help="artifact directory")
+    parser.add_argument("--scenes", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--split", default="test", help="speakers' split (test or validation)")
+    parser.add_argument("--hops", default="0.1,0.25,0.5")
+    parser.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9")
+    parser.add_argument("--debounces", default="0.5,1.0,1.5")
+    args = parser.parse_args()
+
+    manifest = verify_artifact(args.model)
+    session = open_session(args.model / MODEL_FILE, threads=1)
+    scenes = build_scenes(args.recordings, args.scenes, split=args.split, seed=args.seed)
+    minutes = sum(s.seconds for s in scenes) / 60
+    said = sum(len(s.words) for s in scenes)
+    print(f"{len(scenes)} scenes ({minutes:.1f} min, {said} keywords) of {args.split} speakers")
+    print("| hop s | threshold | debounce s | detected | wrong / min |")
+    print("|---|---|---|---|---|")
+    for hop in (float(h) for h in args.hops.split(",")):
+        scored = [window_scores(session, manifest, s.samples, hop) for s in scenes]
+        for threshold in (float(t) for t in args.thresholds.split(",")):
+            for debounce in (float(d) for d in args.debounces.split(",")):
+                found = wrong = 0
+                for scene, windows in zip(scenes, scored, strict=True):
+                    gate = Debouncer(head="", hop=hop, threshold=threshold, debounce=debounce)
+                    hits = [
+                        (d.label, d.start, d.end)
+                        for d in (gate.update(lab, sc, st, en) for st, en, lab, sc in windows)
+                        if d is not None
+                    ]
+                    f, w = match_detections(scene.words, hits)
+                    found, wrong = found + f, wrong + w
+                print(
+                    f"| {hop} | {threshold} | {debounce} | {found / said:.1%} "
+                    f"| {wrong / minutes:.2f} |"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""Ten-second validation scenes for live detection: recorded keywords over recorded room noise.
+
+A scene is what an always-on microphone hears: a stretch of a held-out background recording (the
+part of ``_background_noise_`` never used for training, or ``_silence_`` clips of held-out rooms)
+with three keywords said by held-out speakers, each at a signal-to-noise ratio drawn from 15-30 dB,
+at positions that leave at least a second between words. The ground truth is where each word's
+voice is (an energy gate on the one-second clip), so a detection can be matched to its word.
+
+Scenes are built in memory from a recordings folder (:mod:`training.datasets.recordings`) and
+never written into the repository. numpy and soundfile only: the service's tests use them too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from model.labels import SILENCE
+from training.datasets.recordings import (
+    NOISE_TRAIN_FRACTION,
+    background_recordings,
+    list_recordings,
+)
+
+__all__ = ["Scene", "Word", "build_scenes", "match_detections", "voiced_span"]
+
+RATE = 16000
+SNR_DB = (15.0, 30.0)
+GAP_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Word:
+    """A keyword said in a scene: its label and where its voice is, in seconds."""
+
+    label: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A scene's audio (float32 at 16 kHz) and the words said in it."""
+
+    samples: np.ndarray
+    words: tuple[Word, ...]
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.size / RATE
+
+
+def _read(path: Path) -> np.ndarray:
+    samples, rate = sf.read(path, dtype="float32", always_2d=True)
+    if rate != RATE:
+        raise ValueError(f"{path}: {rate} Hz; scenes are built from 16 kHz recordings")
+    return samples.mean(axis=1)
+
+
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-12))
+
+
+def voiced_span(samples: np.ndarray, below_peak_db: float = 25.0) -> tuple[int, int]:
+    """First and last sample of the voice: 10 ms frames within ``below_peak_db`` of the loudest."""
+    frame = RATE // 100
+    usable = samples[: samples.size // frame * frame].reshape(-1, frame)
+    energy = 10 * np.log10(np.mean(usable**2, axis=1) + 1e-12)
+    loud = np.flatnonzero(energy >= energy.max() - below_peak_db)
+    return int(loud[0] * frame), int((loud[-1] + 1) * frame)
+
+
+def _backgrounds(folder: Path, seconds: float) -> list[np.ndarray]:
+    """Held-out room noise at least ``seconds`` long: the tail of each background recording,
+    and the held-out ``_silence_`` clips end to end."""
+    need = int(seconds * RATE)
+    out = []
+    for path in background_recordings(folder):
+        audio = _read(path)
+        tail = audio[int(audio.size * NOISE_TRAIN_FRACTION) :]
+        if tail.size >= need:
+            out.append(tail)
+    rooms = [_read(c.path) for c in list_recordings(folder, "test") if c.word == SILENCE]
+    if rooms:
+        joined = np.concatenate(rooms)
+        out += [joined[i : i + need] for i in range(0, joined.size - need + 1, need)]
+    return out
+
+
+def build_scenes(
+    folder: Path | str,
+    count: int,
+    *,
+    seconds: float = 10.0,
+    words_per_scene: int = 3,
+    split: str = "test",
+    seed: int = 0,
+) -> list[Scene]:
+    """``count`` scenes from the recordings of ``split``'s speakers, reproducible for a seed."""
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    said = [c for c in list_recordings(folder, split) if c.word != SILENCE]
+    backgrounds = _backgrounds(folder, seconds)
+    if not said or not backgrounds:
+        raise ValueError(f"{folder}: no {split} speakers' words or no held-out room noise")
+    n = int(seconds * RATE)
+    scenes = []
+    for _ in range(count):
+        source = backgrounds[int(rng.integers(len(backgrounds)))]
+        offset = int(rng.integers(0, source.size - n + 1))
+        noise = source[offset : offset + n].astype(np.float32)
+        scene = noise.copy()
+        # One slot per word, a clip (1 s) plus the gap wide; the word starts anywhere in it.
+        slot = n // words_per_scene
+        words = []
+        for k in range(words_per_scene):
+            clip = said[int(rng.integers(len(said)))]
+            audio = _read(clip.path)
+            begin, end = voiced_span(audio)
+            voice = audio[begin:end]
+            room = max(slot - voice.size - int(GAP_SECONDS * RATE), 1)
+            at = k * slot + int(GAP_SECONDS * RATE / 2) + int(rng.integers(0, room))
+            voice = voice[: n - at]
+            snr = rng.uniform(*SNR_DB)
+            gain = _rms(noise) * 10 ** (snr / 20) / _rms(voice) if _rms(noise) > 1e-6 else 1.0
+            scene[at : at + voice.size] += voice * min(gain, 1.0 / (np.abs(voice).max() + 1e-9))
+            words.append(Word(clip.word, at / RATE, (at + voice.size) / RATE))
+        peak = np.abs(scene).max()
+        if peak > 1.0:
+            scene /= peak
+        scenes.append(Scene(scene.astype(np.float32), tuple(words)))
+    return scenes
+
+
+def match_detections(
+    words: tuple[Word, ...], detections: list[tuple[str, float, float]]
+) -> tuple[int, int]:
+    """(words detected, wrong detections): a detection ``(label, start, end)`` finds a word of
+    its label whose voice its window overlaps; each word is found once, the rest are wrong."""
+    found: set[int] = set()
+    wrong = 0
+    for label, start, end in detections:
+        hit = next(
+            (
+                i
+                for i, w in enumerate(words)
+                if i not in found and w.label == label and start < w.end and w.start < end
+            ),
+            None,
+        )
+        if hit is None:
+            wrong += 1
+        else:
+            found.add(hit)
+    return len(found), wrong
