@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 from model.backends import open_session  # noqa: E402
 from model.manifest import MODEL_FILE, verify_artifact  # noqa: E402
 from model.scores import softmax  # noqa: E402
+from service.detection import Debouncer  # noqa: E402
 from service.prepare import features  # noqa: E402
-from service.streams.detection import Debouncer  # noqa: E402
 from training.scenes import build_scenes, match_detections  # noqa: E402
 
 

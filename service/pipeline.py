@@ -29,6 +29,7 @@ import numpy as np
 
 from model.audio_config import AudioConfig
 from service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, resample
+from service.detection import DEFAULT_THRESHOLD
 from service.errors import ApiError
 from service.inference import LoadedModel, ModelRegistry, load_models
 from service.predict import ClassifyResponse, HeadPrediction, predict_head
@@ -214,11 +215,15 @@ class Classifier:
         top_k: int = 5,
         windows: bool = False,
         hop: float | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        debounce: float | None = None,
     ) -> ClassifyResponse:
         """Classify one clip: a path, the encoded bytes, or a waveform with its ``sample_rate``.
 
-        ``hop``: seconds between window starts (default: windows spread evenly over the clip,
-        as the server places them). Refused input raises :class:`~service.errors.ApiError`.
+        ``hop``: seconds between window starts of a clip longer than one window (default
+        :data:`~service.detection.DEFAULT_HOP_SECONDS`, as the server places them);
+        ``threshold`` and ``debounce`` tune the detections (as a stream's). Refused input
+        raises :class:`~service.errors.ApiError`.
         """
         began = time.perf_counter()
         selected = self._select(heads, top_k)
@@ -230,7 +235,15 @@ class Classifier:
             max_duration=self.max_duration,
             max_windows=self.max_windows,
         )
-        return self.score([clip], heads=heads, top_k=top_k, windows=windows, began=began)[0]
+        return self.score(
+            [clip],
+            heads=heads,
+            top_k=top_k,
+            windows=windows,
+            began=began,
+            threshold=threshold,
+            debounce=debounce,
+        )[0]
 
     def prepare(
         self, audio: AudioInput, *, sample_rate: int | None = None, hop: float | None = None
@@ -253,6 +266,8 @@ class Classifier:
         top_k: int = 5,
         windows: bool = False,
         began: float | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        debounce: float | None = None,
     ) -> list[ClassifyResponse]:
         """Run the windows of ``clips`` through the models in shared batches; one answer each."""
         selected = self._select(heads, top_k)
@@ -279,6 +294,8 @@ class Classifier:
                         len(clip_input.samples),
                         top_k,
                         windows,
+                        threshold=threshold,
+                        debounce=debounce,
                     )
                 )
             total = time.perf_counter() - began if began is not None else sum(clip.seconds.values())

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from model.manifest import HeadSpec
 from model.scores import probabilities
 from service.decoding import DecodedAudio
+from service.detection import DEFAULT_THRESHOLD, KeywordEvent, detect
 from service.errors import ApiError
 from service.inference import Batcher, BatchResult, LoadedModel, ModelService
 from service.prepare import ModelInput, PreparedClip, prepare, window_starts
@@ -54,12 +55,18 @@ class WindowPrediction(BaseModel):
 
 
 class HeadPrediction(BaseModel):
-    """A head's clip-level top-k (window probabilities averaged) and optional timeline."""
+    """A head's detections, its clip-level top-k (window probabilities averaged over the whole
+    clip) and optional timeline."""
 
     head: str
     model: str
     model_sha256: str
-    top_k: list[ScoredLabel]
+    detections: list[KeywordEvent] = Field(
+        default_factory=list,
+        description="what was heard and when: one event per utterance of a keyword, as the "
+        "live stream reports them (empty when no window's top keyword reaches the threshold)",
+    )
+    top_k: list[ScoredLabel] = Field(description="the average over every window of the clip")
     windows: list[WindowPrediction] | None = None
 
 
@@ -190,27 +197,39 @@ def predict_head(
     num_samples: int,
     top_k: int,
     windows: bool,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    debounce: float | None = None,
 ) -> HeadPrediction:
-    """One head's answer from its windows' logits: clip scores (the windows' mean
+    """One head's answer from its windows' logits: detections (:func:`service.detection.detect`,
+    ``debounce`` defaulting to the window length as for streams), clip scores (the windows' mean
     probabilities) and, with ``windows``, each window's top-k (also used by the Python API)."""
     probs = probabilities(logits, head.activation)
     k = min(top_k, len(head.labels))
+    cfg = model.manifest.frontend
+    rate = cfg.sample_rate
+    span = min(cfg.clip_samples, num_samples)
+    spans = [(round(s / rate, 6), round(min(s + span, num_samples) / rate, 6)) for s in starts]
+    found = detect(
+        head.name,
+        head.labels,
+        probs,
+        spans,
+        hop=(starts[1] - starts[0]) / rate if len(starts) > 1 else cfg.clip_seconds,
+        threshold=threshold,
+        debounce=cfg.clip_seconds if debounce is None else debounce,
+    )
     prediction = HeadPrediction(
         head=head.name,
         model=model.name,
         model_sha256=model.manifest.sha256,
+        detections=[d.event() for d in found],
         top_k=top_labels(probs.mean(axis=0), head, k),
     )
     if windows:
-        cfg = model.manifest.frontend
-        span = min(cfg.clip_samples, num_samples)
         prediction.windows = [
-            WindowPrediction(
-                start=round(s / cfg.sample_rate, 6),
-                end=round(min(s + span, num_samples) / cfg.sample_rate, 6),
-                top_k=top_labels(p, head, k),
-            )
-            for s, p in zip(starts, probs, strict=True)
+            WindowPrediction(start=start, end=end, top_k=top_labels(p, head, k))
+            for (start, end), p in zip(spans, probs, strict=True)
         ]
     return prediction
 
@@ -238,6 +257,8 @@ async def classify(
     hop: float | None = None,
     max_windows: int | None = None,
     received: float | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    debounce: float | None = None,
 ) -> Outcome:
     """Run the whole pipeline on an upload; raises :class:`ApiError` for anything refused.
 
@@ -339,6 +360,8 @@ async def classify(
                 len(model_input.samples),
                 top_k,
                 windows,
+                threshold=threshold,
+                debounce=debounce,
             )
         )
     elapsed = time.perf_counter() - began

@@ -91,7 +91,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--hop",
         type=_positive(float),
-        help="seconds between window starts (default: windows spread evenly over the clip)",
+        help="seconds between window starts of a clip longer than one window (default 0.25)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_positive(float),
+        default=None,
+        help="score a window's keyword needs to be detected (default: the stream's)",
+    )
+    parser.add_argument(
+        "--debounce",
+        type=float,
+        default=None,
+        help="seconds within which a word heard again is one utterance (default: the window)",
     )
     parser.add_argument(
         "--format",
@@ -195,15 +207,29 @@ def _prepared_in_order(
         yield path, result
 
 
-class _Writer:
-    """Formats records; tables are aligned, so they are written at the end."""
+def heard(detections: Sequence[dict]) -> str:
+    """``yes at 1.50 s, stop at 4.25 s`` (each word at the middle of the window that heard it),
+    or ``no keyword``."""
+    if not detections:
+        return "no keyword"
+    return ", ".join(f"{d['label']} at {(d['start'] + d['end']) / 2:.2f} s" for d in detections)
 
-    _CSV_FIELDS = ("path", "head", "model", "start", "end", "rank", "label", "index", "score")
+
+class _Writer:
+    """Formats records; tables are aligned, so they are written at the end.
+
+    A CSV row is one label of one ``kind``: ``detection`` (a keyword heard, with its window),
+    ``clip`` (the clip-level top-k, ranked) or ``window`` (a window's top-k, with ``--windows``).
+    """
+
+    _CSV_FIELDS = (
+        "path", "head", "model", "kind", "start", "end", "rank", "label", "index", "score"
+    )  # fmt: skip
 
     def __init__(self, stream: IO[str], fmt: str) -> None:
         self.stream = stream
         self.fmt = fmt
-        self.rows: list[tuple[str, str, str]] = []
+        self.rows: list[tuple[str, str, str, str]] = []
         if fmt == "csv":
             self.csv = csv.writer(stream, lineterminator="\n")
             self.csv.writerow([*self._CSV_FIELDS, "error"])
@@ -225,34 +251,48 @@ class _Writer:
 
     def _write_csv(self, name: str, answer: dict | None, failure: _Failure | None) -> None:
         if failure is not None:
-            self.csv.writerow([name, *[""] * 8, f"{failure.code}: {failure.message}"])
+            fields = len(self._CSV_FIELDS) - 1
+            self.csv.writerow([name, *[""] * fields, f"{failure.code}: {failure.message}"])
             return
         for head in (answer or {})["predictions"]:
-            spans = [(None, head["top_k"])] + [
-                ((w["start"], w["end"]), w["top_k"]) for w in head.get("windows") or []
+            where = (name, head["head"], head["model"])
+            for found in head.get("detections") or []:
+                score = f"{found['score']:.6g}"
+                span = (found["start"], found["end"])
+                self.csv.writerow([*where, "detection", *span, "", found["label"], "", score, ""])
+            spans = [("clip", "", "", head["top_k"])] + [
+                ("window", w["start"], w["end"], w["top_k"]) for w in head.get("windows") or []
             ]
-            for span, labels in spans:
-                start, end = span if span is not None else ("", "")
+            for kind, start, end, labels in spans:
                 for rank, item in enumerate(labels, 1):
-                    where = (name, head["head"], head["model"], start, end, rank)
                     score = f"{item['score']:.6g}"
-                    self.csv.writerow([*where, item["label"], item["index"], score, ""])
+                    row = [*where, kind, start, end, rank, item["label"], item["index"], score]
+                    self.csv.writerow([*row, ""])
 
     def _add_table_rows(self, name: str, answer: dict | None, failure: _Failure | None) -> None:
         if failure is not None:
-            self.rows.append((name, "ERROR", f"{failure.code}: {failure.message}"))
+            self.rows.append((name, "ERROR", f"{failure.code}: {failure.message}", ""))
             return
+
+        def labels(items: list[dict]) -> str:
+            return ", ".join(f"{x['label']} {x['score']:.3f}" for x in items)
+
         for head in (answer or {})["predictions"]:
-            labels = ", ".join(f"{x['label']} {x['score']:.3f}" for x in head["top_k"])
-            self.rows.append((name, head["head"], labels))
+            self.rows.append(
+                (name, head["head"], heard(head.get("detections") or []), labels(head["top_k"]))
+            )
+            for w in head.get("windows") or []:
+                span = f"  {w['start']:.2f}-{w['end']:.2f} s"
+                self.rows.append((name, head["head"], span, labels(w["top_k"])))
 
     def close(self) -> None:
         if self.fmt != "table":
             return
-        rows = [("PATH", "HEAD", "TOP LABELS"), *self.rows]
-        widths = [max(len(row[i]) for row in rows) for i in range(2)]
+        rows = [("PATH", "HEAD", "HEARD", "TOP LABELS (CLIP AVERAGE)"), *self.rows]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
         for row in rows:
-            self.stream.write(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}\n")
+            cells = [f"{cell:<{width}}" for cell, width in zip(row, widths, strict=False)]
+            self.stream.write(f"{'  '.join(cells)}  {row[3]}".rstrip() + "\n")
         self.stream.flush()
 
 
@@ -298,7 +338,11 @@ def _predict(args: argparse.Namespace) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return _EXIT_USAGE
     heads = [h.strip() for h in args.heads.split(",") if h.strip()] if args.heads else None
-    score = dict(heads=heads, top_k=args.top_k, windows=args.windows)
+    score: dict[str, Any] = dict(heads=heads, top_k=args.top_k, windows=args.windows)
+    if args.threshold is not None:
+        score["threshold"] = args.threshold
+    if args.debounce is not None:
+        score["debounce"] = args.debounce
     try:
         classifier.score([], **score)  # unknown heads or top_k are refused before any decoding
     except ApiError as exc:

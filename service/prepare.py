@@ -6,14 +6,14 @@ used). The HTTP server runs :func:`prepare` in one worker-thread hop per request
 pipeline (``arinext predict``) calls it directly, so both serve the same numbers.
 
 Windows: a clip no longer than a model's view is one window (the front-end pads it). A longer clip
-is covered by ``ceil((n - clip) / clip) + 1`` evenly spaced views by default, so the step is at
-most the view length and the last view ends at the end of the clip; with ``hop_seconds`` the
-views start every hop, plus one that ends at the end of the clip when the hops do not reach it.
+is scanned as a stream is: views start every ``hop_seconds`` (default
+:data:`~service.detection.DEFAULT_HOP_SECONDS`), plus one that ends at the end of the clip when
+the hops do not reach it, so every word is whole in some window and the detector
+(:mod:`service.detection`) reports it as the live stream would.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.audio_config import AudioConfig
-from model.frontend import clip_view, view_starts
+from model.frontend import clip_view
 from service.decoding import decode_resampled
+from service.detection import DEFAULT_HOP_SECONDS
 from service.errors import ApiError
 
 __all__ = [
@@ -43,7 +44,7 @@ def window_starts(
     if num_samples <= clip:
         return [0]
     if hop_seconds is None:
-        return view_starts(num_samples, cfg, views=math.ceil((num_samples - clip) / clip) + 1)
+        hop_seconds = DEFAULT_HOP_SECONDS
     hop = max(1, round(hop_seconds * cfg.sample_rate))
     starts = list(range(0, num_samples - clip + 1, hop))
     if starts[-1] + clip < num_samples:

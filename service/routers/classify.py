@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from service.detection import DEFAULT_HOP_SECONDS, DEFAULT_THRESHOLD
 from service.errors import ApiError
 from service.http_limits import received_at
 from service.inference import ModelService, get_model_service
@@ -110,8 +111,18 @@ class ClassifyQuery(BaseModel):
         None,
         gt=0,
         le=3600,
-        description="window step in seconds (e.g. 0.25 scans with overlapping windows); "
-        "default: evenly spaced windows about one view apart",
+        description="window step in seconds for a clip longer than one window (default "
+        f"{DEFAULT_HOP_SECONDS}, as a live stream)",
+    )
+    threshold: float = Field(
+        DEFAULT_THRESHOLD, gt=0, le=1, description="score a window's keyword needs to be detected"
+    )
+    debounce: float | None = Field(
+        None,
+        ge=0,
+        le=60,
+        description="a word heard again within this many seconds is one utterance "
+        "(default: the model's window length)",
     )
 
 
@@ -157,7 +168,8 @@ async def classify_clip(
     service: Annotated[ModelService, Depends(get_model_service)],
     query: Annotated[ClassifyQuery, Query()],
 ) -> Response:
-    """Clip-level scores average the probabilities of windows covering the whole clip."""
+    """What was heard and when (``detections``, one per utterance of a keyword), and the
+    clip-level top-k: the probabilities of windows covering the whole clip, averaged."""
     service.ensure_serving()
     heads = query.heads
     requested = [h.strip() for h in heads.split(",") if h.strip()] if heads else None
@@ -172,6 +184,8 @@ async def classify_clip(
         hop=query.hop,
         max_windows=settings.max_windows,
         received=received_at(request.scope),
+        threshold=query.threshold,
+        debounce=query.debounce,
     )
     # Serialised here, once: returned as a model, FastAPI would validate it again first.
     return Response(

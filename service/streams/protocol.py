@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model.labels import is_keyword
 from service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from service.detection import DEFAULT_HOP_SECONDS, DEFAULT_THRESHOLD
 from service.errors import ApiError
 from service.settings import MAX_TOP_K
 
@@ -98,11 +99,13 @@ class StartMessage(BaseModel):
         default=None, description="Hz; required for PCM, checked against the stream for WebM"
     )
     channels: int = Field(default=1, ge=1, le=MAX_CHANNELS, description="PCM channels")
-    hop: float = Field(default=0.25, ge=MIN_HOP_SECONDS, le=MAX_HOP_SECONDS, description="s")
+    hop: float = Field(
+        default=DEFAULT_HOP_SECONDS, ge=MIN_HOP_SECONDS, le=MAX_HOP_SECONDS, description="s"
+    )
     heads: list[str] | None = Field(default=None, description="default: every head")
     top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
     threshold: float = Field(
-        default=0.7,
+        default=DEFAULT_THRESHOLD,
         gt=0,
         le=1,
         description="detection score (a word a window holds whole scores about 0.9 with the "

@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from model.audio_config import AudioConfig
 from model.manifest import HeadSpec
 from model.scores import probabilities
+from service.detection import Debouncer
 from service.errors import ApiError
 from service.inference import LoadedModel, ModelService
 from service.metrics import Metrics
@@ -31,7 +32,6 @@ from service.predict import resolve_heads, top_labels
 from service.prepare import features
 from service.settings import Settings
 from service.streams.audio import Decoder, PcmDecoder, WebmDecoder, Window, Windower
-from service.streams.detection import Debouncer
 from service.streams.protocol import (
     CLOSE_POLICY,
     CLOSE_TOO_BIG,

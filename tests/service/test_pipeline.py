@@ -80,7 +80,9 @@ def test_bytes_answer_like_classify(
     )
     assert theirs.status_code == 200, theirs.text
     _assert_same(mine, theirs.json())
-    assert len(mine["predictions"][0]["windows"]) == 4  # 3.4 s in 1 s views
+    windows = mine["predictions"][0]["windows"]  # 3.4 s in 1 s views every 0.25 s
+    assert [w["start"] for w in windows[:3]] == [0.0, 0.25, 0.5]
+    assert windows[-1]["end"] == pytest.approx(mine["duration"], abs=1e-6)
 
 
 def test_a_path_and_a_waveform_answer_like_the_bytes(classifier: Classifier, tmp_path) -> None:
@@ -158,7 +160,7 @@ def test_prepare_clip_needs_no_classifier(speech_artifact: Path) -> None:
     cfg = PRESETS["speech_commands"]
     clip = prepare_clip(signal(1.5, 8_000, seed=1)[:, 0], [cfg], sample_rate=8_000)
     (only,) = clip.inputs
-    assert only.views.shape == (2, 1, cfg.num_frames, cfg.n_mels)
+    assert only.views.shape == (3, 1, cfg.num_frames, cfg.n_mels)  # at 0, 0.25 and 0.477 s
     assert len(only.samples) == 24_000
 
 

@@ -190,21 +190,34 @@ def test_csv_table_windows_hop_and_globs(
 
     as_csv = predict(no_torch, *args, "--hop", "0.25", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
-    assert [(r["path"], r["head"], r["rank"], r["start"]) for r in rows] == [
-        (long, "speech_commands", "1", ""),
-        (long, "speech_commands", "2", ""),
+    detections = records[long]["predictions"][0]["detections"]
+    assert [(r["kind"], r["label"]) for r in rows[: len(detections)]] == [
+        ("detection", d["label"]) for d in detections
+    ]
+    clip_rows = rows[len(detections) :]
+    assert [(r["path"], r["head"], r["kind"], r["rank"], r["start"]) for r in clip_rows] == [
+        (long, "speech_commands", "clip", "1", ""),
+        (long, "speech_commands", "clip", "2", ""),
     ]
     top = records[long]["predictions"][0]["top_k"][0]
-    assert rows[0]["label"] == top["label"]
-    assert float(rows[0]["score"]) == pytest.approx(top["score"], abs=1e-5)
+    assert clip_rows[0]["label"] == top["label"]
+    assert float(clip_rows[0]["score"]) == pytest.approx(top["score"], abs=1e-5)
+    # --windows works in every format: one row per window and rank.
+    with_windows = predict(no_torch, *args, "--windows", "--format", "csv")
+    kinds = [r["kind"] for r in csv.DictReader(io.StringIO(with_windows.stdout))]
+    assert kinds.count("window") == 2 * len(windows)
 
     bad = str(corpus / CORRUPT[0])
     table = predict(no_torch, bad, *args, "--format", "table")
     assert table.returncode == 1
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["PATH", "HEAD", "TOP", "LABELS"]
+    assert lines[0].split() == ["PATH", "HEAD", "HEARD", "TOP", "LABELS", "(CLIP", "AVERAGE)"]
     assert lines[1].split()[:2] == [bad, "ERROR"]
-    assert lines[2].split()[:3] == [long, "speech_commands", top["label"]]
+    assert lines[2].split()[:2] == [long, "speech_commands"]
+    assert f"{top['label']} {top['score']:.3f}" in lines[2]
+    windowed = predict(no_torch, *args, "--windows", "--format", "table").stdout.splitlines()
+    assert len(windowed) == 2 + len(windows)
+    assert windowed[2].split()[2:4] == ["0.00-1.02", "s"]
 
 
 def test_bad_usage_exits_2_with_a_message(

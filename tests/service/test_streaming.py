@@ -12,8 +12,8 @@ import pytest
 
 from model.audio_config import PRESETS
 from model.audio_io import decode, resample
+from service.detection import Debouncer
 from service.streams.audio import PcmDecoder, WebmDecoder, Windower
-from service.streams.detection import Debouncer
 from service.streams.protocol import (
     CLOSE_INVALID_DATA,
     CLOSE_TOO_BIG,

@@ -45,13 +45,17 @@ def test_hop_scans_with_overlapping_windows_and_shows_each_one(client: TestClien
     assert len(windows) == 9  # starts every 0.25 s up to 1.75, then one ending at 3.0
 
 
-def test_without_hop_windows_are_evenly_spaced_about_one_view_apart(client: TestClient) -> None:
-    response = client.post(
+def test_without_hop_a_long_clip_is_scanned_as_a_stream_is(client: TestClient) -> None:
+    default = client.post(
         "/classify?heads=speech_commands&windows=true", content=_clip(3.0), headers=WAV
-    )
-    windows = response.json()["predictions"][0]["windows"]
-    assert len(windows) == 3
-    assert windows[0]["start"] == 0.0 and windows[-1]["end"] == pytest.approx(3.0)
+    ).json()["predictions"][0]
+    scanned = client.post(
+        "/classify?heads=speech_commands&windows=true&hop=0.25", content=_clip(3.0), headers=WAV
+    ).json()["predictions"][0]
+    assert default["windows"] == scanned["windows"] and len(default["windows"]) == 9
+    assert default["top_k"] == scanned["top_k"]
+    one = client.post("/classify?windows=true", content=_clip(0.5), headers=WAV).json()
+    assert len(one["predictions"][0]["windows"]) == 1  # a clip within one view: one window
 
 
 def test_windows_a_hop_would_need_count_against_the_per_request_cap(client: TestClient) -> None:
