@@ -8,10 +8,7 @@ then the word is trimmed, put at a random offset in one second, mixed with noise
 and given a random gain. Whole variants are held out for validation and test, so those scores
 measure voices the model never heard. ``generated_voices`` adds random variants
 (:mod:`training.espeak_voices`) to the training split only, so the held-out voices stay the
-shipped ones whatever the count. ``mbrola_voices`` adds espeak-ng's MBROLA voices, also to the
-training split only: espeak-ng still turns the text into phonemes, rhythm and intonation, but the
-sound is made from diphones cut from recordings of real speakers (US English, British English,
-and sixteen speakers of other languages reading English), which no formant variant can give.
+shipped ones whatever the count.
 
 Besides the 35 words, two classes every keyword spotter needs: ``_unknown_`` (speech that is none
 of the words: near misses, ordinary words and short phrases from :mod:`training.vocabulary`,
@@ -38,7 +35,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -68,7 +64,6 @@ __all__ = [
     "Recipe",
     "espeak_available",
     "espeak_version",
-    "list_mbrola_voices",
     "list_variants",
     "plan_items",
     "record_in_manifest",
@@ -91,8 +86,7 @@ RECORDINGS_ATTRIBUTION = (
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE  # one second, as the real dataset
 
-# espeak-ng's own (formant) English voices; the MBROLA ones are separate voices
-# (``MBROLA_PREFIX``, :func:`list_mbrola_voices`).
+# espeak-ng's own (formant) English voices.
 ACCENTS: tuple[str, ...] = (
     "en-gb",
     "en-us",
@@ -113,16 +107,6 @@ FOREIGN_UNKNOWN_ACCENTS: tuple[str, ...] = ("de", "nl", "es", "it", "pl", "sv", 
 
 # The accent alone, without a variant, counts as one more voice.
 PLAIN_VARIANT = "plain"
-
-# espeak-ng names its MBROLA voices ``mb-<database>[-<language>]`` (``mb-us1``, ``mb-de1-en``);
-# such a voice is used whole, with no accent or variant.
-MBROLA_PREFIX = "mb-"
-# Where espeak-ng's MBROLA driver looks for a database (Debian's packages use the first).
-MBROLA_DATA_DIRS: tuple[Path, ...] = (
-    Path("/usr/share/mbrola"),
-    Path("/usr/local/share/mbrola"),
-    Path(sys.prefix) / "share" / "mbrola",
-)
 
 NOISE_KINDS: tuple[str, ...] = ("white", "pink", "brown", "hum")
 
@@ -159,8 +143,6 @@ class Recipe:
     silence: int = 0
     # Random espeak-ng variants added to the training split (training.espeak_voices).
     generated_voices: int = 0
-    # espeak-ng MBROLA voices added to the training split (``list_mbrola_voices``).
-    mbrola_voices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,39 +190,6 @@ def list_variants() -> list[str]:
         if not after or after[0].startswith("("):
             names.add(tokens[files[0]].removeprefix("!v/"))
     return [PLAIN_VARIANT, *sorted(names, key=str.lower)]
-
-
-def is_mbrola(voice: str) -> bool:
-    """Whether a voice name is one of espeak-ng's MBROLA voices rather than a variant."""
-    return voice.startswith(MBROLA_PREFIX)
-
-
-def _mbrola_database_installed(database: str) -> bool:
-    return any(
-        (root / database).is_file() or (root / database / database).is_file()
-        for root in MBROLA_DATA_DIRS
-    )
-
-
-def list_mbrola_voices() -> list[str]:
-    """espeak-ng's MBROLA voices that speak English and can run here, sorted.
-
-    Each needs the ``mbrola`` program and its diphone database (Debian: ``mbrola`` and
-    ``mbrola-us1``..., in contrib and non-free); espeak-ng lists the voice either way.
-    """
-    if shutil.which("mbrola") is None or not espeak_available():
-        return []
-    out = subprocess.run([ESPEAK, "--voices=mb"], capture_output=True, text=True, check=True).stdout
-    names = []
-    for line in out.splitlines()[1:]:
-        # Pty Language Age/Gender VoiceName File [Other Languages]
-        tokens = line.split()
-        if len(tokens) < 5 or not tokens[1].startswith("en"):
-            continue
-        name = tokens[4].removeprefix("mb/")
-        if is_mbrola(name) and _mbrola_database_installed(name.split("-")[1]):
-            names.append(name)
-    return sorted(names)
 
 
 def split_variants(
@@ -375,12 +324,7 @@ def render_item(item: Item, recipe: Recipe, espeak_path: Path | None = None) -> 
         return non_speech(CLIP_SAMPLES, SAMPLE_RATE, rng)
     text, accents = _text_and_accents(item, recipe, rng)
     accent = accents[int(rng.integers(len(accents)))]
-    if is_mbrola(item.variant):
-        voice = item.variant  # drawn all the same, so other voices' renditions do not move
-    elif item.variant == PLAIN_VARIANT:
-        voice = accent
-    else:
-        voice = f"{accent}+{item.variant}"
+    voice = accent if item.variant == PLAIN_VARIANT else f"{accent}+{item.variant}"
     rate = int(rng.integers(recipe.rate_wpm[0], recipe.rate_wpm[1] + 1))
     pitch = int(rng.integers(recipe.pitch[0], recipe.pitch[1] + 1))
     amplitude = int(rng.integers(recipe.amplitude[0], recipe.amplitude[1] + 1))
@@ -438,7 +382,6 @@ def synthesize_dataset(
     unknown_per_voice: int = 0,
     silence: int = 0,
     generated_voices: int = 0,
-    mbrola_voices: Sequence[str] = (),
     workers: int | None = None,
     validation_fraction: float = 0.1,
     test_fraction: float = 0.1,
@@ -447,8 +390,7 @@ def synthesize_dataset(
     """Write the whole dataset under ``out_dir`` and return the recipe that made it.
 
     ``variants`` restricts the shipped voices (tests use a handful); ``generated_voices`` random
-    ones and ``mbrola_voices`` (names from :func:`list_mbrola_voices`) join the training split;
-    ``knobs`` override other ``Recipe`` fields such as ``snr_db``.
+    ones join the training split; ``knobs`` override other ``Recipe`` fields such as ``snr_db``.
     """
     if not espeak_available():
         raise RuntimeError(f"{ESPEAK} not found on PATH")
@@ -465,16 +407,9 @@ def synthesize_dataset(
 
     if generated_voices < 0:
         raise ValueError(f"generated_voices must be >= 0, got {generated_voices}")
-    mbrola = sorted(set(mbrola_voices))
-    absent = sorted(set(mbrola) - set(list_mbrola_voices()))
-    if absent:
-        raise ValueError(
-            f"MBROLA voices not available: {', '.join(absent)} (install the mbrola program and "
-            "the mbrola-<database> packages)"
-        )
     voices = split_variants(chosen, seed, validation_fraction, test_fraction)
     generated = generated_names(generated_voices)
-    voices["train"] += generated + mbrola
+    voices["train"] += generated
     recipe = Recipe(
         seed=seed,
         per_voice=per_voice,
@@ -485,7 +420,6 @@ def synthesize_dataset(
         unknown_per_voice=unknown_per_voice,
         silence=silence,
         generated_voices=generated_voices,
-        mbrola_voices=tuple(mbrola),
         **knobs,  # type: ignore[arg-type]
     )
     items = plan_items(recipe)
@@ -598,13 +532,6 @@ def _range(kind: type) -> object:
     return parse
 
 
-def _mbrola_names(text: str | None) -> list[str]:
-    """``--mbrola-voices``: ``all`` installed, or a comma-separated list."""
-    if not text:
-        return []
-    return list_mbrola_voices() if text == "all" else text.split(",")
-
-
 def _run(args: argparse.Namespace) -> int:
     knobs = {
         name: getattr(args, name)
@@ -623,7 +550,6 @@ def _run(args: argparse.Namespace) -> int:
         unknown_per_voice=args.unknown_per_voice,
         silence=args.silence,
         generated_voices=args.generated_voices,
-        mbrola_voices=_mbrola_names(args.mbrola_voices),
         words=args.words.split(",") if args.words else None,
         variants=args.variants.split(",") if args.variants else None,
         workers=args.workers,
@@ -658,13 +584,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         help="random espeak-ng voice variants added to the training split (default 0)",
-    )
-    p.add_argument(
-        "--mbrola-voices",
-        default=None,
-        metavar="NAMES",
-        help="espeak-ng MBROLA voices added to the training split: comma-separated names "
-        "(mb-us1,mb-de1-en...) or 'all' installed (default: none)",
     )
     p.add_argument(
         "--ood",

@@ -11,7 +11,6 @@ import pytest
 from tests.fresh_imports import heavy_imports
 from training.synth_speech import (
     espeak_available,
-    list_mbrola_voices,
     list_variants,
     split_variants,
     synthesize_dataset,
@@ -131,30 +130,3 @@ def test_split_depends_on_seed_only() -> None:
     held_out = set(split["validation"]) | set(split["test"])
     assert not held_out & set(split["train"])
     assert len(split["test"]) >= 0.08 * len(variants)
-
-
-@pytest.mark.system
-@needs_espeak
-@pytest.mark.skipif(
-    "mb-us1" not in list_mbrola_voices(), reason="MBROLA us1 (mbrola, mbrola-us1) is not installed"
-)
-def test_mbrola_voices_only_train(tmp_path: Path) -> None:
-    mbrola = ["mb-us1"]
-    recipe = synthesize_dataset(
-        tmp_path, seed=7, per_voice=1, words=WORDS, variants=VARIANTS, mbrola_voices=mbrola
-    )
-    assert recipe.mbrola_voices == tuple(mbrola)
-    assert set(mbrola) <= set(recipe.voices["train"])
-    held_out = recipe.voices["validation"] + recipe.voices["test"]
-    assert not set(mbrola) & set(held_out)
-    # The same held-out voices as without MBROLA: their scores stay comparable.
-    assert split_variants(VARIANTS, seed=7) == {
-        split: [v for v in voices if v not in mbrola] for split, voices in recipe.voices.items()
-    }
-    for word in WORDS:
-        samples, _ = sf.read(tmp_path / word / f"{voice_hash('mb-us1')}_nohash_0.wav")
-        assert np.abs(samples).max() > 0.02, word  # speech, not an empty rendition
-    with pytest.raises(ValueError, match="not available: mb-xx9"):
-        synthesize_dataset(
-            tmp_path / "bad", words=WORDS, variants=VARIANTS, mbrola_voices=["mb-xx9"]
-        )
