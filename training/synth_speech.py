@@ -6,9 +6,7 @@ variant (``+f3``, ``+Storm``...); every rendition picks one of the English accen
 a tonal language's voice reading English, for an accent), a speaking rate, pitch and amplitude,
 then the word is trimmed, put at a random offset in one second, mixed with noise at a random SNR
 and given a random gain. Whole variants are held out for validation and test, so those scores
-measure voices the model never heard. ``generated_voices`` adds random variants
-(:mod:`training.espeak_voices`) to the training split only, so the held-out voices stay the
-shipped ones whatever the count.
+measure voices the model never heard.
 
 Besides the 35 words, two classes every keyword spotter needs: ``_unknown_`` (speech that is none
 of the words: near misses, ordinary words and short phrases from :mod:`training.vocabulary`,
@@ -37,20 +35,12 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from model.labels import SILENCE, UNKNOWN, load_labels
-from training.espeak_voices import (
-    ESPEAK,
-    espeak_version_text,
-    generated_names,
-    is_generated,
-    voice_directory,
-)
 from training.vocabulary import TRAIN_WORDS
 
 __all__ = [
@@ -83,6 +73,7 @@ RECORDINGS_ATTRIBUTION = (
     "here by speaker: these figures are not comparable with published Speech Commands results."
 )
 
+ESPEAK = "espeak-ng"
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE  # one second, as the real dataset
 
@@ -141,8 +132,6 @@ class Recipe:
     unknown_per_voice: int = 0
     unknown_words: tuple[str, ...] = TRAIN_WORDS
     silence: int = 0
-    # Random espeak-ng variants added to the training split (training.espeak_voices).
-    generated_voices: int = 0
 
 
 @dataclass(frozen=True)
@@ -167,7 +156,8 @@ def espeak_available() -> bool:
 
 def espeak_version() -> str:
     """First line of ``espeak-ng --version``; recorded because voices change between releases."""
-    return espeak_version_text().splitlines()[0].split("  Data at:")[0].strip()
+    out = subprocess.run([ESPEAK, "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[0].split("  Data at:")[0].strip()
 
 
 def list_variants() -> list[str]:
@@ -251,14 +241,11 @@ def plan_items(recipe: Recipe) -> list[Item]:
     return items
 
 
-def _synthesize(
-    text: str, voice: str, rate: int, pitch: int, amplitude: int, data_path: Path | None
-) -> np.ndarray:
+def _synthesize(text: str, voice: str, rate: int, pitch: int, amplitude: int) -> np.ndarray:
     """Run espeak-ng and return float32 samples at ``SAMPLE_RATE``."""
     from model import audio_io
 
-    cmd = [ESPEAK] if data_path is None else [ESPEAK, f"--path={data_path}"]
-    cmd += ["--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch)]
+    cmd = [ESPEAK, "--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch)]
     cmd += ["-a", str(amplitude), "-g", "0", text]
     done = subprocess.run(cmd, capture_output=True)
     stderr = done.stderr.decode(errors="replace").strip()
@@ -287,7 +274,7 @@ def spoken(text: str, voice: str) -> np.ndarray:
 
     For probes that ask how a model hears a voice it was not trained on (no noise, no offset).
     """
-    return _trim(_synthesize(text, voice, 175, 50, 100, None), Recipe.trim_db)
+    return _trim(_synthesize(text, voice, 175, 50, 100), Recipe.trim_db)
 
 
 def _text_and_accents(
@@ -306,17 +293,12 @@ def _text_and_accents(
     return text, recipe.accents
 
 
-def render_item(item: Item, recipe: Recipe, espeak_path: Path | None = None) -> np.ndarray:
+def render_item(item: Item, recipe: Recipe) -> np.ndarray:
     """One second of float32 audio in [-1, 1]: the word at a random offset, noise, random gain.
 
     Public so tests can make fresh utterances through exactly the dataset's pipeline (with a
-    different recipe seed). A generated variant needs an espeak-ng data directory holding it
-    (:func:`training.espeak_voices.voice_directory`); without ``espeak_path`` one is made for
-    this call.
+    different recipe seed).
     """
-    if is_generated(item.variant) and espeak_path is None:
-        with voice_directory(recipe.seed, [item.variant]) as path:
-            return render_item(item, recipe, path)
     rng = np.random.default_rng(_derive_seed(recipe.seed, item.word, item.variant, item.k))
     if item.word == SILENCE:
         from training.waveform_augment import non_speech
@@ -328,8 +310,7 @@ def render_item(item: Item, recipe: Recipe, espeak_path: Path | None = None) -> 
     rate = int(rng.integers(recipe.rate_wpm[0], recipe.rate_wpm[1] + 1))
     pitch = int(rng.integers(recipe.pitch[0], recipe.pitch[1] + 1))
     amplitude = int(rng.integers(recipe.amplitude[0], recipe.amplitude[1] + 1))
-    data_path = espeak_path if is_generated(item.variant) else None
-    speech = _trim(_synthesize(text, voice, rate, pitch, amplitude, data_path), recipe.trim_db)
+    speech = _trim(_synthesize(text, voice, rate, pitch, amplitude), recipe.trim_db)
     if speech.size > CLIP_SAMPLES:
         # A phrase longer than the window: a random one-second stretch of it.
         start = int(rng.integers(0, speech.size - CLIP_SAMPLES + 1))
@@ -362,12 +343,12 @@ def _noise(kind: str, rng: np.random.Generator) -> np.ndarray:
     return colored_noise(kind, CLIP_SAMPLES, rng)
 
 
-def _write_item(args: tuple[Item, Recipe, Path, Path | None]) -> str:
+def _write_item(args: tuple[Item, Recipe, Path]) -> str:
     import soundfile as sf
 
-    item, recipe, root, espeak_path = args
+    item, recipe, root = args
     path = root / item.relpath
-    clip = render_item(item, recipe, espeak_path)
+    clip = render_item(item, recipe)
     sf.write(path, clip, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return item.relpath
 
@@ -381,7 +362,6 @@ def synthesize_dataset(
     variants: Sequence[str] | None = None,
     unknown_per_voice: int = 0,
     silence: int = 0,
-    generated_voices: int = 0,
     workers: int | None = None,
     validation_fraction: float = 0.1,
     test_fraction: float = 0.1,
@@ -389,8 +369,8 @@ def synthesize_dataset(
 ) -> Recipe:
     """Write the whole dataset under ``out_dir`` and return the recipe that made it.
 
-    ``variants`` restricts the shipped voices (tests use a handful); ``generated_voices`` random
-    ones join the training split; ``knobs`` override other ``Recipe`` fields such as ``snr_db``.
+    ``variants`` restricts the shipped voices (tests use a handful); ``knobs`` override other
+    ``Recipe`` fields such as ``snr_db``.
     """
     if not espeak_available():
         raise RuntimeError(f"{ESPEAK} not found on PATH")
@@ -405,11 +385,7 @@ def synthesize_dataset(
     if missing:
         raise ValueError(f"voice variants not installed: {', '.join(missing)}")
 
-    if generated_voices < 0:
-        raise ValueError(f"generated_voices must be >= 0, got {generated_voices}")
     voices = split_variants(chosen, seed, validation_fraction, test_fraction)
-    generated = generated_names(generated_voices)
-    voices["train"] += generated
     recipe = Recipe(
         seed=seed,
         per_voice=per_voice,
@@ -419,7 +395,6 @@ def synthesize_dataset(
         test_fraction=test_fraction,
         unknown_per_voice=unknown_per_voice,
         silence=silence,
-        generated_voices=generated_voices,
         **knobs,  # type: ignore[arg-type]
     )
     items = plan_items(recipe)
@@ -439,14 +414,12 @@ def synthesize_dataset(
         *(len(voices[s]) for s in SPLITS),
         workers,
     )
-    voice_dir = voice_directory(seed, generated) if generated else nullcontext(None)
-    with voice_dir as espeak_path:
-        jobs = [(item, recipe, root, espeak_path) for item in items]
-        if workers == 1:
-            done = sum(1 for _ in map(_write_item, jobs))
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                done = sum(1 for _ in pool.map(_write_item, jobs, chunksize=32))
+    jobs = [(item, recipe, root) for item in items]
+    if workers == 1:
+        done = sum(1 for _ in map(_write_item, jobs))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            done = sum(1 for _ in pool.map(_write_item, jobs, chunksize=32))
     log.info("wrote %d files under %s", done, root)
 
     _write_list(root / "validation_list.txt", (i for i in items if i.split == "validation"))
@@ -549,7 +522,6 @@ def _run(args: argparse.Namespace) -> int:
         per_voice=args.per_voice,
         unknown_per_voice=args.unknown_per_voice,
         silence=args.silence,
-        generated_voices=args.generated_voices,
         words=args.words.split(",") if args.words else None,
         variants=args.variants.split(",") if args.variants else None,
         workers=args.workers,
@@ -578,12 +550,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--silence", type=int, default=0, help="non-speech clips (class _silence_; default 0)"
-    )
-    p.add_argument(
-        "--generated-voices",
-        type=int,
-        default=0,
-        help="random espeak-ng voice variants added to the training split (default 0)",
     )
     p.add_argument(
         "--ood",

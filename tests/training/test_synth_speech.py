@@ -23,7 +23,6 @@ sf = pytest.importorskip("soundfile")
 
 WORDS = ["yes", "no", "backward"]
 VARIANTS = ["plain", "f3", "m1", "Storm", "whisper", "croak"]
-GENERATED = ["gen-000", "gen-001"]
 
 
 def _make(root: Path, workers: int = 2) -> None:
@@ -33,7 +32,6 @@ def _make(root: Path, workers: int = 2) -> None:
         per_voice=2,
         words=WORDS,
         variants=VARIANTS,
-        generated_voices=len(GENERATED),
         workers=workers,
     )
 
@@ -62,7 +60,7 @@ def _lines(path: Path) -> list[str]:
 @needs_espeak
 def test_layout_is_speech_commands_v2(dataset: Path) -> None:
     wavs = _wavs(dataset)
-    assert len(wavs) == len(WORDS) * (len(VARIANTS) + len(GENERATED)) * 2
+    assert len(wavs) == len(WORDS) * len(VARIANTS) * 2
     assert sorted(p.name for p in dataset.iterdir() if p.is_dir()) == sorted(WORDS)
     for rel in wavs:
         word, name = rel.split("/")
@@ -102,10 +100,7 @@ def test_splits_are_disjoint_by_voice(dataset: Path) -> None:
     assert {voice_hash(v) for v in voices["test"]} == test
     assert {voice_hash(v) for v in voices["train"]} == train
     everyone = voices["train"] + voices["validation"] + voices["test"]
-    assert sorted(everyone) == sorted(VARIANTS + GENERATED)
-    # Generated voices only ever train: the held-out scores stay on espeak-ng's own variants.
-    assert set(GENERATED) <= set(voices["train"])
-    assert recipe["generated_voices"] == len(GENERATED)
+    assert sorted(everyone) == sorted(VARIANTS)
     assert recipe["seed"] == 7 and recipe["espeak_ng"].startswith("eSpeak NG")
 
 
