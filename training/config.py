@@ -94,6 +94,15 @@ class TrainConfig(BaseModel):
 
     model_config = _STRICT
 
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, values: Any) -> Any:
+        """Runs saved before batch mixup was removed carry it switched off: read them as they
+        trained. A run that mixed is refused, as any unknown key is."""
+        if isinstance(values, dict) and values.get("mixup_alpha") in (0, 0.0):
+            values = {k: v for k, v in values.items() if k not in ("mixup_alpha", "mixup_prob")}
+        return values
+
     preset: Text = "custom"
     dataset: Text = "speech_commands"
     data_root: Text = ""
@@ -132,10 +141,6 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(default=0.0, ge=0)
     # Cross-entropy target smoothing (0 = one-hot targets).
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    # Batch mixup of the inputs (training/mixup.py): Beta(alpha, alpha) weights, 0 = off; a
-    # batch is mixed with probability ``mixup_prob``.
-    mixup_alpha: float = Field(default=0.0, ge=0)
-    mixup_prob: float = Field(default=1.0, gt=0, le=1)
     # Re-estimate BN statistics over this many training batches before each evaluation.
     precise_bn_batches: NonNegativeInt = 0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
