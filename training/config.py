@@ -154,14 +154,13 @@ class TrainConfig(BaseModel):
     cache_audio: bool = False
     seed: int = 0
     device: Text = "auto"
-    # NHWC activations: oneDNN runs this network's float32 training step 1.55x faster on an
-    # AVX-512 Xeon in channels-last than in NCHW with the transposed 1 x k trick (b0, 50 x 128,
-    # benchmarks/train_speed.py). Checkpoints and exports are unaffected.
+    # NHWC activations: oneDNN runs this network's depthwise and 1 x 1 convolutions faster in
+    # channels-last, and the 1 x k mixers need no transposition (benchmarks/train_speed.py;
+    # docs/performance.md). Checkpoints and exports are unaffected.
     channels_last: bool = False
-    # torch.compile the training step (forward and backward): on a CPU without bf16 hardware
-    # about 1.28x faster a step for b0 in NCHW (1.22x in channels-last), after about two
-    # minutes of compiling per batch shape (benchmarks/train_speed.py --compile). Validation
-    # and checkpoints use the module as is.
+    # torch.compile the training step (forward and backward): fewer, fused kernels a step, after
+    # minutes of compiling per batch shape (benchmarks/train_speed.py --compile;
+    # docs/performance.md). Validation and checkpoints use the module as is.
     compile: bool = False
     # torch.compile's backend: "inductor" generates the fast kernels; "aot_eager" traces the same
     # forward and backward graphs without generating code (quick, for checking a recipe).

@@ -152,9 +152,9 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """Mixed-precision type: bf16 where the GPU supports it, else fp16; none on CPU.
 
     On CPU only an explicit ``bf16`` turns it on, and only where the CPU has bfloat16 in
-    hardware: with AMX or AVX512-BF16 this network's training step runs 1.2-2x faster; without
-    them bf16 is emulated and slower than float32 (0.72x on a Xeon without either,
-    benchmarks/train_speed.py), so that run trains in float32 and says so, as fp16 on CPU does.
+    hardware: with AMX or AVX512-BF16 this network's training step runs faster; without them
+    bf16 is emulated and slower than float32 (benchmarks/train_speed.py, docs/performance.md),
+    so that run trains in float32 and says so, as fp16 on CPU does.
     """
     if device.type == "cpu" and amp == "bf16":
         if native_cpu_bf16():
