@@ -1,4 +1,4 @@
-"""The README's benchmark commands run and print the tables it quotes (numbers are not asserted)."""
+"""The documented benchmark commands run and print the tables the docs quote (not their numbers)."""
 
 from __future__ import annotations
 
