@@ -52,7 +52,7 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m mkdocs build --strict --quiet --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site  # not --quiet: it hides the warnings --strict fails on
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m 'not alone' $(PYTEST_ARGS)
 	$(PY) -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: PYTEST_ARGS selected none
 
@@ -62,7 +62,7 @@ test-fast: setup
 
 # The documentation site (docs/, mkdocs.yml) in build/site; `make test` builds it with --strict.
 docs: setup
-	$(PY) -m mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site
 
 lint: setup
 	$(VENV)/bin/ruff check --fix .
