@@ -13,7 +13,7 @@ TEST_WORKERS ?= auto
 TORCH_INDEX ?= $(if $(wildcard /opt/wheels/torch-*),,--extra-index-url https://download.pytorch.org/whl/cpu)
 PIP_LOCKED = -m pip install --quiet --require-hashes --no-deps
 
-.PHONY: setup setup-serve lock test test-fast lint serve default-model quantize-default bench clean \
+.PHONY: setup setup-serve lock test test-fast lint docs serve default-model quantize-default bench clean \
 	image-base image image-full image-smoke image-train
 
 setup: $(VENV)/.installed
@@ -52,6 +52,7 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m mypy
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site  # not --quiet: it hides the warnings --strict fails on
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m 'not alone' $(PYTEST_ARGS)
 	$(PY) -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: PYTEST_ARGS selected none
 
@@ -59,11 +60,16 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m 'not slow and not system' $(PYTEST_ARGS)
 
+# The documentation site (docs/, mkdocs.yml) in build/site; `make test` builds it with --strict.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir build/site
+
 lint: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 serve: setup-serve
+	@echo "arinext and the README's Python examples, in another shell: . $(SERVE_VENV)/bin/activate"
 	$(SERVE_VENV)/bin/arinext serve --host $(HOST) --port $(PORT)
 
 bench: setup
@@ -176,7 +182,7 @@ default-model: setup
 		"arinext $(EVAL_ARGS)" "arinext $(EXPORT_ARGS)" "arinext $(ARTIFACT_EVAL_ARGS)" \
 		"arinext $(OOD_EVAL_ARGS)" "arinext $(RECORDED_EVAL_ARGS)"
 
-# The default model's int8 version (README "Backends, int8 and speed"): quantised from its fp32
+# The default model's int8 version (docs/performance.md, "Int8"): quantised from its fp32
 # export, calibrated on its own training clips (validation clips are the held-out check, test
 # clips are never touched), then both measured on the espeak-ng test split and the flite/Festival
 # conditions (exit 1 if int8 loses more than 0.5 points on the test split or on the conditions

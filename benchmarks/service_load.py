@@ -10,12 +10,9 @@ and interleaves, round by round, the same clip through:
   ``wrk`` (Debian package ``wrk``). The load generator must cost next to nothing, because at
   concurrency 1 every microsecond it spends is added to the latency measured: wrk, in C, spends
   tens of microseconds per request where Python clients spend 0.5 ms (http.client), 0.8 ms
-  (aiohttp) or 2.4 ms (httpx) of CPU (measured here, see the README's service-load section).
+  (aiohttp) or 2.4 ms (httpx) of CPU (docs/performance.md).
 
-With ``--floor`` the same rounds also measure servers that do no work
-(:mod:`benchmarks.floor_apps`, on the same core): the cost of HTTP alone, set against what the
-targets leave of a request's time; and ``arinext serve`` with FastAPI and its middleware skipped
-for ``/classify``, with the two ratios it would reach. With ``--overload-seconds`` it then
+With ``--overload-seconds`` it then
 offers 5x the measured concurrency-16 throughput for that long (open loop, with aiohttp, over a
 bounded number of connections) and reports statuses, the time to a 503, the latency of accepted
 requests, and the server's RSS before, right after and ``--settle-seconds`` later. ``--url``
@@ -62,8 +59,6 @@ DEFAULT_ARTIFACT = EMBEDDED_MODEL_DIR
 DEFAULT_CLIP = REPO / "service" / "examples" / "yes.wav"
 HEADERS = {"content-type": "application/octet-stream"}
 BATCH = 16
-# The --floor server that is arinext serve with FastAPI and middleware skipped.
-PIPELINE = "without_fastapi"
 # How the measured servers run: one ONNX Runtime thread, as the in-process reference.
 SERVER_ENV = {"ARINEXT_INTRA_OP_THREADS": "1", "ARINEXT_LOG_LEVEL": "warning"}
 
@@ -270,24 +265,6 @@ def _server(
 
 
 @contextlib.contextmanager
-def _pipeline_server(artifact: Path, core: int | None) -> Iterator[tuple]:
-    """``arinext serve`` with FastAPI and middleware skipped for ``/classify``
-    (:func:`benchmarks.floor_apps.without_fastapi`): (url, pid)."""
-    command = [sys.executable, "-m", "benchmarks.floor_apps", "--models", str(artifact)]
-    with _process(command, core, SERVER_ENV, "/readyz") as running:
-        yield running
-
-
-@contextlib.contextmanager
-def _floor_server(app: str, core: int | None) -> Iterator[tuple]:
-    """uvicorn serving one of :mod:`benchmarks.floor_apps`: (url, pid)."""
-    command = [sys.executable, "-m", "uvicorn", f"benchmarks.floor_apps:{app}"]
-    command += ["--log-level", "warning", "--no-server-header", "--no-proxy-headers"]
-    with _process(command, core, {}, None) as running:
-        yield running
-
-
-@contextlib.contextmanager
 def _process(
     command: list[str],
     core: int | None,
@@ -327,10 +304,9 @@ def _process(
 
 
 def _run_rounds(
-    url, model, clip, args, server_cores, load_cores, floors: dict[str, str]
-) -> tuple[Series, Series, WrkSeries, WrkSeries, dict[str, tuple[WrkSeries, WrkSeries]]]:
+    url, model, clip, args, server_cores, load_cores
+) -> tuple[Series, Series, WrkSeries, WrkSeries]:
     single, batched, http1, http16 = Series(), Series(), WrkSeries(), WrkSeries()
-    floor_series = {name: (WrkSeries(), WrkSeries()) for name in floors}
     clip_bytes = clip.read_bytes()
 
     async def warm_up() -> None:
@@ -348,54 +324,7 @@ def _run_rounds(
         _pin(load_cores)  # wrk inherits this affinity
         _wrk(url, clip, 1, args.seconds, http1)
         _wrk(url, clip, BATCH, args.seconds, http16)
-        for name, floor_url in floors.items():
-            _wrk(floor_url, clip, 1, args.seconds, floor_series[name][0])
-            _wrk(floor_url, clip, BATCH, args.seconds, floor_series[name][1])
-    return single, batched, http1, http16, floor_series
-
-
-def _print_floor(floor: dict[str, tuple[WrkSeries, WrkSeries]], s: Series, b: Series) -> None:
-    """The no-work servers' rows, and what they leave of the targets' budgets."""
-    names = {
-        "bare": "bare ASGI app on uvicorn",
-        "fastapi_app": "FastAPI route",
-        PIPELINE: "arinext serve, FastAPI and middleware skipped",
-    }
-    print()
-    print(
-        "Servers that read the body and answer fixed JSON, and arinext's pipeline without "
-        "FastAPI (benchmarks/floor_apps.py), same rounds, same core:"
-    )
-    print()
-    print("| floor | c=1 p50 ms | c=16 req/s | c=16 ms per request (1 / rate) | non-200 |")
-    print("|---|---|---|---|---|")
-    for name, (one, sixteen) in floor.items():
-        per_request = 1000 / sixteen.rate if sixteen.rate else float("nan")
-        print(
-            f"| {names[name]} | {one.p(50):.2f} | {sixteen.rate:.1f} | {per_request:.3f} "
-            f"| {one.failures + sixteen.failures} |"
-        )
-    print()
-    print(
-        "(1 / rate is the server's cost per request only while its core is saturated; at tens "
-        "of thousands of requests a second one wrk thread may be the limit, so read it as an "
-        "upper bound)"
-    )
-    print()
-    if PIPELINE in floor:
-        one, sixteen = floor[PIPELINE]
-        print(
-            f"- without FastAPI and middleware: concurrency 1 HTTP p50 / in-process p50 = "
-            f"{one.p(50) / s.p(50):.2f}, concurrency {BATCH} HTTP throughput / "
-            f"in-process batched = {sixteen.rate / b.rate:.2f}"
-        )
-    # Concurrency 16 at 0.9x leaves 1/(0.9 r) - 1/r of server time per request besides the work.
-    budget16 = 1000 / (0.9 * b.rate) - 1000 / b.rate
-    print(
-        f"- concurrency {BATCH} at 0.9x leaves {budget16:.3f} ms of server time per request "
-        f"beyond the batched work ({1000 / b.rate:.3f} ms); concurrency 1 at 1.3x leaves "
-        f"{0.3 * s.p(50):.3f} ms of added latency"
-    )
+    return single, batched, http1, http16
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,12 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured requests first")
     parser.add_argument("--server-core", type=int, default=0, help="core for the server")
     parser.add_argument("--load-core", type=int, default=1, help="core for this process")
-    parser.add_argument(
-        "--floor",
-        action="store_true",
-        help="also measure servers that do no work (benchmarks/floor_apps.py: bare uvicorn, "
-        "FastAPI) in the same rounds, to show what HTTP alone costs here",
-    )
     parser.add_argument("--overload-seconds", type=float, default=0, help="5x overload phase")
     parser.add_argument("--settle-seconds", type=float, default=60, help="RSS check after it")
     parser.add_argument(
@@ -432,8 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     pinned = args.url is None and (os.cpu_count() or 1) >= 2
     server_cores = {args.server_core} if pinned else None
     load_cores = {args.load_core} if pinned else None
-    if args.floor and args.url is not None:
-        parser.error("--floor measures local servers beside a local one: leave out --url")
     if shutil.which("wrk") is None:
         parser.error("the HTTP modes need wrk (Debian: apt-get install wrk)")
     clip = args.clip.read_bytes()
@@ -446,15 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             url, pid = args.url, None
-        floors = {}
-        if args.floor:
-            core = args.server_core if pinned else None
-            for app in ("bare", "fastapi_app"):
-                floors[app] = stack.enter_context(_floor_server(app, core))[0]
-            floors[PIPELINE] = stack.enter_context(_pipeline_server(args.artifact, core))[0]
-        s, b, h1, h16, floor = _run_rounds(
-            url, model, args.clip, args, server_cores, load_cores, floors
-        )
+        s, b, h1, h16 = _run_rounds(url, model, args.clip, args, server_cores, load_cores)
         overload = None
         if args.overload_seconds > 0:
             _pin(load_cores)
@@ -500,8 +413,6 @@ def main(argv: list[str] | None = None) -> int:
         f"(target >= 0.9); HTTP p99 / p50 = {h16.p(99) / h16.p(50):.2f} (target <= 3)"
     )
     print(f"- non-200 answers in the measured modes: {h1.failures + h16.failures}")
-    if floor:
-        _print_floor(floor, s, b)
     if overload is not None:
         offered, accepted, refused, before, after, settled = overload
         codes = sorted((accepted.statuses | refused.statuses).items())

@@ -7,7 +7,9 @@ apart (the same idea as a Hugging Face feature-extractor config saved beside the
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["PRESETS", "AudioConfig", "get_preset"]
 
@@ -31,20 +33,16 @@ class AudioConfig(BaseModel):
     test_views: int = Field(
         default=1, gt=0, description="evenly spaced views averaged at test time"
     )
-    smooth_frames: int = Field(
-        default=1,
-        ge=1,
-        le=31,
-        description="centred moving average of the log-mel over this many frames (1: off)",
-    )
 
-    @field_validator("smooth_frames")
+    @model_validator(mode="before")
     @classmethod
-    def _odd(cls, value: int) -> int:
-        """An even average would shift the spectrogram by half a frame."""
-        if value % 2 == 0:
-            raise ValueError(f"smooth_frames must be odd, got {value}")
-        return value
+    def _retired_keys(cls, values: Any) -> Any:
+        """Run configs saved before log-mel smoothing was removed list it switched off
+        (``smooth_frames: 1``): read them as the plain front-end they are. A config or manifest
+        that smoothed is refused, as any unknown field is."""
+        if isinstance(values, dict) and values.get("smooth_frames") == 1:
+            values = {k: v for k, v in values.items() if k != "smooth_frames"}
+        return values
 
     @property
     def win_length(self) -> int:

@@ -2,7 +2,7 @@
 
 ONNX Runtime is the default and the reference. OpenVINO (the optional ``openvino`` extra) reads
 the same ``model.onnx``; on CPUs with bfloat16 units its default precision hint runs the graph in
-bf16, 1.5-2x faster than fp32 where measured but with rounded logits, so the hint is a setting
+bf16, faster than fp32 where measured but with rounded logits, so the hint is a setting
 (``auto``: the runtime's own choice; ``f32``: exact; ``bf16``: fast). Int8 artifacts are QDQ
 graphs both runtimes execute as int8. GPUs stay reachable through ONNX Runtime providers.
 

@@ -2,8 +2,7 @@
 
 Reproduces the authors' librosa pipeline (STFT with a short Hann window centred in a 2048-point
 frame, magnitude, HTK mel filterbank without area normalisation, ``log(mel + 1e-6)``) and their
-clip selection, without librosa or torch so the serving image stays slim. One addition of ours,
-off unless a model's config asks for it: ``smooth_frames``, a moving average along time.
+clip selection, without librosa or torch so the serving image stays slim.
 
 Speed: only ``win_length`` of the 2048 samples of each frame are non-zero, and a shift in time
 changes only the phase of the FFT, so the magnitude is the FFT of the bare windowed segment
@@ -68,9 +67,6 @@ def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     """Log-mel spectrogram of a mono float waveform, shape (frames, n_mels), float32.
 
     ``frames = 1 + len(samples) // hop`` (librosa's ``center=True`` with zero padding).
-    With ``smooth_frames > 1`` each frame is the mean of the ``smooth_frames`` log-mel frames
-    centred on it (edge frames repeated), an option for models trained that way (the default
-    model's experiments, README).
     """
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim != 1:
@@ -96,13 +92,7 @@ def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     magnitude = np.abs(spectrum)
     fb = mel_filterbank(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.mel_fmax)
     mel = magnitude @ fb.T
-    spec = np.log(mel + np.float32(cfg.log_offset), dtype=np.float32)
-    if cfg.smooth_frames > 1:
-        # Imported here: scipy.ndimage costs every process ~45 ms and 1.6 MiB when it is off.
-        from scipy.ndimage import uniform_filter1d
-
-        spec = uniform_filter1d(spec, cfg.smooth_frames, axis=0, mode="nearest")
-    return spec
+    return np.log(mel + np.float32(cfg.log_offset), dtype=np.float32)
 
 
 def fit_frames(spec: np.ndarray, num_frames: int) -> np.ndarray:

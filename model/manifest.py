@@ -224,14 +224,9 @@ def read_manifest(directory: Path | str) -> Manifest:
 
 
 def write_manifest(directory: Path | str, manifest: Manifest) -> Path:
-    """Write ``manifest.json`` (pretty, stable key order) and return its path.
-
-    ``smooth_frames`` is left out when off: servers from before it refuse unknown fields, so
-    they still load an artifact that does not smooth (and refuse one that does).
-    """
+    """Write ``manifest.json`` (pretty, stable key order) and return its path."""
     path = Path(directory) / MANIFEST_FILE
-    exclude = {"frontend": {"smooth_frames"}} if manifest.frontend.smooth_frames == 1 else None
-    path.write_text(manifest.model_dump_json(indent=2, exclude=exclude) + "\n", encoding="utf-8")
+    path.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return path
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,20 +61,15 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(settings: Settings, wrap: Callable[[Any], Any] | None = None) -> None:
-    """Serve ``create_app(settings)`` with uvicorn and the limits of :mod:`service.http_limits`.
-
-    ``wrap`` takes the app and returns the ASGI app to serve instead: for
-    ``benchmarks/floor_apps.py``, which measures the service with parts of it skipped.
-    """
+def run(settings: Settings) -> None:
+    """Serve ``create_app(settings)`` with uvicorn and the limits of :mod:`service.http_limits`."""
     import uvicorn
 
     from service.app import create_app
     from service.http_limits import limited_protocol
 
     def factory() -> Any:
-        app = create_app(settings)
-        return app if wrap is None else wrap(app)
+        return create_app(settings)
 
     logger.info("serving on http://%s:%d", settings.host, settings.port)
     uvicorn.run(

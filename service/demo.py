@@ -45,7 +45,7 @@ TOP_K = 5
 _TIMELINE_TOP_K = 50
 # How often Gradio's queue looks for work while idle: its own values on Windows. Elsewhere it
 # looks every 1 ms (and for progress every 10 ms), on the event loop that reads the API's
-# requests; README "The demo" has what that cost.
+# requests; docs/performance.md has what that cost.
 QUEUE_POLL_SECONDS = 0.05
 PROGRESS_POLL_SECONDS = 0.1
 

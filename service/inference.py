@@ -580,8 +580,8 @@ def _freeze_startup_objects() -> None:
     """Move what exists now (modules, models, the app: it lives as long as the server) out of
     the cyclic garbage collector's way, so that a full collection no longer scans it.
 
-    Measured at concurrency 16: one full collection per ~1,600 requests, 53 ms each (every
-    request in flight stalls), 0.4 ms once frozen. Only a server's main thread does this: apps
+    Under load a full collection stalls every request in flight while it scans them; frozen,
+    they are no longer scanned (docs/performance.md). Only a server's main thread does this: apps
     run in-process (tests, through a portal thread) come and go, and what a freeze keeps is
     never collected.
     """

@@ -2,9 +2,9 @@
 
 glibc's malloc keeps freed memory in its arenas (one per thread that allocates) and returns it on
 its own only from the top of the main heap. After a burst, with decode buffers and log-mels
-allocated by worker threads, the server's RSS stays tens of MB above where it was although Python
-has freed everything (measured: 195 MB before 20 s of 5x overload, 231 MB after and still a
-minute later, 178 MB after one ``malloc_trim(0)``). The lifespan runs :func:`trim_when_idle`.
+allocated by worker threads, the server's RSS stays well above where it was although Python
+has freed everything, until ``malloc_trim(0)`` (docs/performance.md). The lifespan runs
+:func:`trim_when_idle`.
 """
 
 from __future__ import annotations

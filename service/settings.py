@@ -34,127 +34,189 @@ class Settings(BaseSettings):
 
     models: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
-        description="artifact directories (comma-separated in the environment)",
+        description=(
+            "comma-separated artifact directories; empty serves `ARINEXT_DEFAULT_MODEL_DIR`"
+        ),
     )
     default_model_dir: Path = Field(
         default=EMBEDDED_MODEL_DIR,
-        description="served when 'models' is empty and this directory exists",
+        description=(
+            "served when no models are configured and it exists: the embedded model (in a "
+            "checkout a link to `artifacts/speech-commands-synth-b0`; the wheel carries the "
+            "files)"
+        ),
     )
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    max_upload_bytes: int = Field(default=20_000_000, gt=0)
-    max_duration_seconds: float = Field(default=600.0, gt=0)
+    host: str = Field(default="127.0.0.1", description="bind address")
+    port: int = Field(default=8000, ge=0, le=65535, description="port")
+    max_upload_bytes: int = Field(
+        default=20_000_000, gt=0, description="largest request body (413 above)"
+    )
+    max_duration_seconds: float = Field(
+        default=600.0, gt=0, description="longest decoded audio (413 above, checked while decoding)"
+    )
     max_windows: int = Field(
-        default=4096, ge=1, description="windows one request may need per model (413 beyond)"
+        default=4096, ge=1, description="windows one request may need per model (413 above)"
     )
     max_batch: int = Field(default=16, ge=1, description="windows per ONNX Runtime call")
     max_wait_ms: float = Field(
         default=0.0,
         ge=0,
-        description="optional hold to fill a batch; 0 runs at once what is queued (adaptive)",
+        description=(
+            "optional hold to fill a batch; 0: an idle model runs a request at once, and what "
+            "arrives while a batch runs forms the next"
+        ),
     )
     queue_size: int = Field(
-        default=256, ge=1, description="windows admitted per model (waiting or running)"
+        default=256, ge=1, description="windows admitted per model; beyond it 503 at once"
     )
     max_queue_ms: float = Field(
         default=1000.0,
         ge=0,
-        description="refuse (503) when admitted work is estimated to take longer, or when an "
-        "admitted request's batch would start later (0: no bound)",
+        description=(
+            "503 at once when the admitted work (windows x the measured cost or drain time "
+            "per window) and one batch are estimated to take longer, and 503 for an admitted "
+            "request whose batch would start later than this; 0: count bound only"
+        ),
     )
     max_header_bytes: int = Field(
-        default=32_768, ge=1024, description="request line and headers (431 beyond)"
+        default=32_768, ge=1024, description="request line and headers (431 above; `arinext serve`)"
     )
-    max_headers: int = Field(default=100, ge=1, description="header fields (431 beyond)")
+    max_headers: int = Field(
+        default=100, ge=1, description="header fields (431 above; `arinext serve`)"
+    )
     header_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="time to send the request line and headers (408 after)"
+        default=10.0, gt=0, description="time to send the headers (408 after; `arinext serve`)"
     )
     body_timeout_seconds: float = Field(
         default=30.0, gt=0, description="longest pause while the body is read (408 after)"
     )
     max_connections: int = Field(
-        default=256, ge=1, description="open connections; requests on more are answered 503"
+        default=256,
+        ge=1,
+        description=(
+            "open connections (`arinext serve`; a request on a connection opened beyond it is "
+            "answered 503 and the connection closed)"
+        ),
     )
     discard_bytes: int = Field(
         default=128_000_000,
         ge=0,
-        description="body read and discarded after a 413 so the client can read the answer",
+        description="body read and dropped after a 413 so the client can read it",
     )
     demo_temp_bytes: int = Field(
         default=24_000_000,
         ge=0,
-        description="the demo's uploads kept on disk; the oldest are deleted beyond this",
+        description="the demo's uploads kept on disk; the oldest are deleted beyond it",
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, description="0: one per physical core the process may run on"
+        default=0,
+        ge=0,
+        description=(
+            "ONNX Runtime threads per session (0: one per physical core among the CPUs the "
+            "process may run on, e.g. under `taskset`)"
+        ),
     )
     worker_threads: int = Field(
         default=0,
         ge=0,
-        description="threads decoding and computing log-mels (0: one per CPU); "
-        "on one CPU, the one thread also runs the batches",
+        description=(
+            "threads that decode uploads and compute log-mels, an upload's and each "
+            "live-stream window's (0: one per CPU the process may use); admitted requests are "
+            "prepared in arrival order; on one CPU, the one thread also runs the batches"
+        ),
     )
     worker_niceness: int = Field(
         default=5,
         ge=0,
         le=19,
-        description="nice levels the worker threads run below the event loop (see README)",
+        description=(
+            "nice levels the decode, log-mel and inference threads run below the event loop, "
+            "so a saturated server still reads requests and answers 503 within milliseconds; "
+            "0 on a machine shared with other busy processes, which would otherwise "
+            "out-prioritise them"
+        ),
     )
     batch_scheduling: bool = Field(
         default=True,
-        description="Linux: the server's threads run under SCHED_BATCH, so a request that "
-        "arrives during a batch waits for the batch's turn on the CPU to end instead of "
-        "preempting it (fewer context switches on a busy CPU; see README)",
+        description=(
+            "Linux: the event loop and the worker threads run under `SCHED_BATCH`, so a "
+            "request that arrives while a batch runs waits for the batch's turn on the CPU to "
+            "end (a few milliseconds) instead of preempting it: more throughput under load, "
+            "503s a little later under overload (see Performance); `false` on a CPU shared "
+            "with other busy processes, whose slices the server's threads would also wait for"
+        ),
     )
     providers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
         min_length=1,
-        description="ONNX Runtime execution providers in order of preference (comma-separated)",
+        description="comma-separated ONNX Runtime execution providers, in order of preference",
     )
     backend: Literal["onnxruntime", "openvino"] = Field(
         default="onnxruntime",
-        description="inference runtime; openvino needs the openvino extra and runs on the CPU",
+        description=(
+            "inference runtime: `onnxruntime` or `openvino` (the `openvino` extra; CPU only)"
+        ),
     )
     precision: Literal["auto", "f32", "bf16"] = Field(
         default="auto",
-        description="OpenVINO precision hint for fp32 graphs (auto: bf16 where the CPU has it)",
+        description=(
+            "OpenVINO precision for fp32 artifacts: `auto` (bf16 where the CPU has it), "
+            "`f32`, `bf16`"
+        ),
     )
     drain_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="after SIGTERM, /readyz answers 503 this long before the server stops",
+        description="after SIGTERM, `/readyz` answers 503 this long before the server stops",
     )
-    retry_after_seconds: int = Field(default=1, ge=1, description="Retry-After on 503 answers")
+    retry_after_seconds: int = Field(default=1, ge=1, description="`Retry-After` on 503 answers")
     stream_max_concurrent: int = Field(
-        default=32, ge=1, description="WebSocket /stream connections served at once"
+        default=32,
+        ge=1,
+        description="`WS /stream` connections served at once; the next is closed with 1013",
     )
     stream_idle_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="a stream with no message for this long is closed"
+        default=10.0,
+        gt=0,
+        description="a stream with no message for this long is closed (1008 `idle_timeout`)",
     )
     stream_max_seconds: float = Field(
-        default=3600.0, gt=0, description="audio one stream may send, in seconds"
+        default=3600.0, gt=0, description="audio one stream may send (1008 `stream_too_long`)"
     )
     stream_max_bytes_per_second: int = Field(
-        default=1_000_000, gt=0, description="wire bytes per second of a stream (plus 1 s burst)"
+        default=1_000_000,
+        gt=0,
+        description="wire bytes per second of a stream, plus one second of burst (1008 `too_fast`)",
     )
     stream_max_speed: float = Field(
-        default=1.5, gt=0, description="audio seconds a stream may send per wall-clock second"
+        default=1.5,
+        gt=0,
+        description="audio seconds a stream may send per wall-clock second (1008 `too_fast`)",
     )
     stream_burst_seconds: float = Field(
-        default=2.0, ge=0, description="audio a stream may send ahead of its speed limit"
+        default=2.0, ge=0, description="audio a stream may send ahead of that speed"
     )
     stream_max_message_bytes: int = Field(
-        default=1_048_576, gt=0, description="largest single WebSocket message of a stream"
+        default=1_048_576,
+        gt=0,
+        description="largest single message of a stream (1009 `message_too_big`)",
     )
     demo: bool | None = Field(
         default=None,
-        description="the Gradio demo at /demo; unset: on when Gradio is installed (the demo extra)",
+        description=(
+            "mount the Gradio demo at `/demo`; unset: when Gradio (the `demo` extra) is installed"
+        ),
     )
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="critical, error, warning, info or debug"
+    )
     access_log: bool = Field(
         default=True,
-        description="arinext serve: a log line per request (uvicorn's access log); off where "
-        "a proxy in front logs requests and /metrics counts them (README)",
+        description=(
+            "`arinext serve`: a log line per request (uvicorn's access log; plain `uvicorn` "
+            "has `--no-access-log`); `false` where a proxy in front logs requests and "
+            "`/metrics` counts them, for a little more throughput (see Performance)"
+        ),
     )
 
     @field_validator("models", "providers", mode="before")

@@ -51,8 +51,8 @@ def lower_thread_priority(niceness: int) -> None:
 def batch_scheduling() -> Callable[[], None] | None:
     """Put the calling thread, and every thread it starts from now on, under ``SCHED_BATCH``.
 
-    For throughput on a busy CPU: fewer context switches and cache refills per request (issue
-    #10, README "Service under load"). The nice levels still apply. Needs no privilege. Only
+    For throughput on a busy CPU: fewer context switches and cache refills per request
+    (docs/performance.md). The nice levels still apply. Needs no privilege. Only
     from the default policy: a server an operator started as real-time or idle (``chrt``) keeps
     that. Returns a function that restores the calling thread's policy, or None where nothing
     changed (not Linux, another policy, or a sandbox that forbids it).

@@ -1,9 +1,11 @@
-"""The README is part of the interface: its commands, make targets and settings must exist."""
+"""The README and the docs are part of the interface: their commands, make targets and settings
+must exist, and the settings table is generated from the settings model itself."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,9 @@ from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+DOC_PAGES = sorted((ROOT / "docs").rglob("*.md"))
+# The README and every page of the documentation site, as one text.
+DOCS = "\n".join([README, *(page.read_text(encoding="utf-8") for page in DOC_PAGES)])
 
 
 def _shell_blocks(text: str) -> list[str]:
@@ -32,8 +37,9 @@ def _commands(text: str) -> list[str]:
 
 
 def _arinext_argv(line: str) -> list[str] | None:
-    """The arguments given to ``arinext`` (directly or via ``-m arinext``) on a line."""
-    words = shlex.split(line)
+    """The arguments given to ``arinext`` (directly or via ``-m arinext``) on a line; a shell
+    variable (``--fold $k`` in a loop) stands for a number."""
+    words = shlex.split(re.sub(r"\$\{?[A-Za-z_]\w*\}?", "1", line))
     for i, word in enumerate(words):
         if word == "arinext":
             return words[i + 1 :]
@@ -42,16 +48,16 @@ def _arinext_argv(line: str) -> list[str] | None:
     return None
 
 
-ARINEXT_LINES = [line for line in _commands(README) if _arinext_argv(line) is not None]
+ARINEXT_LINES = [line for line in _commands(DOCS) if _arinext_argv(line) is not None]
 
 
-def test_readme_has_arinext_commands() -> None:
+def test_the_docs_have_arinext_commands() -> None:
     used = {_arinext_argv(line)[0] for line in ARINEXT_LINES}
     assert {"serve", "train", "evaluate", "export", "import-checkpoint"} <= used
 
 
 @pytest.mark.parametrize("line", ARINEXT_LINES)
-def test_every_arinext_command_in_the_readme_parses(line: str) -> None:
+def test_every_arinext_command_in_the_docs_parses(line: str) -> None:
     argv = _arinext_argv(line)
     args = build_parser().parse_args(argv)
     assert callable(args.func)
@@ -59,15 +65,15 @@ def test_every_arinext_command_in_the_readme_parses(line: str) -> None:
 
 def test_inline_arinext_commands_exist() -> None:
     subcommands = set(build_parser()._subparsers._group_actions[0].choices)
-    mentioned = set(re.findall(r"`arinext ([a-z][a-z-]+)", README))
+    mentioned = set(re.findall(r"`arinext ([a-z][a-z-]+)", DOCS))
     assert mentioned <= subcommands, mentioned - subcommands
 
 
-def test_make_targets_in_the_readme_exist() -> None:
+def test_make_targets_in_the_docs_exist() -> None:
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.M))
-    mentioned = set(re.findall(r"`make ([a-z][a-z-]*)`", README))
-    mentioned |= {shlex.split(line)[1] for line in _commands(README) if line.startswith("make ")}
+    mentioned = set(re.findall(r"`make ([a-z][a-z-]*)", DOCS))
+    mentioned |= {shlex.split(line)[1] for line in _commands(DOCS) if line.startswith("make ")}
     assert {"serve", "test"} <= mentioned
     assert mentioned <= targets, mentioned - targets
 
@@ -80,16 +86,31 @@ def test_readme_starts_with_the_serve_and_test_commands() -> None:
     ]
 
 
-def _env_table() -> dict[str, str]:
-    rows = re.findall(r"^\| `(ARINEXT_[A-Z_]+)` \| (.*?) \|", README, flags=re.M)
-    return {name: default.strip("` ") for name, default in rows}
+def test_the_readme_is_a_two_minute_read() -> None:
+    assert len(README.splitlines()) <= 200
+    assert "## Tour" in README and ". .venv-serve/bin/activate" in README
+
+
+def _settings_table() -> dict[str, str]:
+    """The generated settings table (docs/hooks.py): variable -> default as documented."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        from hooks import MARKER, on_page_markdown
+    finally:
+        sys.path.remove(str(ROOT / "docs"))
+    page = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
+    assert MARKER in page
+    table = on_page_markdown(page, page=None)
+    rows = re.findall(r"^\| `(ARINEXT_[A-Z_]+)` \| (.*?) \| (.*?) \|$", table, flags=re.M)
+    assert all(meaning for _, _, meaning in rows), "every setting needs a description"
+    return {name: default.strip("` ") for name, default, _ in rows}
 
 
 def test_every_setting_is_documented_and_every_documented_variable_exists() -> None:
     fields = {f"ARINEXT_{name.upper()}" for name in Settings.model_fields}
-    mentioned = set(re.findall(r"ARINEXT_[A-Z_]+[A-Z]", README))
+    mentioned = set(re.findall(r"ARINEXT_[A-Z_]+[A-Z]", DOCS))
     assert mentioned <= fields, mentioned - fields
-    assert set(_env_table()) == fields
+    assert set(_settings_table()) == fields
 
 
 def test_documented_defaults_are_the_real_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,7 +118,7 @@ def test_documented_defaults_are_the_real_defaults(monkeypatch: pytest.MonkeyPat
         if name.startswith("ARINEXT_"):
             monkeypatch.delenv(name)
     settings = Settings()
-    for variable, documented in _env_table().items():
+    for variable, documented in _settings_table().items():
         value = getattr(settings, variable.removeprefix("ARINEXT_").lower())
         if variable == "ARINEXT_MODELS":
             assert value == [] and documented == "(empty)"

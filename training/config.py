@@ -94,6 +94,15 @@ class TrainConfig(BaseModel):
 
     model_config = _STRICT
 
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, values: Any) -> Any:
+        """Runs saved before batch mixup was removed carry it switched off: read them as they
+        trained. A run that mixed is refused, as any unknown key is."""
+        if isinstance(values, dict) and values.get("mixup_alpha") in (0, 0.0):
+            values = {k: v for k, v in values.items() if k not in ("mixup_alpha", "mixup_prob")}
+        return values
+
     preset: Text = "custom"
     dataset: Text = "speech_commands"
     data_root: Text = ""
@@ -132,10 +141,6 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(default=0.0, ge=0)
     # Cross-entropy target smoothing (0 = one-hot targets).
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    # Batch mixup of the inputs (training/mixup.py): Beta(alpha, alpha) weights, 0 = off; a
-    # batch is mixed with probability ``mixup_prob``.
-    mixup_alpha: float = Field(default=0.0, ge=0)
-    mixup_prob: float = Field(default=1.0, gt=0, le=1)
     # Re-estimate BN statistics over this many training batches before each evaluation.
     precise_bn_batches: NonNegativeInt = 0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -149,14 +154,13 @@ class TrainConfig(BaseModel):
     cache_audio: bool = False
     seed: int = 0
     device: Text = "auto"
-    # NHWC activations: oneDNN runs this network's float32 training step 1.55x faster on an
-    # AVX-512 Xeon in channels-last than in NCHW with the transposed 1 x k trick (b0, 50 x 128,
-    # benchmarks/train_speed.py). Checkpoints and exports are unaffected.
+    # NHWC activations: oneDNN runs this network's depthwise and 1 x 1 convolutions faster in
+    # channels-last, and the 1 x k mixers need no transposition (benchmarks/train_speed.py;
+    # docs/performance.md). Checkpoints and exports are unaffected.
     channels_last: bool = False
-    # torch.compile the training step (forward and backward): on a CPU without bf16 hardware
-    # about 1.28x faster a step for b0 in NCHW (1.22x in channels-last), after about two
-    # minutes of compiling per batch shape (benchmarks/train_speed.py --compile). Validation
-    # and checkpoints use the module as is.
+    # torch.compile the training step (forward and backward): fewer, fused kernels a step, after
+    # minutes of compiling per batch shape (benchmarks/train_speed.py --compile;
+    # docs/performance.md). Validation and checkpoints use the module as is.
     compile: bool = False
     # torch.compile's backend: "inductor" generates the fast kernels; "aot_eager" traces the same
     # forward and backward graphs without generating code (quick, for checking a recipe).

@@ -7,7 +7,7 @@ test-view protocol, append the metrics to the run's history and write ``last.pt`
 ``best.pt`` when the validation metric improved). Only rank 0 writes files or shows progress.
 
 Reproducibility: the shuffling order is a function of (seed, epoch), each clip's random view and
-SpecAugment of (seed, epoch, clip), and the torch RNG (dropout, batch mixup) is saved per rank
+SpecAugment of (seed, epoch, clip), and the torch RNG (dropout) is saved per rank
 in every checkpoint; so ``--resume`` continues exactly where the run stopped.
 """
 
@@ -52,7 +52,6 @@ from training.distributed import (
     setup,
 )
 from training.evaluation import evaluate, torch_scorer
-from training.mixup import Mixup
 
 __all__ = [
     "autocast_dtype",
@@ -153,9 +152,9 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """Mixed-precision type: bf16 where the GPU supports it, else fp16; none on CPU.
 
     On CPU only an explicit ``bf16`` turns it on, and only where the CPU has bfloat16 in
-    hardware: with AMX or AVX512-BF16 this network's training step runs 1.2-2x faster; without
-    them bf16 is emulated and slower than float32 (0.72x on a Xeon without either,
-    benchmarks/train_speed.py), so that run trains in float32 and says so, as fp16 on CPU does.
+    hardware: with AMX or AVX512-BF16 this network's training step runs faster; without them
+    bf16 is emulated and slower than float32 (benchmarks/train_speed.py, docs/performance.md),
+    so that run trains in float32 and says so, as fp16 on CPU does.
     """
     if device.type == "cpu" and amp == "bf16":
         if native_cpu_bf16():
@@ -228,7 +227,6 @@ def _train_epoch(
     channels_last: bool = False,
     label_smoothing: float = 0.0,
     per_step: torch.optim.lr_scheduler.LRScheduler | None = None,
-    mixup: Mixup | None = None,
 ) -> dict[str, float]:
     # Sums over samples: loss, count, then correct top-1 per head.
     totals = torch.zeros(2 + len(heads), dtype=torch.float64)
@@ -238,13 +236,10 @@ def _train_epoch(
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         labels = labels.to(ctx.device, non_blocking=True)
-        inputs, mix = mixup(inputs) if mixup is not None else (inputs, None)
         with _autocast(ctx.device, amp_dtype):
             outputs = net(inputs)
         loss = sum(
             F.cross_entropy(outputs[head].float(), labels[:, i], label_smoothing=label_smoothing)
-            if mix is None
-            else mix.loss(outputs[head].float(), labels[:, i], label_smoothing)
             for i, head in enumerate(heads)
         )
         optimizer.zero_grad(set_to_none=True)
@@ -532,7 +527,6 @@ class _Run:
                     cfg.channels_last,
                     cfg.label_smoothing,
                     self.scheduler if self.per_step else None,
-                    Mixup(cfg.mixup_alpha, cfg.mixup_prob) if cfg.mixup_alpha > 0 else None,
                 )
             )
             if not self.per_step:

@@ -6,12 +6,7 @@ variant (``+f3``, ``+Storm``...); every rendition picks one of the English accen
 a tonal language's voice reading English, for an accent), a speaking rate, pitch and amplitude,
 then the word is trimmed, put at a random offset in one second, mixed with noise at a random SNR
 and given a random gain. Whole variants are held out for validation and test, so those scores
-measure voices the model never heard. ``generated_voices`` adds random variants
-(:mod:`training.espeak_voices`) to the training split only, so the held-out voices stay the
-shipped ones whatever the count. ``mbrola_voices`` adds espeak-ng's MBROLA voices, also to the
-training split only: espeak-ng still turns the text into phonemes, rhythm and intonation, but the
-sound is made from diphones cut from recordings of real speakers (US English, British English,
-and sixteen speakers of other languages reading English), which no formant variant can give.
+measure voices the model never heard.
 
 Besides the 35 words, two classes every keyword spotter needs: ``_unknown_`` (speech that is none
 of the words: near misses, ordinary words and short phrases from :mod:`training.vocabulary`,
@@ -38,23 +33,14 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from model.labels import SILENCE, UNKNOWN, load_labels
-from training.espeak_voices import (
-    ESPEAK,
-    espeak_version_text,
-    generated_names,
-    is_generated,
-    voice_directory,
-)
 from training.vocabulary import TRAIN_WORDS
 
 __all__ = [
@@ -68,7 +54,6 @@ __all__ = [
     "Recipe",
     "espeak_available",
     "espeak_version",
-    "list_mbrola_voices",
     "list_variants",
     "plan_items",
     "record_in_manifest",
@@ -88,11 +73,11 @@ RECORDINGS_ATTRIBUTION = (
     "here by speaker: these figures are not comparable with published Speech Commands results."
 )
 
+ESPEAK = "espeak-ng"
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE  # one second, as the real dataset
 
-# espeak-ng's own (formant) English voices; the MBROLA ones are separate voices
-# (``MBROLA_PREFIX``, :func:`list_mbrola_voices`).
+# espeak-ng's own (formant) English voices.
 ACCENTS: tuple[str, ...] = (
     "en-gb",
     "en-us",
@@ -113,16 +98,6 @@ FOREIGN_UNKNOWN_ACCENTS: tuple[str, ...] = ("de", "nl", "es", "it", "pl", "sv", 
 
 # The accent alone, without a variant, counts as one more voice.
 PLAIN_VARIANT = "plain"
-
-# espeak-ng names its MBROLA voices ``mb-<database>[-<language>]`` (``mb-us1``, ``mb-de1-en``);
-# such a voice is used whole, with no accent or variant.
-MBROLA_PREFIX = "mb-"
-# Where espeak-ng's MBROLA driver looks for a database (Debian's packages use the first).
-MBROLA_DATA_DIRS: tuple[Path, ...] = (
-    Path("/usr/share/mbrola"),
-    Path("/usr/local/share/mbrola"),
-    Path(sys.prefix) / "share" / "mbrola",
-)
 
 NOISE_KINDS: tuple[str, ...] = ("white", "pink", "brown", "hum")
 
@@ -157,10 +132,6 @@ class Recipe:
     unknown_per_voice: int = 0
     unknown_words: tuple[str, ...] = TRAIN_WORDS
     silence: int = 0
-    # Random espeak-ng variants added to the training split (training.espeak_voices).
-    generated_voices: int = 0
-    # espeak-ng MBROLA voices added to the training split (``list_mbrola_voices``).
-    mbrola_voices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,7 +156,8 @@ def espeak_available() -> bool:
 
 def espeak_version() -> str:
     """First line of ``espeak-ng --version``; recorded because voices change between releases."""
-    return espeak_version_text().splitlines()[0].split("  Data at:")[0].strip()
+    out = subprocess.run([ESPEAK, "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[0].split("  Data at:")[0].strip()
 
 
 def list_variants() -> list[str]:
@@ -208,39 +180,6 @@ def list_variants() -> list[str]:
         if not after or after[0].startswith("("):
             names.add(tokens[files[0]].removeprefix("!v/"))
     return [PLAIN_VARIANT, *sorted(names, key=str.lower)]
-
-
-def is_mbrola(voice: str) -> bool:
-    """Whether a voice name is one of espeak-ng's MBROLA voices rather than a variant."""
-    return voice.startswith(MBROLA_PREFIX)
-
-
-def _mbrola_database_installed(database: str) -> bool:
-    return any(
-        (root / database).is_file() or (root / database / database).is_file()
-        for root in MBROLA_DATA_DIRS
-    )
-
-
-def list_mbrola_voices() -> list[str]:
-    """espeak-ng's MBROLA voices that speak English and can run here, sorted.
-
-    Each needs the ``mbrola`` program and its diphone database (Debian: ``mbrola`` and
-    ``mbrola-us1``..., in contrib and non-free); espeak-ng lists the voice either way.
-    """
-    if shutil.which("mbrola") is None or not espeak_available():
-        return []
-    out = subprocess.run([ESPEAK, "--voices=mb"], capture_output=True, text=True, check=True).stdout
-    names = []
-    for line in out.splitlines()[1:]:
-        # Pty Language Age/Gender VoiceName File [Other Languages]
-        tokens = line.split()
-        if len(tokens) < 5 or not tokens[1].startswith("en"):
-            continue
-        name = tokens[4].removeprefix("mb/")
-        if is_mbrola(name) and _mbrola_database_installed(name.split("-")[1]):
-            names.append(name)
-    return sorted(names)
 
 
 def split_variants(
@@ -302,14 +241,11 @@ def plan_items(recipe: Recipe) -> list[Item]:
     return items
 
 
-def _synthesize(
-    text: str, voice: str, rate: int, pitch: int, amplitude: int, data_path: Path | None
-) -> np.ndarray:
+def _synthesize(text: str, voice: str, rate: int, pitch: int, amplitude: int) -> np.ndarray:
     """Run espeak-ng and return float32 samples at ``SAMPLE_RATE``."""
     from model import audio_io
 
-    cmd = [ESPEAK] if data_path is None else [ESPEAK, f"--path={data_path}"]
-    cmd += ["--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch)]
+    cmd = [ESPEAK, "--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch)]
     cmd += ["-a", str(amplitude), "-g", "0", text]
     done = subprocess.run(cmd, capture_output=True)
     stderr = done.stderr.decode(errors="replace").strip()
@@ -338,7 +274,7 @@ def spoken(text: str, voice: str) -> np.ndarray:
 
     For probes that ask how a model hears a voice it was not trained on (no noise, no offset).
     """
-    return _trim(_synthesize(text, voice, 175, 50, 100, None), Recipe.trim_db)
+    return _trim(_synthesize(text, voice, 175, 50, 100), Recipe.trim_db)
 
 
 def _text_and_accents(
@@ -357,17 +293,12 @@ def _text_and_accents(
     return text, recipe.accents
 
 
-def render_item(item: Item, recipe: Recipe, espeak_path: Path | None = None) -> np.ndarray:
+def render_item(item: Item, recipe: Recipe) -> np.ndarray:
     """One second of float32 audio in [-1, 1]: the word at a random offset, noise, random gain.
 
     Public so tests can make fresh utterances through exactly the dataset's pipeline (with a
-    different recipe seed). A generated variant needs an espeak-ng data directory holding it
-    (:func:`training.espeak_voices.voice_directory`); without ``espeak_path`` one is made for
-    this call.
+    different recipe seed).
     """
-    if is_generated(item.variant) and espeak_path is None:
-        with voice_directory(recipe.seed, [item.variant]) as path:
-            return render_item(item, recipe, path)
     rng = np.random.default_rng(_derive_seed(recipe.seed, item.word, item.variant, item.k))
     if item.word == SILENCE:
         from training.waveform_augment import non_speech
@@ -375,17 +306,11 @@ def render_item(item: Item, recipe: Recipe, espeak_path: Path | None = None) -> 
         return non_speech(CLIP_SAMPLES, SAMPLE_RATE, rng)
     text, accents = _text_and_accents(item, recipe, rng)
     accent = accents[int(rng.integers(len(accents)))]
-    if is_mbrola(item.variant):
-        voice = item.variant  # drawn all the same, so other voices' renditions do not move
-    elif item.variant == PLAIN_VARIANT:
-        voice = accent
-    else:
-        voice = f"{accent}+{item.variant}"
+    voice = accent if item.variant == PLAIN_VARIANT else f"{accent}+{item.variant}"
     rate = int(rng.integers(recipe.rate_wpm[0], recipe.rate_wpm[1] + 1))
     pitch = int(rng.integers(recipe.pitch[0], recipe.pitch[1] + 1))
     amplitude = int(rng.integers(recipe.amplitude[0], recipe.amplitude[1] + 1))
-    data_path = espeak_path if is_generated(item.variant) else None
-    speech = _trim(_synthesize(text, voice, rate, pitch, amplitude, data_path), recipe.trim_db)
+    speech = _trim(_synthesize(text, voice, rate, pitch, amplitude), recipe.trim_db)
     if speech.size > CLIP_SAMPLES:
         # A phrase longer than the window: a random one-second stretch of it.
         start = int(rng.integers(0, speech.size - CLIP_SAMPLES + 1))
@@ -418,12 +343,12 @@ def _noise(kind: str, rng: np.random.Generator) -> np.ndarray:
     return colored_noise(kind, CLIP_SAMPLES, rng)
 
 
-def _write_item(args: tuple[Item, Recipe, Path, Path | None]) -> str:
+def _write_item(args: tuple[Item, Recipe, Path]) -> str:
     import soundfile as sf
 
-    item, recipe, root, espeak_path = args
+    item, recipe, root = args
     path = root / item.relpath
-    clip = render_item(item, recipe, espeak_path)
+    clip = render_item(item, recipe)
     sf.write(path, clip, SAMPLE_RATE, subtype="PCM_16", format="WAV")
     return item.relpath
 
@@ -437,8 +362,6 @@ def synthesize_dataset(
     variants: Sequence[str] | None = None,
     unknown_per_voice: int = 0,
     silence: int = 0,
-    generated_voices: int = 0,
-    mbrola_voices: Sequence[str] = (),
     workers: int | None = None,
     validation_fraction: float = 0.1,
     test_fraction: float = 0.1,
@@ -446,9 +369,8 @@ def synthesize_dataset(
 ) -> Recipe:
     """Write the whole dataset under ``out_dir`` and return the recipe that made it.
 
-    ``variants`` restricts the shipped voices (tests use a handful); ``generated_voices`` random
-    ones and ``mbrola_voices`` (names from :func:`list_mbrola_voices`) join the training split;
-    ``knobs`` override other ``Recipe`` fields such as ``snr_db``.
+    ``variants`` restricts the shipped voices (tests use a handful); ``knobs`` override other
+    ``Recipe`` fields such as ``snr_db``.
     """
     if not espeak_available():
         raise RuntimeError(f"{ESPEAK} not found on PATH")
@@ -463,18 +385,7 @@ def synthesize_dataset(
     if missing:
         raise ValueError(f"voice variants not installed: {', '.join(missing)}")
 
-    if generated_voices < 0:
-        raise ValueError(f"generated_voices must be >= 0, got {generated_voices}")
-    mbrola = sorted(set(mbrola_voices))
-    absent = sorted(set(mbrola) - set(list_mbrola_voices()))
-    if absent:
-        raise ValueError(
-            f"MBROLA voices not available: {', '.join(absent)} (install the mbrola program and "
-            "the mbrola-<database> packages)"
-        )
     voices = split_variants(chosen, seed, validation_fraction, test_fraction)
-    generated = generated_names(generated_voices)
-    voices["train"] += generated + mbrola
     recipe = Recipe(
         seed=seed,
         per_voice=per_voice,
@@ -484,8 +395,6 @@ def synthesize_dataset(
         test_fraction=test_fraction,
         unknown_per_voice=unknown_per_voice,
         silence=silence,
-        generated_voices=generated_voices,
-        mbrola_voices=tuple(mbrola),
         **knobs,  # type: ignore[arg-type]
     )
     items = plan_items(recipe)
@@ -505,14 +414,12 @@ def synthesize_dataset(
         *(len(voices[s]) for s in SPLITS),
         workers,
     )
-    voice_dir = voice_directory(seed, generated) if generated else nullcontext(None)
-    with voice_dir as espeak_path:
-        jobs = [(item, recipe, root, espeak_path) for item in items]
-        if workers == 1:
-            done = sum(1 for _ in map(_write_item, jobs))
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                done = sum(1 for _ in pool.map(_write_item, jobs, chunksize=32))
+    jobs = [(item, recipe, root) for item in items]
+    if workers == 1:
+        done = sum(1 for _ in map(_write_item, jobs))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            done = sum(1 for _ in pool.map(_write_item, jobs, chunksize=32))
     log.info("wrote %d files under %s", done, root)
 
     _write_list(root / "validation_list.txt", (i for i in items if i.split == "validation"))
@@ -598,13 +505,6 @@ def _range(kind: type) -> object:
     return parse
 
 
-def _mbrola_names(text: str | None) -> list[str]:
-    """``--mbrola-voices``: ``all`` installed, or a comma-separated list."""
-    if not text:
-        return []
-    return list_mbrola_voices() if text == "all" else text.split(",")
-
-
 def _run(args: argparse.Namespace) -> int:
     knobs = {
         name: getattr(args, name)
@@ -622,8 +522,6 @@ def _run(args: argparse.Namespace) -> int:
         per_voice=args.per_voice,
         unknown_per_voice=args.unknown_per_voice,
         silence=args.silence,
-        generated_voices=args.generated_voices,
-        mbrola_voices=_mbrola_names(args.mbrola_voices),
         words=args.words.split(",") if args.words else None,
         variants=args.variants.split(",") if args.variants else None,
         workers=args.workers,
@@ -652,19 +550,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--silence", type=int, default=0, help="non-speech clips (class _silence_; default 0)"
-    )
-    p.add_argument(
-        "--generated-voices",
-        type=int,
-        default=0,
-        help="random espeak-ng voice variants added to the training split (default 0)",
-    )
-    p.add_argument(
-        "--mbrola-voices",
-        default=None,
-        metavar="NAMES",
-        help="espeak-ng MBROLA voices added to the training split: comma-separated names "
-        "(mb-us1,mb-de1-en...) or 'all' installed (default: none)",
     )
     p.add_argument(
         "--ood",

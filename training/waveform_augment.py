@@ -389,7 +389,7 @@ class WaveformAugmenter:
         self.recorded_noise = [x for x in recorded_noise if x.size >= rate]
         self.s = settings or AugmentSettings()
         self._audiomentations: dict[str, Any] = {}
-        # Simulating a room costs ~40 ms, ten times the rest of the chain: draw a bank once
+        # Simulating a room costs far more than the rest of the chain: draw a bank once
         # (RT60s spread evenly over the range) and pick from it per clip.
         rng = np.random.default_rng(seed)
         self.rooms = [

@@ -141,8 +141,8 @@ class _LeanRoute(APIRoute):
     per-request parameter and dependency solving and its per-request wrappers (two exit stacks
     and an exception handler; the app's exception middleware renders errors the same way).
 
-    On one core, that is time taken from the model: skipping it is most of what made requests
-    about 9 % faster at concurrency 1 (``benchmarks/service_ab.py``, README). OpenAPI still
+    On one core, that is time taken from the model (``benchmarks/service_ab.py`` measures it;
+    docs/performance.md has the figures). OpenAPI still
     comes from the endpoint's signature. While any dependency is overridden
     (``app.dependency_overrides``, in tests) requests go through FastAPI's own handler, so
     overrides keep their full meaning.
@@ -197,7 +197,7 @@ def add_route(app: FastAPI) -> None:
     """Serve ``POST /classify`` from ``app``'s own route table.
 
     Not through an included ``APIRouter``: FastAPI matches an included router's routes through
-    a wrapper of its own, which cost about 3 % of this route's throughput (measured, issue #10).
+    a wrapper of its own, which costs this route measurable throughput (docs/performance.md).
     """
     app.router.add_api_route(
         "/classify",

@@ -1,6 +1,6 @@
 """``WS /stream``: live audio in, each window's top-k and keyword detections out.
 
-The protocol (documented in the README): the client's first message is a JSON ``start`` with the
+The protocol (documented in docs/api.md): the client's first message is a JSON ``start`` with the
 audio format; then binary audio messages; then ``{"type": "end"}``. The server answers ``ready``,
 then ``window`` and ``detection`` events, and ``end`` with the stream's figures before closing
 with 1000. A refusal sends an ``error`` event (the HTTP errors' ``{"code", "message"}``) and
@@ -73,7 +73,7 @@ async def _refuse(websocket: WebSocket, error: StreamError) -> None:
 
 @router.websocket("/stream")
 async def stream(websocket: WebSocket) -> None:
-    """One live stream; see the module docstring and the README for the protocol."""
+    """One live stream; see the module docstring and docs/api.md for the protocol."""
     service: ModelService = websocket.app.state.models
     hub: StreamHub = websocket.app.state.streams
     await websocket.accept()

@@ -2,7 +2,7 @@
 
 Every refusal is a :class:`StreamError`: a WebSocket close code (RFC 6455, section 7.4.1), a
 stable reason code in the style of the HTTP errors' ``code``, and a message for people. The
-protocol is documented in the README.
+protocol is documented in docs/api.md.
 """
 
 from __future__ import annotations

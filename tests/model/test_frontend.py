@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from model.audio_config import PRESETS, AudioConfig, get_preset
+from model.audio_config import PRESETS, get_preset
 from model.frontend import (
     clip_view,
     fit_frames,
@@ -147,28 +147,3 @@ def test_default_filterbank_partitions_unity() -> None:
     edges = _htk_hz(np.linspace(0.0, _htk_mel(np.float64(cfg.mel_fmax)), cfg.n_mels + 2))
     inside = (freqs >= edges[1]) & (freqs <= edges[-2])
     np.testing.assert_allclose(fb[:, inside].sum(axis=0), 1.0, atol=1e-5)
-
-
-@pytest.mark.parametrize("frames", [3, 5])
-def test_smoothing_is_a_centred_moving_average_of_the_log_mel(frames: int) -> None:
-    base = get_preset("speech_commands")
-    smooth = AudioConfig(**{**base.model_dump(), "smooth_frames": frames})
-    wave = np.random.default_rng(2).standard_normal(base.clip_samples).astype(np.float32)
-    plain = log_mel(wave, base).astype(np.float64)
-    half = frames // 2
-    # Edge frames repeated, then the mean of each frame's neighbourhood.
-    padded = np.concatenate([np.repeat(plain[:1], half, 0), plain, np.repeat(plain[-1:], half, 0)])
-    expected = np.stack([padded[t : t + frames].mean(axis=0) for t in range(len(plain))])
-    got = log_mel(wave, smooth)
-    assert got.dtype == np.float32
-    np.testing.assert_allclose(got, expected, atol=1e-4)
-    assert np.abs(got - plain).max() > 0.1  # it does change the spectrogram
-
-
-def test_smoothing_is_off_by_default_and_must_be_odd() -> None:
-    assert all(cfg.smooth_frames == 1 for cfg in PRESETS.values())
-    base = get_preset("speech_commands")
-    for bad in (0, 2, 33):
-        with pytest.raises(ValidationError, match="smooth_frames"):
-            AudioConfig(**{**base.model_dump(), "smooth_frames": bad})
-    AudioConfig(**{**base.model_dump(), "smooth_frames": 31})  # the largest allowed

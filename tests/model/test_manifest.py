@@ -144,19 +144,15 @@ def test_bad_sha256_is_refused(tmp_path: Path) -> None:
         read_manifest(tmp_path)
 
 
-def test_front_end_smoothing_travels_in_the_manifest(tmp_path: Path) -> None:
-    """The service reads ``smooth_frames`` from the manifest. Off, it is left out of the file, so
-    servers from before the field (which refuse unknown fields) still load the artifact."""
-    written = _artifact(tmp_path / "plain")
-    raw = json.loads((tmp_path / "plain" / MANIFEST_FILE).read_text(encoding="utf-8"))
-    assert "smooth_frames" not in raw["frontend"]
-    assert verify_artifact(tmp_path / "plain").frontend.smooth_frames == 1
-
-    smoothed = written.frontend.model_copy(update={"smooth_frames": 3})
-    write_manifest(tmp_path / "plain", written.model_copy(update={"frontend": smoothed}))
-    assert read_manifest(tmp_path / "plain").frontend.smooth_frames == 3
-
-    raw["frontend"]["smooth_frames"] = 4  # even: it would shift the spectrogram
-    (tmp_path / "plain" / MANIFEST_FILE).write_text(json.dumps(raw), encoding="utf-8")
-    with pytest.raises(ArtifactError, match="smooth_frames must be odd"):
-        read_manifest(tmp_path / "plain")
+def test_a_manifest_listing_the_retired_smoothing_switched_off_still_loads(tmp_path: Path) -> None:
+    """Log-mel smoothing was removed; a manifest that lists it off is the plain front-end, and
+    one that smoothed is refused, as any unknown field is."""
+    written = _artifact(tmp_path)
+    raw = json.loads((tmp_path / MANIFEST_FILE).read_text(encoding="utf-8"))
+    raw["frontend"]["smooth_frames"] = 1
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(raw), encoding="utf-8")
+    assert verify_artifact(tmp_path).frontend == written.frontend
+    raw["frontend"]["smooth_frames"] = 3
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(ArtifactError, match="smooth_frames"):
+        read_manifest(tmp_path)

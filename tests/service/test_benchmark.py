@@ -1,25 +1,22 @@
-"""The benchmarks run end to end on small inputs and print what the README quotes."""
+"""The benchmarks run end to end on small inputs and print what the docs quote."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from tests.service.conftest import REPO, server_env
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (Debian package wrk)")
-def test_load_benchmark_prints_the_ratios_the_readme_quotes(speech_artifact: Path) -> None:
+def test_load_benchmark_prints_the_ratios_the_docs_quote(speech_artifact: Path) -> None:
     command = [sys.executable, str(REPO / "benchmarks" / "service_load.py")]
     command += ["--artifact", str(speech_artifact), "--requests", "16", "--rounds", "2"]
-    command += ["--seconds", "1", "--floor"]
+    command += ["--seconds", "1"]
     command += ["--warmup", "1", "--overload-seconds", "1", "--settle-seconds", "0"]
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env=server_env(), cwd=REPO
@@ -34,14 +31,6 @@ def test_load_benchmark_prints_the_ratios_the_readme_quotes(speech_artifact: Pat
     assert "- concurrency 16: HTTP throughput / in-process batched = " in out
     assert "- non-200 answers in the measured modes: 0" in out
     assert "server on core 0, load on core 1" in out
-    floors = [line.split(" | ") for line in out.splitlines() if line.startswith("| bare ASGI")]
-    floors += [line.split(" | ") for line in out.splitlines() if line.startswith("| FastAPI")]
-    floors += [line.split(" | ") for line in out.splitlines() if line.startswith("| arinext")]
-    assert len(floors) == 3
-    for floor in floors:
-        assert float(floor[2]) > 0 and floor[4].rstrip(" |") == "0", floor  # req/s, non-200
-    assert "- without FastAPI and middleware: concurrency 1 HTTP p50 / in-process p50 = " in out
-    assert "- concurrency 16 at 0.9x leaves " in out
     overload = out[out.index("## Overload") :]
     statuses = overload.splitlines()[2]
     # The server's answers; "not sent (client backlog full)" is the load generator's own count.
@@ -81,47 +70,3 @@ def test_ab_benchmark_serves_a_revision_beside_the_working_tree(speech_artifact:
         ["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True, check=True
     )
     assert "arinext-ab-" not in listed.stdout  # the base checkout is removed
-
-
-def test_ood_probe_prints_each_shift_per_voice(speech_artifact: Path, tmp_path: Path) -> None:
-    pytest.importorskip("audiomentations")
-    voices = {"flite:kal": "aaaaaaaa", "festival:ked_diphone": "bbbbbbbb"}
-    ood = tmp_path / "ood"
-    rng = np.random.default_rng(0)
-    for word in ("yes", "no", "_unknown_"):
-        folder = ood / "clean" / word
-        folder.mkdir(parents=True)
-        for digest in voices.values():
-            clip = (rng.standard_normal(16000) * 0.1).astype(np.float32)
-            sf.write(folder / f"{digest}_nohash_0.wav", clip, 16000, subtype="PCM_16")
-    recipe = {"voices": list(voices), "voice_hashes": voices}
-    (ood / "recipe.json").write_text(json.dumps(recipe), encoding="utf-8")
-    command = [sys.executable, "benchmarks/ood_probe.py", "--artifact", str(speech_artifact)]
-    done = subprocess.run(
-        [*command, "--ood", str(ood)], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    assert "- 4 keyword clips" in done.stdout  # yes and no by two voices; _unknown_ is not one
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    assert rows[0] == "| shift | flite:kal | festival:ked_diphone | all |"
-    assert [row.split(" | ")[0] for row in rows[1:]] == [
-        "| none",
-        "| pitch -3 st",
-        "| pitch +3 st",
-        "| VTLP 0.88",
-        "| VTLP 1.12",
-        "| tempo 0.8",
-        "| tempo 1.25",
-        "| low-pass 4 kHz",
-    ]
-    for row in rows[1:]:
-        cells = [cell.strip() for cell in row.strip("| ").split("|")[1:]]
-        assert all(0 <= float(cell) <= 100 for cell in cells), row
-    try:
-        import pyworld  # noqa: F401
-    except ImportError:  # the optional vocoder rows: refused with the install line
-        done = subprocess.run(
-            [*command, "--ood", str(ood), "--world"], cwd=REPO, capture_output=True, text=True
-        )
-        assert done.returncode == 1 and 'pip install pyworld "setuptools<81"' in done.stderr
-        assert "| none" not in done.stdout  # refused before any scoring

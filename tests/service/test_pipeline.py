@@ -164,10 +164,11 @@ def test_prepare_clip_needs_no_classifier(speech_artifact: Path) -> None:
     assert len(only.samples) == 24_000
 
 
-def test_the_readme_example_runs_as_written() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
-    (example,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+@pytest.mark.parametrize("page", ["README.md", "docs/python.md"])
+def test_the_documented_example_runs_as_written(page: str) -> None:
+    text = (REPO / page).read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    (example,) = [block for block in blocks if "from arinext import Classifier" in block]
     done = subprocess.run(
         [sys.executable, "-c", example],
         cwd=REPO,

@@ -246,9 +246,9 @@ def test_stream_load_benchmark_prints_its_table(speech_artifact: Path) -> None:
     assert "stream 4: closed with 1013 (too_many_streams: 3 streams are open" in done.stdout
 
 
-def test_the_readme_python_client_runs(tiny_server: ServerProcess) -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Live streaming (`WS /stream`)", 1)[1].split("\n## ", 1)[0]
+def test_the_documented_python_client_runs(tiny_server: ServerProcess) -> None:
+    page = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    section = page.split("## Live streaming (`WS /stream`)", 1)[1].split("\n## ", 1)[0]
     (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     code = code.replace("ws://127.0.0.1:8000/stream", _ws_url(tiny_server))
     done = subprocess.run(

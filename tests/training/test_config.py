@@ -84,3 +84,13 @@ def test_config_is_a_strict_pydantic_model() -> None:
         TrainConfig.from_dict({"amp": "fp8"})
     cfg = TrainConfig.from_dict({"init": None, "augment": {"time_warp": 0}})
     assert cfg.init == "" and cfg.augment.time_warp == 0 and cfg.augment.freq_masks == 2
+
+
+def test_runs_saved_with_retired_options_off_still_load() -> None:
+    """Batch mixup and log-mel smoothing were removed; configs saved before that carry them
+    switched off."""
+    saved = {**TrainConfig().to_dict(), "mixup_alpha": 0.0, "mixup_prob": 1.0}
+    saved["audio"] = {**saved["audio"], "smooth_frames": 1}
+    assert TrainConfig.from_dict(saved).to_dict() == TrainConfig().to_dict()
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) mixup_alpha, mixup_prob"):
+        TrainConfig.from_dict({"mixup_alpha": 0.4, "mixup_prob": 0.5})

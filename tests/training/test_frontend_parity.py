@@ -68,27 +68,11 @@ def test_longer_clips_match_at_the_protocol_views(tmp_path: Path) -> None:
     )
 
 
-def test_a_smoothed_front_end_is_the_same_in_training_and_serving(tmp_path: Path) -> None:
-    """``smooth_frames`` lives in the audio config, so both paths smooth the same way."""
-    rng = np.random.default_rng(2)
-    path = write_wav(tmp_path / "clip.wav", rng.uniform(-0.5, 0.5, 22050), 22050)
-    base = get_preset("speech_commands")
-    cfg = base.model_copy(update={"smooth_frames": 3})
-    index = ClipIndex("speech_commands", "test", [Clip(str(path), (0,))], {"sc": ["a"]})
-    training_views, _, _ = ClipDataset(index, cfg, "eval")[0]
-    decoded = decode_audio(path.read_bytes(), max_seconds=600)
-    samples = resample(decoded.samples, decoded.sample_rate, cfg.sample_rate)
-    serving_views = features(samples, window_starts(len(samples), cfg), cfg)
-    np.testing.assert_array_equal(training_views, serving_views)
-    unsmoothed = features(samples, window_starts(len(samples), base), base)
-    assert np.abs(serving_views - unsmoothed).max() > 0.1
-
-
-def test_each_window_of_a_long_clip_is_smoothed_on_its_own_samples(tmp_path: Path) -> None:
+def test_each_window_of_a_long_clip_is_computed_on_its_own_samples(tmp_path: Path) -> None:
     """A window of a long clip (``hop``, streams) sees exactly what training saw for a clip of
-    that window's samples alone, edges included: smoothing never reaches across windows."""
+    that window's samples alone, edges included."""
     rng = np.random.default_rng(3)
-    cfg = get_preset("speech_commands").model_copy(update={"smooth_frames": 5})
+    cfg = get_preset("speech_commands")
     samples = rng.uniform(-0.5, 0.5, int(3.3 * cfg.sample_rate)).astype(np.float32)
     starts = window_starts(len(samples), cfg, hop_seconds=0.25)
     views = features(samples, starts, cfg)

@@ -11,7 +11,6 @@ import pytest
 from tests.fresh_imports import heavy_imports
 from training.synth_speech import (
     espeak_available,
-    list_mbrola_voices,
     list_variants,
     split_variants,
     synthesize_dataset,
@@ -24,7 +23,6 @@ sf = pytest.importorskip("soundfile")
 
 WORDS = ["yes", "no", "backward"]
 VARIANTS = ["plain", "f3", "m1", "Storm", "whisper", "croak"]
-GENERATED = ["gen-000", "gen-001"]
 
 
 def _make(root: Path, workers: int = 2) -> None:
@@ -34,7 +32,6 @@ def _make(root: Path, workers: int = 2) -> None:
         per_voice=2,
         words=WORDS,
         variants=VARIANTS,
-        generated_voices=len(GENERATED),
         workers=workers,
     )
 
@@ -63,7 +60,7 @@ def _lines(path: Path) -> list[str]:
 @needs_espeak
 def test_layout_is_speech_commands_v2(dataset: Path) -> None:
     wavs = _wavs(dataset)
-    assert len(wavs) == len(WORDS) * (len(VARIANTS) + len(GENERATED)) * 2
+    assert len(wavs) == len(WORDS) * len(VARIANTS) * 2
     assert sorted(p.name for p in dataset.iterdir() if p.is_dir()) == sorted(WORDS)
     for rel in wavs:
         word, name = rel.split("/")
@@ -103,10 +100,7 @@ def test_splits_are_disjoint_by_voice(dataset: Path) -> None:
     assert {voice_hash(v) for v in voices["test"]} == test
     assert {voice_hash(v) for v in voices["train"]} == train
     everyone = voices["train"] + voices["validation"] + voices["test"]
-    assert sorted(everyone) == sorted(VARIANTS + GENERATED)
-    # Generated voices only ever train: the held-out scores stay on espeak-ng's own variants.
-    assert set(GENERATED) <= set(voices["train"])
-    assert recipe["generated_voices"] == len(GENERATED)
+    assert sorted(everyone) == sorted(VARIANTS)
     assert recipe["seed"] == 7 and recipe["espeak_ng"].startswith("eSpeak NG")
 
 
@@ -131,30 +125,3 @@ def test_split_depends_on_seed_only() -> None:
     held_out = set(split["validation"]) | set(split["test"])
     assert not held_out & set(split["train"])
     assert len(split["test"]) >= 0.08 * len(variants)
-
-
-@pytest.mark.system
-@needs_espeak
-@pytest.mark.skipif(
-    "mb-us1" not in list_mbrola_voices(), reason="MBROLA us1 (mbrola, mbrola-us1) is not installed"
-)
-def test_mbrola_voices_only_train(tmp_path: Path) -> None:
-    mbrola = ["mb-us1"]
-    recipe = synthesize_dataset(
-        tmp_path, seed=7, per_voice=1, words=WORDS, variants=VARIANTS, mbrola_voices=mbrola
-    )
-    assert recipe.mbrola_voices == tuple(mbrola)
-    assert set(mbrola) <= set(recipe.voices["train"])
-    held_out = recipe.voices["validation"] + recipe.voices["test"]
-    assert not set(mbrola) & set(held_out)
-    # The same held-out voices as without MBROLA: their scores stay comparable.
-    assert split_variants(VARIANTS, seed=7) == {
-        split: [v for v in voices if v not in mbrola] for split, voices in recipe.voices.items()
-    }
-    for word in WORDS:
-        samples, _ = sf.read(tmp_path / word / f"{voice_hash('mb-us1')}_nohash_0.wav")
-        assert np.abs(samples).max() > 0.02, word  # speech, not an empty rendition
-    with pytest.raises(ValueError, match="not available: mb-xx9"):
-        synthesize_dataset(
-            tmp_path / "bad", words=WORDS, variants=VARIANTS, mbrola_voices=["mb-xx9"]
-        )
