@@ -64,6 +64,11 @@ class AudioConfig(BaseModel):
         """Upper edge of the mel filterbank."""
         return self.sample_rate / 2 if self.fmax is None else self.fmax
 
+    def resolved(self) -> dict[str, Any]:
+        """Every field with defaults resolved (``fmax`` in Hz): what a client computing the same
+        log-mels needs, as ``GET /models`` and ``/v2`` model metadata publish it."""
+        return {**self.model_dump(), "fmax": self.mel_fmax}
+
 
 PRESETS: dict[str, AudioConfig] = {
     cfg.name: cfg

@@ -53,7 +53,7 @@ async def list_models(
                 activation=head.activation,
                 architecture=manifest.architecture,
                 reparameterized=manifest.reparameterized,
-                frontend=manifest.frontend.model_dump(),
+                frontend=manifest.frontend.resolved(),
                 sha256=manifest.sha256,
                 num_params=manifest.num_params,
                 gflops=manifest.gflops,

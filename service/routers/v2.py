@@ -89,7 +89,7 @@ def _metadata(model: LoadedModel) -> dict[str, Any]:
                 "shape": [-1, 1, cfg.num_frames, cfg.n_mels],
                 # What a client needs to compute these itself: the whole front-end, as in the
                 # manifest, with the upper mel edge resolved (parameters hold no nulls).
-                "parameters": {**cfg.model_dump(exclude={"fmax"}), "fmax": cfg.mel_fmax},
+                "parameters": cfg.resolved(),
             },
         ],
         "outputs": [

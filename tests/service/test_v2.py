@@ -88,6 +88,9 @@ def test_health_and_metadata(triton, http: httpx.Client) -> None:
     frontend = logmel["parameters"]  # enough to compute the log-mels client-side
     assert AudioConfig.model_validate(frontend) == CFG.model_copy(update={"fmax": CFG.mel_fmax})
     assert frontend["fmax"] == CFG.sample_rate / 2
+    # GET /models publishes the same resolved front-end, field for field.
+    listed = http.get("/models").json()["heads"]
+    assert [h["frontend"] for h in listed if h["model"] == NAME] == [frontend]
     assert meta["outputs"] == [{"name": HEAD, "datatype": "FP32", "shape": [-1, 35]}]
     assert triton.get_model_metadata(NAME, model_version="1")["name"] == NAME
     missing = http.get("/v2/models/no-such-model")
