@@ -87,6 +87,9 @@ def run(settings: Settings, wrap: Callable[[Any], Any] | None = None) -> None:
         access_log=settings.access_log,
         proxy_headers=False,
         server_header=False,
+        # WebSocket messages of every kind: refused (1009) by the protocol before it buffers
+        # more, rather than after uvicorn's own 16 MiB.
+        ws_max_size=settings.stream_max_message_bytes,
         http=limited_protocol(
             max_header_bytes=settings.max_header_bytes,
             max_headers=settings.max_headers,

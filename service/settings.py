@@ -144,7 +144,30 @@ class Settings(BaseSettings):
         default=2.0, ge=0, description="audio a stream may send ahead of its speed limit"
     )
     stream_max_message_bytes: int = Field(
-        default=1_048_576, gt=0, description="largest single WebSocket message of a stream"
+        default=1_048_576,
+        gt=0,
+        description="largest single WebSocket message of a stream, text or binary "
+        "(arinext serve: also the WebSocket protocol's limit)",
+    )
+    stream_min_speed: float = Field(
+        default=0.5,
+        ge=0,
+        description="audio seconds a stream must send per wall-clock second after its grace "
+        "period (0: no minimum)",
+    )
+    stream_grace_seconds: float = Field(
+        default=5.0, ge=0, description="time a stream has before its minimum speed applies"
+    )
+    stream_max_lag_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="a window whose event would be sent later than this after its audio "
+        "arrived is dropped instead (counted, and reported in a dropped event)",
+    )
+    stream_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="browser origins (scheme://host:port) that may open streams besides the "
+        "server's own; '*' for any (comma-separated)",
     )
     demo: bool | None = Field(
         default=None,
@@ -157,7 +180,7 @@ class Settings(BaseSettings):
         "a proxy in front logs requests and /metrics counts them (README)",
     )
 
-    @field_validator("models", "providers", mode="before")
+    @field_validator("models", "providers", "stream_allowed_origins", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
