@@ -49,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from service.settings import Settings
 
     overrides = {
@@ -58,7 +60,12 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if args.no_demo:
         overrides["demo"] = False
-    run(Settings(**overrides))
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # one line per problem, not a traceback
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"arinext serve: invalid settings: {problems.strip(': ')}") from None
+    run(settings)
     return 0
 
 
