@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from service.settings import Settings
 
     overrides = {
@@ -57,7 +59,12 @@ def _serve(args: argparse.Namespace) -> int:
     }
     if args.no_demo:
         overrides["demo"] = False
-    run(Settings(**overrides))
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # one line per problem, not a traceback
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"arinext serve: invalid settings: {problems.strip(': ')}") from None
+    run(settings)
     return 0
 
 
@@ -81,6 +88,9 @@ def run(settings: Settings) -> None:
         access_log=settings.access_log,
         proxy_headers=False,
         server_header=False,
+        # WebSocket messages of every kind: refused (1009) by the protocol before it buffers
+        # more, rather than after uvicorn's own 16 MiB.
+        ws_max_size=settings.stream_max_message_bytes,
         http=limited_protocol(
             max_header_bytes=settings.max_header_bytes,
             max_headers=settings.max_headers,

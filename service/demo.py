@@ -5,7 +5,8 @@ metrics as ``POST /classify``) and draws the log-mel and, for long clips, each t
 over time (``service.demo_plots``). The live tab is plain HTML and JavaScript
 (``service/static/live.*``) that records the microphone with MediaRecorder and streams it to
 ``WS /stream``, so it exercises exactly what API clients use. Uploads are capped by
-``max_upload_bytes``; nothing is shared publicly and no extra file paths are exposed.
+``max_upload_bytes``; nothing is shared publicly and no extra file paths are exposed, and the
+API reads only files uploaded to it or its examples (``service.demo_paths``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from service.decoding import resample
+from service.demo_paths import DemoPathGuard, ExampleFiles
 from service.demo_plots import display_label, spectrogram_figure, timeline_figure
 from service.demo_uploads import (
     DemoUploadGuard,
@@ -173,11 +175,22 @@ def mount_demo(app: FastAPI, service: ModelService, settings: Settings) -> None:
     for route in app.routes:
         if isinstance(route, Mount) and route.path == DEMO_PATH:
             route.app.uploaded_file_dir = str(uploads)  # type: ignore[attr-defined]
+    upload_route = f"{DEMO_PATH}/gradio_api/upload"
     app.add_middleware(
         DemoUploadGuard,
-        route=f"{DEMO_PATH}/gradio_api/upload",
+        route=upload_route,
         directory=uploads,
         max_bytes_on_disk=max(settings.demo_temp_bytes, settings.max_upload_bytes),
+    )
+    # Gradio trusts the file paths of mounted apps' requests; this checks them first.
+    gradio_cache = getattr(demo, "GRADIO_CACHE", None)
+    app.add_middleware(
+        DemoPathGuard,
+        prefix=DEMO_PATH,
+        skip=upload_route,
+        upload_dir=uploads,
+        examples=ExampleFiles(EXAMPLES_DIR.glob("*.wav")),
+        cache_dirs=[Path(gradio_cache)] if isinstance(gradio_cache, str) else [],
     )
 
 

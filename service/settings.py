@@ -8,11 +8,13 @@ passing a ``Settings`` to ``create_app``.
 
 from __future__ import annotations
 
+import difflib
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Request
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["EMBEDDED_MODEL_DIR", "MAX_TOP_K", "Settings", "get_settings"]
@@ -25,6 +27,18 @@ EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 # Upper bound of the ``top_k`` query parameter: enough for any UI, small enough to keep answers
 # for long clips with a timeline (one top-k per window) reasonably sized.
 MAX_TOP_K = 50
+
+# ARINEXT_* variables that are not settings: read by the tools that set them.
+OTHER_VARIABLES = frozenset({"ARINEXT_TORCH_FIND_LINKS", "ARINEXT_BENCH_CLIP"})
+# Threads per CPU this process may run on beyond which a thread count is a mistake, not a choice.
+_THREADS_PER_CPU = 4
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class Settings(BaseSettings):
@@ -199,7 +213,28 @@ class Settings(BaseSettings):
     stream_max_message_bytes: int = Field(
         default=1_048_576,
         gt=0,
-        description="largest single message of a stream (1009 `message_too_big`)",
+        description="largest single WebSocket message of a stream, text or binary (1009 "
+        "`message_too_big`; `arinext serve`: also the WebSocket protocol's limit)",
+    )
+    stream_min_speed: float = Field(
+        default=0.5,
+        ge=0,
+        description="audio seconds a stream must send per wall-clock second after its grace "
+        "period (0: no minimum)",
+    )
+    stream_grace_seconds: float = Field(
+        default=5.0, ge=0, description="time a stream has before its minimum speed applies"
+    )
+    stream_max_lag_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="a window whose event would be sent later than this after its audio "
+        "arrived is dropped instead (counted, and reported in a dropped event)",
+    )
+    stream_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="browser origins (scheme://host:port) that may open streams besides the "
+        "server's own; '*' for any (comma-separated)",
     )
     demo: bool | None = Field(
         default=None,
@@ -219,7 +254,7 @@ class Settings(BaseSettings):
         ),
     )
 
-    @field_validator("models", "providers", mode="before")
+    @field_validator("models", "providers", "stream_allowed_origins", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
@@ -230,6 +265,33 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_case_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, data: Any) -> Any:
+        """A misspelt ``ARINEXT_*`` variable is an error, not a limit silently at its default."""
+        known = {f"ARINEXT_{name.upper()}" for name in cls.model_fields} | OTHER_VARIABLES
+        unknown = sorted(
+            n for n in os.environ if n.upper().startswith("ARINEXT_") and n.upper() not in known
+        )
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name.upper(), known, n=1)
+                hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+            raise ValueError(f"unknown setting in the environment: {', '.join(hints)}")
+        return data
+
+    @field_validator("intra_op_threads", "worker_threads")
+    @classmethod
+    def _sane_thread_count(cls, value: int, info: ValidationInfo) -> int:
+        most = _THREADS_PER_CPU * _cpus()
+        if value > most:
+            raise ValueError(
+                f"{value} threads for the {_cpus()} CPUs this process may run on; at most "
+                f"{most} (0: one per core)"
+            )
+        return value
 
     def model_dirs(self) -> list[Path]:
         """The configured artifacts, or the embedded default when none are configured."""

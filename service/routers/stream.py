@@ -5,6 +5,10 @@ audio format; then binary audio messages; then ``{"type": "end"}``. The server a
 then ``window`` and ``detection`` events, and ``end`` with the stream's figures before closing
 with 1000. A refusal sends an ``error`` event (the HTTP errors' ``{"code", "message"}``) and
 closes with a WebSocket close code and ``code: message`` as the reason.
+
+A browser sends ``Origin`` with the handshake: a stream opened from a page of another origin than
+the server's own (or than ``stream_allowed_origins``) is refused before it is accepted (HTTP
+403), so no web page can hold the server's stream slots from its visitors' browsers.
 """
 
 from __future__ import annotations
@@ -13,13 +17,21 @@ import asyncio
 import contextlib
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from service.errors import ApiError
 from service.inference import ModelService
-from service.streams.protocol import CLOSE_NORMAL, CLOSE_POLICY, StartMessage, StreamError
+from service.settings import Settings
+from service.streams.protocol import (
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    StartMessage,
+    StreamError,
+)
 from service.streams.session import StreamHub, StreamSession
 
 __all__ = ["router"]
@@ -45,12 +57,32 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def _read_start(websocket: WebSocket, idle: float) -> StartMessage:
+def origin_allowed(websocket: WebSocket, settings: Settings) -> bool:
+    """No ``Origin`` (not a browser), the server's own, or one the settings allow."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    allowed = settings.stream_allowed_origins
+    if "*" in allowed or origin.rstrip("/") in (o.rstrip("/") for o in allowed):
+        return True
+    host = websocket.headers.get("host", "")
+    return urlsplit(origin).netloc.lower() == host.lower() != ""
+
+
+async def _read_start(websocket: WebSocket, settings: Settings) -> StartMessage:
+    idle = settings.stream_idle_timeout_seconds
     try:
         message = await asyncio.wait_for(_receive(websocket), idle)
     except TimeoutError:
         raise StreamError(CLOSE_POLICY, "idle_timeout", f"no start message in {idle:g} s") from None
     text = message.get("text")
+    size = len(text.encode()) if text is not None else len(message.get("bytes") or b"")
+    if size > settings.stream_max_message_bytes:
+        raise StreamError(
+            CLOSE_TOO_BIG,
+            "message_too_big",
+            f"a message of {size} bytes; the limit is {settings.stream_max_message_bytes}",
+        )
     if text is None:
         raise StreamError(
             CLOSE_POLICY,
@@ -76,6 +108,11 @@ async def stream(websocket: WebSocket) -> None:
     """One live stream; see the module docstring and docs/api.md for the protocol."""
     service: ModelService = websocket.app.state.models
     hub: StreamHub = websocket.app.state.streams
+    if not origin_allowed(websocket, hub.settings):
+        logger.info("stream refused: Origin %r", websocket.headers.get("origin"))
+        hub.metrics.closed.labels(reason="origin_not_allowed").inc()
+        await websocket.close(CLOSE_POLICY)  # before accepting: the handshake gets a 403
+        return
     await websocket.accept()
     outcome = "completed"
     try:
@@ -84,7 +121,7 @@ async def stream(websocket: WebSocket) -> None:
                 service.ensure_serving()
             except ApiError as exc:
                 raise StreamError.from_api_error(exc) from exc
-            start = await _read_start(websocket, hub.settings.stream_idle_timeout_seconds)
+            start = await _read_start(websocket, hub.settings)
             session = StreamSession(
                 start=start,
                 service=service,

@@ -15,6 +15,10 @@ turns a head into BYTES ``"score:index:label"`` strings, best first; Triton's bi
 extension (``Inference-Header-Content-Length``) carries tensors as raw bytes both ways, which is
 what ``tritonclient`` sends. BYTES elements in plain JSON are base64 strings.
 
+The JSON part of a request is validated against :mod:`service.v2_schema` (400 naming the field),
+and the batch dimension is bounded before any work (413, like Triton's ``max_batch_size``): a
+clip of ``audio`` or ``waveform`` needs at least one window of the queue, so a batch over
+``queue_size`` could never be admitted; ``logmel`` rows are windows, bounded by ``max_windows``.
 Every input goes through the model service's admission and batching, so limits, 503s and
 metrics are those of ``/classify``; refusals are :class:`ApiError` exceptions, which the app's
 one handler renders in the protocol's ``{"error": "message"}`` shape under ``/v2``.
@@ -27,6 +31,7 @@ import base64
 import binascii
 import io
 import json
+import math
 import struct
 from collections.abc import Sequence
 from typing import Annotated, Any
@@ -35,6 +40,7 @@ import numpy as np
 import soundfile as sf
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from model.manifest import HeadSpec
 from model.scores import probabilities
@@ -42,6 +48,7 @@ from service.errors import ApiError
 from service.inference import LoadedModel, ModelService, get_model_service
 from service.predict import classify
 from service.settings import Settings, get_settings
+from service.v2_schema import InferenceRequest, RequestInput, RequestOutput, openapi_body
 
 __all__ = ["router"]
 
@@ -53,6 +60,8 @@ BINARY_SIZE = "binary_data_size"
 _PLATFORM = "onnxruntime_onnx"
 _EXTENSIONS = ["classification", "binary_tensor_data"]
 _INPUTS = ("audio", "waveform", "logmel")
+# Each input's datatype and rank.
+_LAYOUT = {"audio": ("BYTES", 1), "waveform": ("FP32", 2), "logmel": ("FP32", 4)}
 
 
 def _bad(message: str) -> ApiError:
@@ -103,8 +112,20 @@ def _metadata(model: LoadedModel) -> dict[str, Any]:
 # --- request parsing ----------------------------------------------------------------------------
 
 
-def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], memoryview]:
-    """The JSON header and the binary tensor data after it (empty without the extension)."""
+def _describe(exc: ValidationError) -> str:
+    """A validation error in one line, each problem prefixed with where it is."""
+    parts = []
+    for item in exc.errors(include_url=False)[:5]:
+        if item["type"] == "json_invalid":
+            return f"the request is not JSON: {item['msg']}"
+        where = ".".join(str(p) for p in item["loc"])
+        parts.append(f"{where}: {item['msg']}" if where else item["msg"])
+    return "; ".join(parts)
+
+
+def _split_body(request: Request, body: bytes) -> tuple[InferenceRequest, memoryview]:
+    """The JSON header, validated, and the binary tensor data after it (empty without the
+    extension)."""
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding != "identity":
         raise ApiError(415, "unsupported_media_type", f"Content-Encoding {encoding} not accepted")
@@ -116,25 +137,21 @@ def _split_body(request: Request, body: bytes) -> tuple[dict[str, Any], memoryvi
             raise _bad(f"{HEADER_LENGTH} {length!r} does not fit a body of {len(body)} bytes")
         header, binary = body[: int(length)], body[int(length) :]
     try:
-        parsed = json.loads(header)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _bad(f"the request is not JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise _bad("the request must be a JSON object")
+        parsed = InferenceRequest.model_validate_json(header)
+    except ValidationError as exc:
+        raise _bad(_describe(exc)) from None
     return parsed, memoryview(binary)
-
-
-def _shape(spec: dict[str, Any]) -> list[int]:
-    shape = spec.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise _bad(f"input {spec.get('name')!r}: shape must be a list of non-negative integers")
-    return shape
 
 
 def _bytes_elements(raw: memoryview, count: int) -> list[bytes]:
     """BYTES tensor data: each element is a 4-byte little-endian length and that many bytes."""
-    out, pos = [], 0
+    if 4 * count > len(raw):
+        raise _bad(f"BYTES data of {len(raw)} bytes cannot hold {count} elements")
+    out: list[bytes] = []
+    pos = 0
     while pos < len(raw):
+        if len(out) == count:
+            raise _bad(f"BYTES data holds more elements than the shape's {count}")
         if pos + 4 > len(raw):
             raise _bad("BYTES data ends inside an element's length")
         (size,) = struct.unpack_from("<I", raw, pos)
@@ -147,13 +164,13 @@ def _bytes_elements(raw: memoryview, count: int) -> list[bytes]:
     return out
 
 
-def _tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[Any, int]:
+def _tensor(spec: RequestInput, binary: memoryview, offset: int) -> tuple[Any, int]:
     """An input's value (list of bytes for BYTES, float32 array for FP32) and the next offset."""
-    name, datatype, shape = spec.get("name"), spec.get("datatype"), _shape(spec)
-    count = int(np.prod(shape)) if shape else 1
-    size = (spec.get("parameters") or {}).get(BINARY_SIZE)
+    name, datatype, shape = spec.name, spec.datatype, spec.shape
+    count = math.prod(shape)
+    size = spec.parameters.binary_data_size if spec.parameters else None
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        if offset + size > len(binary):
             raise _bad(f"input {name!r}: {BINARY_SIZE} {size!r} exceeds the binary data")
         raw = binary[offset : offset + size]
         offset += size
@@ -162,10 +179,13 @@ def _tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[Any,
         if size != count * 4:
             raise _bad(f"input {name!r}: {size} bytes of FP32 data for shape {shape}")
         return np.frombuffer(raw, dtype="<f4").reshape(shape), offset
-    if "data" not in spec:
+    if spec.data is None:
         raise _bad(f"input {name!r} has neither data nor {BINARY_SIZE}")
     if datatype == "BYTES":
-        items = np.asarray(spec["data"], dtype=object).reshape(-1).tolist()
+        try:
+            items = np.asarray(spec.data, dtype=object).reshape(-1).tolist()
+        except ValueError:  # ragged nesting
+            items = []
         if len(items) != count or not all(isinstance(i, str) for i in items):
             raise _bad(f"input {name!r}: expected {count} base64 strings")
         try:
@@ -173,24 +193,41 @@ def _tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[Any,
         except binascii.Error as exc:
             raise _bad(f"input {name!r}: BYTES in JSON must be base64 ({exc})") from None
     try:
-        array = np.asarray(spec["data"], dtype=np.float32)
-    except (TypeError, ValueError) as exc:
+        array = np.asarray(spec.data, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise _bad(f"input {name!r}: FP32 data must be numbers ({exc})") from None
     if array.size != count:
         raise _bad(f"input {name!r}: {array.size} values for shape {shape}")
     return array.reshape(shape), offset
 
 
-def _the_input(request_json: dict[str, Any], binary: memoryview) -> tuple[dict[str, Any], Any]:
-    inputs = request_json.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+def _max_batch(name: str, settings: Settings) -> int:
+    """The largest batch an input may have: see the module docstring."""
+    return settings.max_windows if name == "logmel" else settings.queue_size
+
+
+def _the_input(
+    request: InferenceRequest, binary: memoryview, settings: Settings
+) -> tuple[RequestInput, Any]:
+    if len(request.inputs) != 1:
         raise _bad(f"send exactly one input, one of {', '.join(_INPUTS)}")
-    spec = inputs[0]
-    expected = {"audio": "BYTES", "waveform": "FP32", "logmel": "FP32"}.get(str(spec.get("name")))
-    if expected is None:
-        raise _bad(f"unknown input {spec.get('name')!r}; inputs: {', '.join(_INPUTS)}")
-    if spec.get("datatype") != expected:
-        raise _bad(f"input {spec['name']!r} must be {expected}, got {spec.get('datatype')!r}")
+    spec = request.inputs[0]
+    layout = _LAYOUT.get(spec.name)
+    if layout is None:
+        raise _bad(f"unknown input {spec.name!r}; inputs: {', '.join(_INPUTS)}")
+    expected, rank = layout
+    if spec.datatype != expected:
+        raise _bad(f"input {spec.name!r} must be {expected}, got {spec.datatype!r}")
+    if len(spec.shape) != rank or spec.shape[0] == 0:
+        raise _bad(f"input {spec.name!r} must have {rank} dimensions and a batch > 0")
+    most = _max_batch(spec.name, settings)
+    if spec.shape[0] > most:
+        raise ApiError(
+            413,
+            "batch_too_large",
+            f"input {spec.name!r} has a batch of {spec.shape[0]}; this server takes at most {most}",
+            reason="too_large",
+        )
     value, used = _tensor(spec, binary, 0)
     if used != len(binary):
         raise _bad(f"{len(binary) - used} bytes of binary data belong to no input")
@@ -207,15 +244,10 @@ def _as_wav(samples: np.ndarray, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def _sample_rate(spec: dict[str, Any], request_json: dict[str, Any]) -> int:
-    for parameters in (spec.get("parameters"), request_json.get("parameters")):
-        rate = (parameters or {}).get("sample_rate")
-        if rate is not None:
-            if isinstance(rate, bool) or not isinstance(rate, int | float) or rate != int(rate):
-                raise _bad(f"sample_rate must be an integer number of Hz, got {rate!r}")
-            if rate <= 0:
-                raise _bad(f"sample_rate must be positive, got {rate!r}")
-            return int(rate)
+def _sample_rate(spec: RequestInput, request: InferenceRequest) -> int:
+    for parameters in (spec.parameters, request.parameters):
+        if parameters is not None and parameters.sample_rate is not None:
+            return parameters.sample_rate
     raise _bad("a waveform input needs the sample_rate parameter (Hz)")
 
 
@@ -315,35 +347,29 @@ def _serialise(array: np.ndarray, datatype: str) -> bytes:
     return np.ascontiguousarray(array, dtype="<f4").tobytes()
 
 
-def _requested(request_json: dict[str, Any], model: LoadedModel) -> list[dict[str, Any]]:
-    outputs = request_json.get("outputs")
-    if outputs is None:
-        return [{"name": head.name} for head in model.manifest.heads]
+def _requested(request: InferenceRequest, model: LoadedModel) -> list[RequestOutput]:
+    if request.outputs is None:
+        return [RequestOutput(name=head.name) for head in model.manifest.heads]
     heads = {head.name for head in model.manifest.heads}
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-        raise _bad("outputs must be a list of objects")
-    for output in outputs:
-        if output.get("name") not in heads:
-            raise _bad(f"unknown output {output.get('name')!r}; outputs: {', '.join(heads)}")
-        k = (output.get("parameters") or {}).get("classification")
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
-            raise _bad(f"classification must be a positive integer, got {k!r}")
-    return outputs
+    for output in request.outputs:
+        if output.name not in heads:
+            raise _bad(f"unknown output {output.name!r}; outputs: {', '.join(heads)}")
+    return request.outputs
 
 
 def _response(
-    request_json: dict[str, Any],
+    request: InferenceRequest,
     model: LoadedModel,
     probs: dict[str, np.ndarray],
-    outputs: list[dict[str, Any]],
+    outputs: list[RequestOutput],
 ) -> Response:
-    binary_all = bool((request_json.get("parameters") or {}).get("binary_data_output", False))
+    binary_all = request.parameters.binary_data_output if request.parameters else False
     heads = {head.name: head for head in model.manifest.heads}
     described, blobs = [], []
     for output in outputs:
-        parameters = output.get("parameters") or {}
-        head = heads[output["name"]]
-        k = parameters.get("classification")
+        head = heads[output.name]
+        k = output.parameters.classification if output.parameters else None
+        own = output.parameters.binary_data if output.parameters else None
         if k:
             array, datatype = _classification(probs[head.name], head, k), "BYTES"
         else:
@@ -353,7 +379,7 @@ def _response(
             "datatype": datatype,
             "shape": list(array.shape),
         }
-        if parameters.get("binary_data", binary_all):
+        if binary_all if own is None else own:
             blob = _serialise(array, datatype)
             entry["parameters"] = {BINARY_SIZE: len(blob)}
             blobs.append(blob)
@@ -361,8 +387,8 @@ def _response(
             entry["data"] = array.reshape(-1).tolist()
         described.append(entry)
     body: dict[str, Any] = {"model_name": model.name, "model_version": VERSION}
-    if "id" in request_json:
-        body["id"] = request_json["id"]
+    if request.id is not None:
+        body["id"] = request.id
     body["outputs"] = described
     header = json.dumps(body).encode()
     if not blobs:
@@ -421,7 +447,7 @@ async def model_ready(
     return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
 
-@router.post("/models/{name}/infer", summary="Inference")
+@router.post("/models/{name}/infer", summary="Inference", openapi_extra=openapi_body())
 @router.post("/models/{name}/versions/{version}/infer", include_in_schema=False)
 async def infer(
     request: Request,
@@ -437,21 +463,17 @@ async def infer(
     """
     service.ensure_serving()
     model = _model(service, name, version)
-    request_json, binary = _split_body(request, await request.body())
-    spec, value = _the_input(request_json, binary)
-    outputs = _requested(request_json, model)
-    hop = (request_json.get("parameters") or {}).get("hop")
-    if hop is not None and (not isinstance(hop, int | float) or not 0 < hop <= 3600):
-        raise _bad(f"hop must be seconds in (0, 3600], got {hop!r}")
-    if spec["name"] == "logmel":
+    parsed, binary = _split_body(request, await request.body())
+    spec, value = _the_input(parsed, binary, settings)
+    outputs = _requested(parsed, model)
+    hop = parsed.parameters.hop if parsed.parameters else None
+    if spec.name == "logmel":
         probs = await _window_probabilities(service, model, value)
     else:
-        if spec["name"] == "waveform":
+        if spec.name == "waveform":
             if value.ndim != 2 or 0 in value.shape:
                 raise _bad(f"waveform must be [batch>0, samples>0], got {list(value.shape)}")
-            rate = _sample_rate(spec, request_json)
+            rate = _sample_rate(spec, parsed)
             value = [_as_wav(row, rate) for row in value]
-        elif not value:
-            raise _bad("audio must hold at least one file")
         probs = await _clip_probabilities(service, settings, model, value, hop)
-    return _response(request_json, model, probs, outputs)
+    return _response(parsed, model, probs, outputs)

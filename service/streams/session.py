@@ -5,13 +5,19 @@ A stream is the same pipeline as ``POST /classify`` run as the audio arrives: de
 ``service.prepare.features`` (``model.frontend``) and queued on the model's batcher like any other
 request's windows, with the same admission, so streams and uploads share batches and limits.
 Each window's top-k per head is sent as it is scored, then any detection it makes.
+
+A stream's lag is bounded in time, not only in messages: a window whose event would go out more
+than ``stream_max_lag_seconds`` after its audio arrived, or that the batcher refuses, is dropped
+(counted, and reported to the client in a ``dropped`` event) and the stream goes on, so a client
+gets current answers or none rather than answers seconds after the fact. Only audio keeps a
+stream alive: the idle timer counts from the last audio, and after a grace period a stream must
+send at least ``stream_min_speed`` x real time, so silent streams cannot hold the slots.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -20,6 +26,7 @@ from typing import Any, cast
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from model.audio_config import AudioConfig
 from model.manifest import HeadSpec
@@ -71,6 +78,13 @@ class StreamMetrics:
         )
         self.detections = Counter(
             "arinext_stream_detections_total", "Keyword detections, by head", ["head"], registry=r
+        )
+        self.dropped = Counter(
+            "arinext_stream_windows_dropped_total",
+            "Stream windows not scored or not sent: late (past the lag bound) or overloaded "
+            "(refused by the batcher)",
+            ["reason"],
+            registry=r,
         )
         self.lag = Histogram(
             "arinext_stream_event_lag_seconds",
@@ -129,6 +143,7 @@ class StreamStats:
 
     audio_seconds: float = 0.0
     windows: int = 0
+    dropped: int = 0
     detections: int = 0
     lag_sum: float = 0.0
     lag_max: float = 0.0
@@ -144,6 +159,7 @@ class StreamStats:
         return {
             "audio_seconds": round(self.audio_seconds, 3),
             "windows": self.windows,
+            "dropped": self.dropped,
             "detections": self.detections,
             "lag_ms": {
                 "mean": round(1000 * self.lag_sum / max(self.windows, 1), 2),
@@ -154,13 +170,42 @@ class StreamStats:
 
 
 class _Limits:
-    """Speed limits of one stream, measured from its start: wire bytes and audio seconds."""
+    """Speed limits of one stream, measured from its start: wire bytes and audio seconds, at
+    most ``stream_max_speed`` and, after the grace period, at least ``stream_min_speed`` x real
+    time; and no more than the idle timeout without audio."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started = time.monotonic()
+        self.last_audio = self.started
         self.wire_bytes = 0
         self.audio_seconds = 0.0
+
+    def deadline(self) -> float:
+        """When (``time.monotonic``) the stream is closed unless more audio comes."""
+        s = self.settings
+        due = self.last_audio + s.stream_idle_timeout_seconds
+        if s.stream_min_speed > 0:
+            slow = self.started + s.stream_grace_seconds + self.audio_seconds / s.stream_min_speed
+            due = min(due, slow)
+        return due
+
+    def check_alive(self) -> None:
+        """Raise the stream's close if it has been idle or too slow (see :meth:`deadline`)."""
+        s = self.settings
+        now = time.monotonic()
+        idle = s.stream_idle_timeout_seconds
+        if now - self.last_audio >= idle:
+            raise StreamError(CLOSE_POLICY, "idle_timeout", f"no audio for {idle:g} s")
+        elapsed = now - self.started
+        owed = s.stream_min_speed * (elapsed - s.stream_grace_seconds)  # < 0 in the grace
+        if s.stream_min_speed > 0 and self.audio_seconds < owed:
+            raise StreamError(
+                CLOSE_POLICY,
+                "too_slow",
+                f"{self.audio_seconds:.1f} s of audio in {elapsed:.1f} s; streams must "
+                f"send at least {s.stream_min_speed:g}x real time",
+            )
 
     def add_bytes(self, count: int) -> None:
         s = self.settings
@@ -182,6 +227,8 @@ class _Limits:
     def add_audio(self, seconds: float) -> None:
         s = self.settings
         self.audio_seconds += seconds
+        if seconds > 0:
+            self.last_audio = time.monotonic()
         if self.audio_seconds > s.stream_max_seconds:
             raise StreamError(
                 CLOSE_POLICY,
@@ -199,6 +246,43 @@ class _Limits:
 
 
 _END = object()
+
+
+class _EndMessage(BaseModel):
+    """``{"type": "end"}``, parsed without recursion (jiter), whatever the client nests."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+
+def _is_end(text: str) -> bool:
+    try:
+        return _EndMessage.model_validate_json(text).type == "end"
+    except ValidationError:
+        return False
+
+
+class _Drops:
+    """Windows dropped since the last ``dropped`` event: how many, and the span they cover."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.start = 0.0
+        self.end = 0.0
+        self.reported_at = time.monotonic()
+
+    def add(self, start: float, end: float) -> None:
+        if not self.count:
+            self.start = start
+        self.count += 1
+        self.end = end
+
+    def event(self) -> dict[str, Any]:
+        """The ``dropped`` event for what is pending, which it clears."""
+        event = {"type": "dropped", "windows": self.count, "start": self.start, "end": self.end}
+        self.count = 0
+        self.reported_at = time.monotonic()
+        return event
 
 
 class StreamSession:
@@ -232,6 +316,7 @@ class StreamSession:
             raise invalid_start(exc.message) from exc
         self.decoder = self._decoder()
         self.tracks: list[_ModelTrack] = []
+        self._drops = _Drops()
 
     def _decoder(self) -> Decoder:
         start = self.start
@@ -301,18 +386,19 @@ class StreamSession:
             self.decoder.close()
 
     async def _receive_loop(self) -> None:
-        idle = self.settings.stream_idle_timeout_seconds
         while True:
+            wait = max(0.0, self.limits.deadline() - time.monotonic())
             try:
-                async with asyncio.timeout(idle):  # a timer, not a task per message
+                async with asyncio.timeout(wait):  # a timer, not a task per message
                     message = await self._receive()
             except TimeoutError:
-                raise StreamError(
-                    CLOSE_POLICY, "idle_timeout", f"no message for {idle:g} s"
-                ) from None
+                self.limits.check_alive()  # WebM audio may have been decoded meanwhile
+                continue
             data = message.get("bytes")
             if data is None:
-                if _is_end(message.get("text")):
+                text = message.get("text") or ""
+                self.limits.add_bytes(len(text.encode()))
+                if _is_end(text):
                     await self._queue.put(_END)
                     return
                 raise StreamError(
@@ -321,7 +407,7 @@ class StreamSession:
                     'after "start", send audio as binary messages and {"type": "end"} to finish',
                 )
             if not data:
-                continue
+                continue  # no audio: not activity either
             self.limits.add_bytes(len(data))
             seconds = self.decoder.seconds(len(data))
             if seconds is not None:
@@ -334,6 +420,8 @@ class StreamSession:
             if item is _END:
                 block = await self.decoder.finish()
                 await self._windows(block, time.perf_counter(), last=True)
+                if self._drops.count:
+                    await self._send(self._drops.event())
                 return
             data, arrived = cast(tuple[bytes, float], item)
             block = await self.decoder.decode(data)
@@ -350,23 +438,38 @@ class StreamSession:
                 self.tracks = self._tracks(self.decoder.sample_rate)
         self.stats.audio_seconds = self.limits.audio_seconds
         self.hub.metrics.audio.inc(len(block) / self._input_rate())
+        max_lag = self.settings.stream_max_lag_seconds
         for track in self.tracks:
             for window in track.windower.push(block, last=last):
-                await self._score(track, window, arrived)
+                if time.perf_counter() - arrived > max_lag:
+                    await self._drop(track, window, "late")
+                else:
+                    await self._score(track, window, arrived)
+
+    async def _drop(self, track: _ModelTrack, window: Window, reason: str) -> None:
+        """Count a window that gets no event; tell the client at most once a second."""
+        rate = track.model.manifest.frontend.sample_rate
+        self._drops.add(round(window.start / rate, 6), round(window.end / rate, 6))
+        self.stats.dropped += 1
+        self.hub.metrics.dropped.labels(reason=reason).inc()
+        if time.monotonic() - self._drops.reported_at >= 1.0:
+            await self._send(self._drops.event())
 
     def _input_rate(self) -> int:
         rate = self.decoder.sample_rate
         assert rate is not None
         return rate
 
-    async def _score(self, track: _ModelTrack, window: Window, arrived: float) -> None:
-        model = track.model
-        cfg = model.manifest.frontend
-        batcher = self.service.batchers[model.name]
+    async def _result(self, track: _ModelTrack, window: Window) -> Any:
+        """The window's batch result, or None when the batcher refused it."""
+        cfg = track.model.manifest.frontend
+        batcher = self.service.batchers[track.model.name]
         try:  # admission first, as for /classify: a refused window costs no work
-            batcher.reserve()
+            admitted_at = batcher.reserve()
         except ApiError as exc:
-            raise StreamError.from_api_error(exc) from exc
+            if exc.code != "overloaded":
+                raise StreamError.from_api_error(exc) from exc
+            return None  # dropped; the next window may be admitted
         future: asyncio.Future | None = None
         try:
             began = time.perf_counter()
@@ -382,16 +485,35 @@ class StreamSession:
                 raise invalid_audio(exc.message) from exc
             self.service.metrics.stages["features"].observe(time.perf_counter() - began)
             batcher.observe_prepare(cpu, 1)  # the admission's estimate of a window's cost
-            future = await batcher.submit(views, reserved=True)
+            future = await batcher.submit(views, reserved=True, admitted_at=admitted_at)
         finally:
             if future is None:
                 batcher.cancel_reservation()
         try:
             result = await future
         except ApiError as exc:
-            raise StreamError.from_api_error(exc) from exc
+            if exc.code != "overloaded":
+                raise StreamError.from_api_error(exc) from exc
+            return None
         finally:
             future.cancel()
+        return result
+
+    async def _score(self, track: _ModelTrack, window: Window, arrived: float) -> None:
+        model = track.model
+        cfg = model.manifest.frontend
+        # The window's whole budget: a window still waiting for its features or its batch when
+        # its answer would be late is given up, so the stream's scorer never falls behind.
+        budget = self.settings.stream_max_lag_seconds - (time.perf_counter() - arrived)
+        try:
+            async with asyncio.timeout(budget):
+                result = await self._result(track, window)
+        except TimeoutError:
+            await self._drop(track, window, "late")
+            return
+        if result is None:
+            await self._drop(track, window, "overloaded")
+            return
         start = round(window.start / cfg.sample_rate, 6)
         end = round(window.end / cfg.sample_rate, 6)
         predictions = []
@@ -405,6 +527,8 @@ class StreamSession:
             found = track.debouncers[head.name].update(top[0].label, top[0].score, start, end)
             if found is not None:
                 detections.append(found)
+        if self._drops.count:
+            await self._send(self._drops.event())
         await self._send(
             {"type": "window", "model": model.name, "start": start, "end": end,
              "predictions": predictions}
@@ -427,13 +551,3 @@ def _timed_features(samples: np.ndarray, cfg: AudioConfig) -> tuple[np.ndarray, 
     began = time.thread_time()
     views = features(samples, [0], cfg)
     return views, time.thread_time() - began
-
-
-def _is_end(text: str | None) -> bool:
-    if text is None:
-        return False
-    try:
-        message = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(message, dict) and message.get("type") == "end"

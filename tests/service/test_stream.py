@@ -205,7 +205,9 @@ def test_streams_over_the_limit_are_refused_with_try_again_later(client: TestCli
     assert code == 1000
 
 
-def test_a_full_batcher_closes_the_stream_as_overloaded(client: TestClient) -> None:
+def test_windows_a_full_batcher_refuses_are_dropped_and_the_stream_goes_on(
+    client: TestClient,
+) -> None:
     batcher = client.app.state.models.batchers["tiny-speech-commands"]
     held = 0
     try:
@@ -214,11 +216,18 @@ def test_a_full_batcher_closes_the_stream_as_overloaded(client: TestClient) -> N
                 client.portal.call(batcher.reserve)
                 held += 1
         with client.websocket_connect("/stream") as ws:
-            ws.send_text(_start())
+            ws.send_text(_start(hop=0.5))
             assert ws.receive_json()["type"] == "ready"
-            ws.send_bytes(_pcm16(1.1).tobytes())
-            _, code, reason = _until_close(ws)
-        assert code == 1013 and reason.startswith("overloaded: ")
+            ws.send_bytes(_pcm16(2.0).tobytes())
+            ws.send_text(json.dumps({"type": "end"}))
+            events, code, _ = _until_close(ws)
+        assert code == 1000
+        (dropped,) = [e for e in events if e["type"] == "dropped"]
+        assert dropped["windows"] == 3 and dropped["start"] == 0.0 and dropped["end"] == 2.0
+        assert events[-1]["type"] == "end" and events[-1]["dropped"] == 3
+        assert not [e for e in events if e["type"] == "window"]
+        metrics = client.get("/metrics").text
+        assert 'arinext_stream_windows_dropped_total{reason="overloaded"}' in metrics
     finally:
         for _ in range(held):
             client.portal.call(batcher.cancel_reservation)
