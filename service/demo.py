@@ -19,6 +19,7 @@ from typing import Any
 
 import gradio as gr
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
 from starlette.routing import Mount
 
 from service.decoding import resample
@@ -30,6 +31,7 @@ from service.demo_uploads import (
     release,
     remove_upload_dir,
 )
+from service.detection import heard
 from service.errors import ApiError
 from service.inference import ModelService
 from service.predict import classify
@@ -57,7 +59,10 @@ logger = logging.getLogger(__name__)
 async def run_demo(
     service: ModelService, settings: Settings, path: str | None, heads: list[str]
 ) -> list[Any]:
-    """One click of "Classify": a Label per head (others hidden), the spectrogram, the timeline.
+    """One click of "Classify": for a clip longer than a window, what was heard and when (the
+    detections, as a stream reports them) above everything; a Label per head with the whole
+    clip's average top-5 (others hidden); the spectrogram with the detections marked; the
+    timeline.
 
     Scores are rounded to 4 places for display; "none of these" classes read "no keyword".
     """
@@ -83,10 +88,16 @@ async def run_demo(
         service.metrics.child(service.metrics.rejections, exc.reason).inc()
         raise gr.Error(exc.message) from exc
     response = outcome.response
+    long_clip = any(len(p.windows or []) > 1 for p in response.predictions)
+    shown = response.predictions[:MAX_HEADS_SHOWN]
+    headline = "\n\n".join(
+        f"### Heard{f' ({p.head})' if len(shown) > 1 else ''}: {heard(p.detections)}" for p in shown
+    )
     labels: list[Any] = [
         gr.Label(
             value={display_label(s.label): round(s.score, 4) for s in prediction.top_k[:TOP_K]},
-            label=f"{prediction.head} ({prediction.model})",
+            label=f"{prediction.head} ({prediction.model})"
+            + (": the whole clip's average" if long_clip else ""),
             visible=True,
         )
         for prediction in response.predictions[:MAX_HEADS_SHOWN]
@@ -95,15 +106,22 @@ async def run_demo(
     cfg = service.registry.heads[response.predictions[0].head][0].manifest.frontend
     audio = outcome.audio
     samples = await asyncio.to_thread(resample, audio.samples, audio.sample_rate, cfg.sample_rate)
-    spectrogram = await asyncio.to_thread(spectrogram_figure, samples, cfg)
-    long_clip = any(len(p.windows or []) > 1 for p in response.predictions)
-    shown = response.predictions[:MAX_HEADS_SHOWN]
+    marks = shown[0].detections if long_clip else []
+    spectrogram = await asyncio.to_thread(spectrogram_figure, samples, cfg, marks)
     timeline = await asyncio.to_thread(timeline_figure, shown) if long_clip else None
-    return [*labels, gr.Plot(value=spectrogram), gr.Plot(value=timeline, visible=long_clip)]
+    return [
+        gr.Markdown(value=headline, visible=long_clip),
+        *labels,
+        gr.Plot(value=spectrogram),
+        gr.Plot(value=timeline, visible=long_clip),
+    ]
 
 
-def build_demo(service: ModelService, settings: Settings) -> gr.Blocks:
-    """The Blocks UI; heads are filled in on page load (models load after the app is built)."""
+def build_demo(service: ModelService, settings: Settings) -> tuple[gr.Blocks, list[str]]:
+    """The Blocks UI, and the files it serves for its examples (Gradio's copies of them).
+
+    Heads are filled in on page load (models load after the app is built).
+    """
 
     def head_choices() -> gr.CheckboxGroup:
         names = list(service.registry.heads)
@@ -128,9 +146,11 @@ def build_demo(service: ModelService, settings: Settings) -> gr.Blocks:
                     heads = gr.CheckboxGroup(label="Heads", choices=[])
                     button = gr.Button("Classify", variant="primary", elem_id="classify")
                     examples = sorted(EXAMPLES_DIR.glob("*.wav"))
-                    if examples:
-                        gr.Examples(examples=[[str(p)] for p in examples], inputs=[audio])
+                    shown_examples = gr.Examples(
+                        examples=[[str(p)] for p in examples], inputs=[audio]
+                    )
                 with gr.Column():
+                    heard_now = gr.Markdown(visible=False, elem_id="heard")
                     outputs = [
                         gr.Label(num_top_classes=TOP_K, visible=False, elem_id=f"head-{i}")
                         for i in range(MAX_HEADS_SHOWN)
@@ -145,8 +165,20 @@ def build_demo(service: ModelService, settings: Settings) -> gr.Blocks:
                 elem_id="live",
             )
         demo.load(head_choices, outputs=heads)
-        button.click(run, inputs=[audio, heads], outputs=[*outputs, spectrogram, timeline])
-    return demo
+        button.click(
+            run, inputs=[audio, heads], outputs=[heard_now, *outputs, spectrogram, timeline]
+        )
+    return demo, _served_copies(shown_examples)
+
+
+def _served_copies(examples: gr.helpers.Examples) -> list[str]:
+    """Where Gradio copied the example files to serve them (its players fetch these)."""
+    return [
+        value["path"]
+        for row in examples.non_none_processed_examples.values()
+        for value in row
+        if isinstance(value, dict) and isinstance(value.get("path"), str)
+    ]
 
 
 def mount_demo(app: FastAPI, service: ModelService, settings: Settings) -> None:
@@ -155,11 +187,16 @@ def mount_demo(app: FastAPI, service: ModelService, settings: Settings) -> None:
         font=["ui-sans-serif", "system-ui", "sans-serif"],
         font_mono=["ui-monospace", "monospace"],
     )  # system fonts: the page fetches nothing from third-party hosts
-    demo = build_demo(service, settings)
+    demo, example_copies = build_demo(service, settings)
     gr.mount_gradio_app(
         app,
         demo,
         path=DEMO_PATH,
+        # Gradio builds file URLs (the examples' players) from the root path, not the mount.
+        root_path=DEMO_PATH,
+        # The demo's uploads go to a folder of its own (below), so Gradio's file route would
+        # refuse its copies of the examples: these exact files are allowed, nothing else.
+        allowed_paths=example_copies,
         max_file_size=settings.max_upload_bytes,
         footer_links=["api"],
         run_history=False,
@@ -169,6 +206,7 @@ def mount_demo(app: FastAPI, service: ModelService, settings: Settings) -> None:
         theme=theme,
     )
     _quiet_queue(demo)
+    _root_requests(app)
     # Uploads go to a directory of this process that the guard polices (service.demo_uploads).
     uploads = prepare_upload_dir()
     atexit.register(remove_upload_dir)
@@ -192,6 +230,24 @@ def mount_demo(app: FastAPI, service: ModelService, settings: Settings) -> None:
         examples=ExampleFiles(EXAMPLES_DIR.glob("*.wav")),
         cache_dirs=[Path(gradio_cache)] if isinstance(gradio_cache, str) else [],
     )
+
+
+def _root_requests(app: FastAPI) -> None:
+    """Answer what a browser asks the site root for on every demo page: Gradio's page links
+    ``/manifest.json`` at the root, not under its mount, and browsers ask for ``/favicon.ico``.
+    """
+
+    async def manifest() -> JSONResponse:
+        return JSONResponse(
+            {"name": "arinext demo", "short_name": "arinext", "start_url": f"{DEMO_PATH}/"},
+            media_type="application/manifest+json",
+        )
+
+    async def favicon() -> Response:
+        return Response(status_code=204)  # no icon, and nothing to log as missing
+
+    app.add_api_route("/manifest.json", manifest, include_in_schema=False)
+    app.add_api_route("/favicon.ico", favicon, include_in_schema=False)
 
 
 def _quiet_queue(demo: gr.Blocks) -> None:

@@ -7,12 +7,16 @@ front-end.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from model.audio_config import AudioConfig
 from model.frontend import log_mel
+from service.detection import KeywordEvent
 from service.predict import HeadPrediction
 
 __all__ = ["MAX_SPECTROGRAM_SECONDS", "display_label", "spectrogram_figure", "timeline_figure"]
@@ -38,11 +42,14 @@ def _hz(value: float, _: int) -> str:
     return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
 
 
-def spectrogram_figure(samples: np.ndarray, cfg: AudioConfig) -> Figure:
+def spectrogram_figure(
+    samples: np.ndarray, cfg: AudioConfig, detections: Sequence[KeywordEvent] = ()
+) -> Figure:
     """The log-mel of mono ``samples`` at ``cfg.sample_rate`` (the first 30 s), as a figure.
 
     Time runs across in seconds; mel bands run up, labelled with the frequencies in Hz they sit
-    at; the colour bar gives the log energy the network reads.
+    at; the colour bar gives the log energy the network reads. Each detection is marked over
+    the window that heard it, with its word.
     """
     samples = samples[: round(MAX_SPECTROGRAM_SECONDS * cfg.sample_rate)]
     spec = log_mel(samples, cfg)
@@ -69,10 +76,31 @@ def spectrogram_figure(samples: np.ndarray, cfg: AudioConfig) -> Figure:
     axes.set_yticks(_hz_to_mel(np.asarray(ticks, dtype=float)), [_hz(t, 0) for t in ticks])
     axes.set_xlabel("time (s)")
     axes.set_ylabel("frequency (Hz, mel scale)")
-    axes.set_title(f"Log-mel spectrogram ({cfg.n_mels} mel bands, {cfg.sample_rate} Hz)")
+    axes.set_title(
+        f"Log-mel spectrogram ({cfg.n_mels} mel bands, {cfg.sample_rate} Hz)",
+        pad=14 if detections else 6,
+    )
     bar = figure.colorbar(image, ax=axes, pad=0.01)
     bar.set_label("log mel energy")
+    _mark(axes, detections, seconds)
     return figure
+
+
+def _mark(axes: Any, detections: Sequence[KeywordEvent], seconds: float) -> None:
+    """Outline each detection's window and write its word above it."""
+    for event in detections:
+        if event.start >= seconds:
+            continue
+        axes.axvspan(event.start, min(event.end, seconds), fill=False, edgecolor="white", lw=1.5)
+        axes.annotate(
+            display_label(event.label),
+            xy=((event.start + event.end) / 2, 1.0),
+            xycoords=("data", "axes fraction"),
+            ha="center",
+            va="bottom",
+            fontsize="small",
+            fontweight="bold",
+        )
 
 
 def timeline_figure(predictions: list[HeadPrediction]) -> Figure:
@@ -96,7 +124,11 @@ def timeline_figure(predictions: list[HeadPrediction]) -> Figure:
         axes.set_ylim(0, 1.02)
         axes.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
         axes.set_ylabel("score")
-        axes.set_title(f"{prediction.head}: top classes over time")
+        axes.set_title(f"{prediction.head}: top classes over time", pad=14)
+        for event in prediction.detections:
+            axes.axvline((event.start + event.end) / 2, color="black", lw=1, ls="--", alpha=0.6)
+        if windows:
+            _mark(axes, prediction.detections, windows[-1].end)
         axes.grid(alpha=0.3)
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     panels[-1].set_xlabel("time (s), window centres")

@@ -22,6 +22,7 @@ __all__ = [
     "Detection",
     "KeywordEvent",
     "detect",
+    "heard",
 ]
 
 # Window step of a stream, and of a recording longer than one window: a word is then whole in
@@ -100,3 +101,11 @@ def detect(
         for t, p, (start, end) in zip(top, probs, spans, strict=True)
     )
     return [d for d in found if d is not None]
+
+
+def heard(events: Sequence[KeywordEvent]) -> str:
+    """``yes at 1.50 s, stop at 4.25 s`` (each word at the middle of the window that heard it:
+    within half a window of where it was said), or ``no keyword``."""
+    if not events:
+        return "no keyword"
+    return ", ".join(f"{e.label} at {(e.start + e.end) / 2:.2f} s" for e in events)

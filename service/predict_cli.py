@@ -207,14 +207,6 @@ def _prepared_in_order(
         yield path, result
 
 
-def heard(detections: Sequence[dict]) -> str:
-    """``yes at 1.50 s, stop at 4.25 s`` (each word at the middle of the window that heard it),
-    or ``no keyword``."""
-    if not detections:
-        return "no keyword"
-    return ", ".join(f"{d['label']} at {(d['start'] + d['end']) / 2:.2f} s" for d in detections)
-
-
 class _Writer:
     """Formats records; tables are aligned, so they are written at the end.
 
@@ -270,6 +262,8 @@ class _Writer:
                     self.csv.writerow([*row, ""])
 
     def _add_table_rows(self, name: str, answer: dict | None, failure: _Failure | None) -> None:
+        from service.detection import KeywordEvent, heard
+
         if failure is not None:
             self.rows.append((name, "ERROR", f"{failure.code}: {failure.message}", ""))
             return
@@ -278,9 +272,8 @@ class _Writer:
             return ", ".join(f"{x['label']} {x['score']:.3f}" for x in items)
 
         for head in (answer or {})["predictions"]:
-            self.rows.append(
-                (name, head["head"], heard(head.get("detections") or []), labels(head["top_k"]))
-            )
+            events = [KeywordEvent.model_validate(d) for d in head.get("detections") or []]
+            self.rows.append((name, head["head"], heard(events), labels(head["top_k"])))
             for w in head.get("windows") or []:
                 span = f"  {w['start']:.2f}-{w['end']:.2f} s"
                 self.rows.append((name, head["head"], span, labels(w["top_k"])))

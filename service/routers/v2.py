@@ -257,8 +257,9 @@ async def _clip_probabilities(
     model: LoadedModel,
     clips: Sequence[bytes],
     hop: float | None,
-) -> dict[str, np.ndarray]:
-    """Per head, ``[batch, classes]`` clip probabilities: each clip is a ``/classify`` request."""
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Per head, ``[batch, classes]`` clip probabilities (each clip is a ``/classify`` request)
+    and the clips' detections, as a JSON list (one list of events per clip)."""
     heads = [head.name for head in model.manifest.heads]
     most = max(len(head.labels) for head in model.manifest.heads)
     tasks = [
@@ -281,14 +282,17 @@ async def _clip_probabilities(
     finally:
         for task in tasks:
             task.cancel()
-    out = {}
+    out, detections = {}, {}
     for h, head in enumerate(model.manifest.heads):
         probs = np.zeros((len(clips), len(head.labels)), dtype=np.float32)
         for row, outcome in enumerate(outcomes):
             for scored in outcome.response.predictions[h].top_k:
                 probs[row, scored.index] = scored.score
         out[head.name] = probs
-    return out
+        detections[head.name] = json.dumps(
+            [[e.model_dump() for e in o.response.predictions[h].detections] for o in outcomes]
+        )
+    return out, detections
 
 
 async def _window_probabilities(
@@ -362,7 +366,10 @@ def _response(
     model: LoadedModel,
     probs: dict[str, np.ndarray],
     outputs: list[RequestOutput],
+    detections: dict[str, str],
 ) -> Response:
+    """The protocol's response; an output of clips carries their detections (what was heard and
+    when, as ``/classify`` reports it) in its ``detections`` parameter, a JSON list per clip."""
     binary_all = request.parameters.binary_data_output if request.parameters else False
     heads = {head.name: head for head in model.manifest.heads}
     described, blobs = [], []
@@ -379,12 +386,17 @@ def _response(
             "datatype": datatype,
             "shape": list(array.shape),
         }
+        parameters: dict[str, Any] = {}
+        if head.name in detections:
+            parameters["detections"] = detections[head.name]
         if binary_all if own is None else own:
             blob = _serialise(array, datatype)
-            entry["parameters"] = {BINARY_SIZE: len(blob)}
+            parameters[BINARY_SIZE] = len(blob)
             blobs.append(blob)
         else:
             entry["data"] = array.reshape(-1).tolist()
+        if parameters:
+            entry["parameters"] = parameters
         described.append(entry)
     body: dict[str, Any] = {"model_name": model.name, "model_version": VERSION}
     if request.id is not None:
@@ -456,7 +468,9 @@ async def infer(
     name: str,
     version: str | None = None,
 ) -> Response:
-    """One input (``audio``, ``waveform`` or ``logmel``) in; per-head probabilities out.
+    """One input (``audio``, ``waveform`` or ``logmel``) in; per-head probabilities out (and,
+    for audio and waveform inputs, each clip's detections in the output's ``detections``
+    parameter).
 
     Request parameters: ``hop`` (seconds between windows, audio and waveform inputs),
     ``binary_data_output``; output parameters: ``classification`` (k), ``binary_data``.
@@ -467,6 +481,7 @@ async def infer(
     spec, value = _the_input(parsed, binary, settings)
     outputs = _requested(parsed, model)
     hop = parsed.parameters.hop if parsed.parameters else None
+    detections: dict[str, str] = {}
     if spec.name == "logmel":
         probs = await _window_probabilities(service, model, value)
     else:
@@ -475,5 +490,5 @@ async def infer(
                 raise _bad(f"waveform must be [batch>0, samples>0], got {list(value.shape)}")
             rate = _sample_rate(spec, parsed)
             value = [_as_wav(row, rate) for row in value]
-        probs = await _clip_probabilities(service, settings, model, value, hop)
-    return _response(parsed, model, probs, outputs)
+        probs, detections = await _clip_probabilities(service, settings, model, value, hop)
+    return _response(parsed, model, probs, outputs, detections)

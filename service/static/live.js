@@ -94,7 +94,7 @@ function onEvent(event) {
   } else if (event.type === "detection") {
     const item = document.createElement("li");
     item.textContent = `${event.label} at ${event.end.toFixed(1)} s (${Math.round(event.score * 100)}%)`;
-    $("live-detections").prepend(item);
+    $("live-detections").append(item);  // in the order they were said: 1 is the first
   } else if (event.type === "error") {
     setStatus(`Stopped by the server: ${event.error.message}`);
   }
@@ -139,6 +139,10 @@ async function start() {
     else setStatus("Stopped.");
     socket = null;
     release();
+    // Nothing is being heard once the stream is over.
+    $("live-top").textContent = "\u2014";
+    $("live-top").classList.remove("no-keyword");
+    $("live-score").textContent = "";
   };
 }
 

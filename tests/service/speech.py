@@ -16,7 +16,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-__all__ = ["ESPEAK", "SAMPLE_RATE", "Recording", "Segment", "keyword_recording", "say"]
+__all__ = [
+    "ESPEAK",
+    "SAMPLE_RATE",
+    "YES_STOP_GO",
+    "Recording",
+    "Segment",
+    "keyword_recording",
+    "say",
+]
 
 ESPEAK = "espeak-ng"
 SAMPLE_RATE = 16000
@@ -82,12 +90,21 @@ _SCRIPT = (
 )
 
 
-def keyword_recording(seconds: float = 10.0, seed: int = 0) -> Recording:
-    """Ten seconds: other speech, three keywords (stop, seven, yes), silence between them."""
+# "yes ... stop ... go": three keywords and nothing else, a few seconds apart.
+YES_STOP_GO = (("yes", 1.2, True), ("stop", 4.3, True), ("go", 7.5, True))
+
+
+def keyword_recording(
+    seconds: float = 10.0,
+    seed: int = 0,
+    script: tuple[tuple[str, float, bool], ...] = _SCRIPT,
+) -> Recording:
+    """Ten seconds of ``script`` (by default other speech and three keywords, stop, seven and
+    yes), with silence between them."""
     rng = np.random.default_rng(seed)
     audio = rng.normal(0.0, _NOISE_RMS, round(seconds * SAMPLE_RATE)).astype(np.float32)
     segments = []
-    for text, start, keyword in _SCRIPT:
+    for text, start, keyword in script:
         speech = say(text)
         offset = round(start * SAMPLE_RATE)
         audio[offset : offset + len(speech)] += speech

@@ -30,8 +30,10 @@ from service.demo import (
     _quiet_queue,
     run_demo,
 )
+from service.detection import KeywordEvent, heard
 from service.settings import EMBEDDED_MODEL_DIR
 from tests.service.conftest import REPO, isolated_settings, serve_in_process
+from tests.service.speech import YES_STOP_GO, espeak_available, keyword_recording
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -92,7 +94,13 @@ def test_demo_shows_the_api_top5_a_labelled_spectrogram_and_a_score_timeline(
         headers={"content-type": "audio/wav"},
     ).json()
     outputs = _run_demo(demo_client, clip, ["speech_commands", "noun"])
-    labels, spectrogram, timeline = outputs[:MAX_HEADS_SHOWN], outputs[-2], outputs[-1]
+    headline, labels = outputs[0], outputs[1 : 1 + MAX_HEADS_SHOWN]
+    spectrogram, timeline = outputs[-2], outputs[-1]
+    # A clip longer than a window: what each head heard comes first.
+    assert headline.visible is True
+    for prediction in api["predictions"]:
+        events = [KeywordEvent.model_validate(e) for e in prediction["detections"]]
+        assert f"### Heard ({prediction['head']}): {heard(events)}" in headline.value
     for shown, prediction in zip(labels, api["predictions"], strict=False):
         assert shown.visible is True
         assert shown.value["label"] == prediction["top_k"][0]["label"]
@@ -106,6 +114,7 @@ def test_demo_shows_the_api_top5_a_labelled_spectrogram_and_a_score_timeline(
     short = _run_demo(demo_client, EXAMPLES_DIR / "yes.wav", ["speech_commands"])
     assert short[-2].value["type"] == "matplotlib"
     assert short[-1].visible is False  # one window: no timeline
+    assert short[0].visible is False  # and no headline: the top-5 is the answer
 
 
 def test_spectrogram_figure_has_axes_in_seconds_and_hz_and_a_colour_bar() -> None:
@@ -143,7 +152,7 @@ def test_timeline_figure_draws_each_top_class_per_window(demo_client: TestClient
     prediction = HeadPrediction.model_validate(api["predictions"][0])
     (axes,) = timeline_figure([prediction]).axes
     assert axes.get_xlabel() == "time (s), window centres" and axes.get_ylabel() == "score"
-    lines = axes.get_lines()
+    lines = [line for line in axes.get_lines() if not line.get_label().startswith("_")]
     assert [line.get_label() for line in lines] == [s.label for s in prediction.top_k[:5]]
     windows = prediction.windows or []
     best = lines[0]
@@ -287,3 +296,67 @@ def test_live_tab_hears_the_fake_microphone_say_yes(
         sync_api.expect(status).to_have_text("Stopped.", timeout=30_000)
         heard = detections.locator("li").all_inner_texts()
         assert heard and all(line.startswith("yes at ") for line in heard), heard
+
+
+@pytest.mark.system
+@needs_chromium
+@pytest.mark.skipif(not espeak_available(), reason="espeak-ng (Debian) missing")
+def test_a_whole_demo_session_hears_what_was_said_and_requests_nothing_missing(
+    server_factory: Callable, artifacts_dir: Path, tmp_path: Path
+) -> None:
+    """Examples played, a recording classified (its headline: what was heard, and when), the
+    live tab started and stopped: no request of the page fails."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    recording = keyword_recording(script=YES_STOP_GO)
+    clip = tmp_path / "yes-stop-go.wav"
+    clip.write_bytes(recording.wav_bytes())
+    microphone = tmp_path / "microphone.wav"
+    sf.write(microphone, recording.samples, 16000, subtype="PCM_16")
+    fake_microphone = (
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone}",
+    )
+    failed: list[tuple[int, str]] = []
+    with server_factory(models=DEFAULT_MODEL, demo="true") as server:
+        for path, code in (("/manifest.json", 200), ("/favicon.ico", 204)):
+            assert httpx.get(f"{server.url}{path}", timeout=10).status_code == code
+        with _demo_page(server.url, height=1600, extra_args=fake_microphone) as page:
+            page.on(
+                "response", lambda r: failed.append((r.status, r.url)) if r.status >= 400 else None
+            )
+            page.wait_for_selector("#classify", timeout=60_000)
+            sync_api.expect(page.get_by_role("checkbox", name="speech_commands")).to_be_checked(
+                timeout=30_000
+            )
+            # A recording of three words: the headline is what was heard, and when.
+            page.locator("input[type=file]").first.set_input_files(str(clip))
+            page.wait_for_timeout(1500)
+            page.click("#classify")
+            headline = page.locator("#heard")
+            sync_api.expect(headline).to_contain_text("go at", timeout=60_000)
+            text = headline.inner_text()
+            words = [w.text for w in recording.keywords]
+            found = [(text.index(f"{w} at "), w) for w in words]
+            assert [w for _, w in sorted(found)] == words, text
+            for word in recording.keywords:
+                at = float(text.split(f"{word.text} at ")[1].split(" s")[0])
+                assert word.start - 0.5 <= at <= word.end + 0.5, text
+            sync_api.expect(page.locator("#spectrogram img")).to_be_visible(timeout=30_000)
+            page.screenshot(path=artifacts_dir / "demo-heard-headline.png", full_page=True)
+            # An example, played: its file comes from the demo's own file route.
+            page.get_by_text("yes.wav").first.click()
+            play = page.get_by_role("button", name="Play", exact=True)
+            sync_api.expect(play).to_be_visible(timeout=30_000)
+            play.click()
+            page.wait_for_timeout(1500)
+            # The live tab, started and stopped: nothing is "heard" after Stop.
+            page.get_by_role("tab", name="Live microphone").click()
+            page.click("#live-start")
+            live_status = page.locator("#live-status")
+            sync_api.expect(live_status).to_contain_text("Listening", timeout=30_000)
+            page.wait_for_timeout(3000)
+            page.click("#live-stop")
+            sync_api.expect(live_status).to_have_text("Stopped.", timeout=30_000)
+            sync_api.expect(page.locator("#live-top")).to_have_text("\u2014", timeout=10_000)
+    assert failed == [], failed
