@@ -20,6 +20,7 @@ from scipy import fft as sp_fft
 from model.audio_config import AudioConfig
 
 __all__ = [
+    "IncrementalViews",
     "clip_view",
     "fit_frames",
     "log_mel",
@@ -88,9 +89,15 @@ def log_mel(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
         strides=(hop * padded.strides[0], padded.strides[0]),
         writeable=False,
     )
-    spectrum = sp_fft.rfft(segments * _hann(win), n=n_fft, axis=1)
+    return _log_mel_frames(segments, cfg)
+
+
+def _log_mel_frames(segments: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """Log-mel rows of windowed segments ``(frames, win_length)``: one code path for whole
+    clips and for a stream's new frames, so both give the same numbers."""
+    spectrum = sp_fft.rfft(segments * _hann(cfg.win_length), n=cfg.n_fft, axis=1)
     magnitude = np.abs(spectrum)
-    fb = mel_filterbank(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.mel_fmax)
+    fb = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.mel_fmax)
     mel = magnitude @ fb.T
     return np.log(mel + np.float32(cfg.log_offset), dtype=np.float32)
 
@@ -124,6 +131,62 @@ def clip_view(samples: np.ndarray, start: int, cfg: AudioConfig) -> np.ndarray:
     else:
         spec = log_mel(samples[start : start + clip - 1], cfg)
     return fit_frames(spec, cfg.num_frames)
+
+
+class IncrementalViews:
+    """Views of one stream's windows that reuse the log-mel frames earlier windows computed.
+
+    A frame of a view is a function of the samples under it alone, except the first and last
+    few, which reach into the view's zero padding. Frames of the first kind are kept by where
+    they lie in the stream and computed once, whatever the hop (windows whose starts are not a
+    whole number of frame hops apart simply share fewer of them); the others are computed per
+    view. :meth:`view` equals :func:`clip_view` of the window.
+    """
+
+    def __init__(self, cfg: AudioConfig) -> None:
+        self.cfg = cfg
+        self._frames: dict[int, np.ndarray] = {}  # stream position of a frame's segment -> row
+        self.computed = 0  # frames computed so far
+        self.reused = 0  # frames taken from earlier windows
+
+    def view(self, window: np.ndarray, start: int) -> np.ndarray:
+        """The view of ``window`` (the stream's samples from position ``start``), shape
+        ``(num_frames, n_mels)``."""
+        cfg = self.cfg
+        if len(window) < cfg.clip_samples:  # a stream shorter than one view: a padded clip
+            return clip_view(window, 0, cfg)
+        samples = np.asarray(window[: cfg.clip_samples - 1], dtype=np.float32)
+        hop, win, half = cfg.hop_length, cfg.win_length, cfg.n_fft // 2
+        offset = (cfg.n_fft - win) // 2
+        frames = min(1 + len(samples) // hop, cfg.num_frames)
+        # As log_mel pads: frame t's segment is padded[t * hop + offset :][:win], and the
+        # window's samples sit at padded[half : half + len(samples)].
+        padded = np.zeros((frames - 1) * hop + cfg.n_fft, dtype=np.float32)
+        take = min(len(samples), len(padded) - half)
+        padded[half : half + take] = samples[:take]
+        rows: dict[int, np.ndarray] = {}
+        todo: list[int] = []
+        for t in range(frames):
+            begin = t * hop + offset
+            if half <= begin and begin + win <= half + take:  # real samples only: shareable
+                row = self._frames.get(start + begin - half)
+                if row is not None:
+                    rows[t] = row
+                    continue
+            todo.append(t)
+        self.reused += len(rows)
+        if todo:
+            at = np.asarray(todo) * hop + offset
+            fresh = _log_mel_frames(padded[at[:, None] + np.arange(win)], cfg)
+            for t, row in zip(todo, fresh, strict=True):
+                rows[t] = row
+                begin = t * hop + offset
+                if half <= begin and begin + win <= half + take:
+                    self._frames[start + begin - half] = row
+            self.computed += len(todo)
+        for position in [p for p in self._frames if p < start]:  # behind every later window
+            del self._frames[position]
+        return fit_frames(np.stack([rows[t] for t in range(frames)]), cfg.num_frames)
 
 
 def log_mel_views(samples: np.ndarray, cfg: AudioConfig, views: int | None = None) -> np.ndarray:

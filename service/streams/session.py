@@ -28,7 +28,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from model.audio_config import AudioConfig
+from model.frontend import IncrementalViews
 from model.manifest import HeadSpec
 from model.scores import probabilities
 from service.detection import Debouncer
@@ -36,7 +36,6 @@ from service.errors import ApiError
 from service.inference import LoadedModel, ModelService
 from service.metrics import Metrics
 from service.predict import resolve_heads, top_labels
-from service.prepare import features
 from service.settings import Settings
 from service.streams.audio import Decoder, PcmDecoder, WebmDecoder, Window, Windower
 from service.streams.protocol import (
@@ -131,6 +130,7 @@ class _ModelTrack:
     heads: list[HeadSpec]
     windower: Windower
     debouncers: dict[str, Debouncer]
+    views: IncrementalViews  # log-mel frames shared by overlapping windows
 
 
 @dataclass
@@ -338,7 +338,9 @@ class StreamSession:
             model, head = self.service.registry.heads[name]
             if model.name not in by_model:
                 windower = Windower(model.manifest.frontend, input_rate, start.hop)
-                by_model[model.name] = _ModelTrack(model, [], windower, {})
+                by_model[model.name] = _ModelTrack(
+                    model, [], windower, {}, IncrementalViews(model.manifest.frontend)
+                )
             track = by_model[model.name]
             track.heads.append(head)
             debounce = start.debounce
@@ -462,7 +464,6 @@ class StreamSession:
 
     async def _result(self, track: _ModelTrack, window: Window) -> Any:
         """The window's batch result, or None when the batcher refused it."""
-        cfg = track.model.manifest.frontend
         batcher = self.service.batchers[track.model.name]
         try:  # admission first, as for /classify: a refused window costs no work
             admitted_at = batcher.reserve()
@@ -477,7 +478,7 @@ class StreamSession:
                 # On the service's preparation threads, as /classify's log-mels: niced below
                 # the event loop and bounded (on one CPU, the thread that runs the batches).
                 views, cpu = await self.service.prepare_on_workers(
-                    _timed_features, window.samples, cfg
+                    _timed_features, track.views, window
                 )
             except ApiError as exc:
                 if exc.code == "shutting_down":
@@ -546,8 +547,12 @@ class StreamSession:
             metrics.detections.labels(head=found.head).inc()
 
 
-def _timed_features(samples: np.ndarray, cfg: AudioConfig) -> tuple[np.ndarray, float]:
-    """One window's network input and the CPU seconds it took (as /classify's preparation)."""
+def _timed_features(views: IncrementalViews, window: Window) -> tuple[np.ndarray, float]:
+    """One window's network input, computing only the frames earlier windows did not, and the
+    CPU seconds it took (as /classify's preparation); 400 when samples overflow the features."""
     began = time.thread_time()
-    views = features(samples, [0], cfg)
-    return views, time.thread_time() - began
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd amplitudes are refused below
+        view = views.view(window.samples, window.start)
+    if not np.isfinite(view).all():
+        raise ApiError(400, "invalid_audio", "sample values are out of range (features overflow)")
+    return view[None, None], time.thread_time() - began

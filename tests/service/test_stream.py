@@ -260,8 +260,8 @@ def test_log_mels_are_computed_on_the_service_preparation_threads(
         threads.append(threading.current_thread().name)
         return real(*args, **kwargs)
 
-    real = session.features
-    monkeypatch.setattr(session, "features", recording)
+    real = session._timed_features
+    monkeypatch.setattr(session, "_timed_features", recording)
     events, code = _stream(client, _start(hop=0.5), _pcm16(2.0).tobytes())
     assert code == 1000 and sum(e["type"] == "window" for e in events) == len(threads) == 3
     assert all(name.startswith("prepare") for name in threads), threads

@@ -1,0 +1,61 @@
+"""A stream's views from reused frames equal views computed whole (issue #37, criterion 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.audio_config import PRESETS, AudioConfig
+from model.frontend import IncrementalViews, clip_view
+
+# The embedded default model's front-end (32 ms windows, 20 ms hop), beside the paper's presets.
+DEFAULT_MODEL = AudioConfig(
+    name="speech_commands",
+    sample_rate=16000,
+    window_ms=32,
+    hop_ms=20,
+    clip_seconds=1.0,
+    num_frames=50,
+    n_mels=128,
+    n_fft=2048,
+    fmin=0.0,
+    log_offset=1e-6,
+    test_views=1,
+)
+CONFIGS = {**PRESETS, "default_model": DEFAULT_MODEL}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("hop_seconds", [0.25, 0.1, 0.37, None])
+def test_views_from_reused_frames_equal_whole_windows(name: str, hop_seconds: float | None) -> None:
+    cfg = CONFIGS[name]
+    rng = np.random.default_rng(abs(hash((name, hop_seconds))) % 2**32)
+    # None: three frame hops, the one hop whose windows share nearly every frame.
+    hop = 3 * cfg.hop_length if hop_seconds is None else round(hop_seconds * cfg.sample_rate)
+    length = cfg.clip_samples + 5 * hop  # six windows
+    stream = (rng.normal(0, 0.1, length) * rng.uniform(0, 2)).astype(np.float32)
+    incremental = IncrementalViews(cfg)
+    starts = list(range(0, len(stream) - cfg.clip_samples + 1, hop))
+    for start in starts:
+        window = stream[start : start + cfg.clip_samples]
+        got = incremental.view(window, start)
+        assert got.shape == (cfg.num_frames, cfg.n_mels)
+        assert np.abs(got - clip_view(window, 0, cfg)).max() <= 1e-6
+    assert incremental.reused > 0  # windows did share frames
+    total = incremental.reused + incremental.computed
+    assert total == len(starts) * min(cfg.num_frames, 1 + (cfg.clip_samples - 1) // cfg.hop_length)
+
+
+def test_a_stream_shorter_than_a_view_is_padded_as_a_clip() -> None:
+    cfg = DEFAULT_MODEL
+    short = np.random.default_rng(0).normal(0, 0.1, cfg.clip_samples // 3).astype(np.float32)
+    assert np.array_equal(IncrementalViews(cfg).view(short, 0), clip_view(short, 0, cfg))
+
+
+def test_frames_behind_the_window_are_forgotten() -> None:
+    cfg = DEFAULT_MODEL
+    stream = np.random.default_rng(1).normal(0, 0.1, 60 * cfg.sample_rate).astype(np.float32)
+    incremental = IncrementalViews(cfg)
+    for start in range(0, len(stream) - cfg.clip_samples + 1, cfg.sample_rate // 4):
+        incremental.view(stream[start : start + cfg.clip_samples], start)
+    assert len(incremental._frames) <= 2 * cfg.num_frames  # a window's worth per phase, not 60 s
