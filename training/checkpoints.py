@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -149,5 +149,5 @@ def initial_model(cfg: TrainConfig, heads: dict[str, int]) -> tuple[nn.Module, d
         logger.info(
             "architecture from %s: %s %s", source, updates["architecture"], updates["model"]
         )
-    model.reset_heads(heads)
+    cast(Any, model).reset_heads(heads)  # every architecture of model.registry has it
     return model.train(), updates, str(source)

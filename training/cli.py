@@ -341,7 +341,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 batch_size=cfg.eval_batch_size,
                 num_workers=cfg.num_workers,
             )
-            result = evaluation_metrics(probs, labels, index.subsets)
+            result: dict[str, Any] = dict(evaluation_metrics(probs, labels, index.subsets))
             keywords = _keyword_summary(index, probs, labels, root)
             if keywords is not None:
                 result["keywords"] = keywords

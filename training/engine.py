@@ -76,7 +76,7 @@ def freeze_batchnorm(model: nn.Module) -> list[_BatchNorm]:
     modules are returned because ``model.train()`` would switch them back to batch statistics:
     :func:`set_train_mode` keeps them in eval mode.
     """
-    stem = set(model.stem.modules())
+    stem = set(cast(nn.Module, model.stem).modules())
     frozen = [m for m in model.modules() if isinstance(m, _BatchNorm) and m not in stem]
     for module in frozen:
         module.eval()
@@ -207,8 +207,9 @@ def precise_batchnorm(
             model(inputs.to(device, non_blocking=True))
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
-        all_reduce_mean_(m.running_mean)
-        all_reduce_mean_(m.running_var)
+        if m.running_mean is not None and m.running_var is not None:  # tracked: reset above
+            all_reduce_mean_(m.running_mean)
+            all_reduce_mean_(m.running_var)
 
 
 def _head_key(prefix: str, heads: list[str], head: str, metric: str) -> str:
@@ -238,10 +239,14 @@ def _train_epoch(
         labels = labels.to(ctx.device, non_blocking=True)
         with _autocast(ctx.device, amp_dtype):
             outputs = net(inputs)
-        loss = sum(
-            F.cross_entropy(outputs[head].float(), labels[:, i], label_smoothing=label_smoothing)
-            for i, head in enumerate(heads)
-        )
+        loss = torch.stack(
+            [
+                F.cross_entropy(
+                    outputs[head].float(), labels[:, i], label_smoothing=label_smoothing
+                )
+                for i, head in enumerate(heads)
+            ]
+        ).sum()
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -258,10 +263,10 @@ def _train_epoch(
             totals[2 + i] += float((outputs[head].argmax(1) == labels[:, i]).sum())
         bar.set_postfix(loss=f"{value:.3f}")
     all_reduce_mean_(totals)  # ratios of means are ratios of sums
-    count = max(float(totals[1]), 1.0)
-    stats = {"train_loss": float(totals[0]) / count}
+    seen = max(float(totals[1]), 1.0)
+    stats = {"train_loss": float(totals[0]) / seen}
     for i, head in enumerate(heads):
-        stats[_head_key("train", heads, head, "top1")] = float(totals[2 + i]) / count
+        stats[_head_key("train", heads, head, "top1")] = float(totals[2 + i]) / seen
     return stats
 
 
@@ -391,7 +396,8 @@ class _Run:
         self.frozen = freeze_batchnorm(model) if cfg.frozen_bn else []
         self.model = model.to(ctx.device)
         if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format; torch's stubs do not say so.
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.net: nn.Module = model
         if ctx.distributed:
             self.net = DistributedDataParallel(
@@ -417,7 +423,7 @@ class _Run:
         if cfg.cache_audio:
             for dataset in (self.train_set, self.val_set):
                 dataset.cache_audio(threads=max(1, cfg.num_workers), progress=ctx.is_main)
-        self.sampler = DistributedSampler(
+        self.sampler: DistributedSampler[int] = DistributedSampler(
             self.train_set,
             num_replicas=ctx.world_size,
             rank=ctx.rank,

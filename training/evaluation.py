@@ -150,7 +150,8 @@ def predict(
         {h: np.concatenate(p) if p else None for h, p in probs.items()},
         np.concatenate(labels) if labels else None,
     )
-    order_parts, prob_parts, label_parts = [], {h: [] for h in heads}, []
+    order_parts, label_parts = [], []
+    prob_parts: dict[str, list[np.ndarray]] = {h: [] for h in heads}
     for idx, prob, lab in all_gather_objects(local):
         if len(idx) == 0:
             continue

@@ -183,8 +183,8 @@ def evaluation_metrics(
     participants) repeats the keys with its name as prefix (``unseen_action_top1``).
     """
     out = _metrics_of(scores, labels)
-    for name, rows in (subsets or {}).items():
-        rows = np.asarray(rows, dtype=np.int64)
+    for name, members in (subsets or {}).items():
+        rows = np.asarray(members, dtype=np.int64)
         if rows.size == 0:
             continue
         sub = _metrics_of(

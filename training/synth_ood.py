@@ -230,9 +230,9 @@ def synthesize_ood(
             festival.setdefault(item.voice, []).append((item.text, _stretch(item, seed), raw[item]))
     for voice, jobs in festival.items():
         _festival_batch(voice, jobs)
-    jobs = [(item, raw[item], root, seed) for item in items]
+    conditions = [(item, raw[item], root, seed) for item in items]
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        done = sum(1 for _ in pool.map(_write_conditions, jobs, chunksize=16))
+        done = sum(1 for _ in pool.map(_write_conditions, conditions, chunksize=16))
     shutil.rmtree(raw_dir)
     listing = "".join(f"{item.relpath}\n" for item in items)
     for condition in CONDITIONS:

@@ -75,8 +75,8 @@ def read(root: Path, split: str, options: dict[str, Any]) -> ClipIndex:
         raise DatasetError(f"speech_commands has train, validation and test splits, not {split!r}")
     names = load_labels("speech_commands_v2")
     if options.get("annotations_dir"):
-        clips = _from_pickle(root, Path(options["annotations_dir"]), split, names)
-        return ClipIndex("speech_commands", split, clips, {HEAD: names})
+        listed = _from_pickle(root, Path(options["annotations_dir"]), split, names)
+        return ClipIndex("speech_commands", split, listed, {HEAD: names})
     extra = bool(options.get("extra_classes"))
     if extra:
         names = [*names, *EXTRA_CLASSES]
