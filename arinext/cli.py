@@ -24,7 +24,7 @@ COMMAND_MODULES = (
     "model.commands",
     "model.runtime_cli",
     "training.cli",
-    "training.synth_speech",
+    "training.synth_cli",
     "service.cli",
     "service.predict_cli",
 )
