@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
 from model.manifest import arinext_version
-from service.errors import install_error_handlers
+from service.http_errors import install_error_handlers
 from service.inference import ModelService
 from service.memory import IDLE_TRIM_SECONDS, trim_when_idle
 from service.metrics import Metrics

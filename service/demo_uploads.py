@@ -24,7 +24,8 @@ from pathlib import Path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.audio_io import AudioError, sniff
-from service.errors import ApiError, error_response
+from service.errors import ApiError
+from service.http_errors import error_response
 
 __all__ = [
     "DemoUploadGuard",

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from fastapi import Request
 
 from model.backends import BackendError, Session, cpu_threads, open_session
 from model.manifest import MODEL_FILE, ArtifactError, HeadSpec, Manifest, verify_artifact
@@ -42,7 +41,6 @@ __all__ = [
     "LoadedModel",
     "ModelRegistry",
     "ModelService",
-    "get_model_service",
     "load_model",
     "load_models",
 ]
@@ -742,9 +740,3 @@ class ModelService:
         await asyncio.gather(*(b.close(timeout) for b in self.batchers.values()))
         self._stopped = True
         self.workers.shutdown(wait=False, cancel_futures=True)
-
-
-async def get_model_service(request: Request) -> ModelService:
-    """Dependency: the running app's models (``async`` for the reason :func:`get_settings`
-    gives)."""
-    return request.app.state.models

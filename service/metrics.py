@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from fastapi import Request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,7 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 
-__all__ = ["STAGES", "Metrics", "get_metrics"]
+__all__ = ["STAGES", "Metrics"]
 
 STAGES = ("decode", "resample", "features", "queue", "inference")
 
@@ -128,8 +127,3 @@ class Metrics:
     def render(self) -> bytes:
         """The exposition text for a scrape."""
         return generate_latest(self.registry)
-
-
-def get_metrics(request: Request) -> Metrics:
-    """Dependency: the running app's metrics."""
-    return request.app.state.metrics

@@ -16,7 +16,8 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ApiError, error_response
+from service.errors import ApiError
+from service.http_errors import error_response
 from service.http_limits import over_connection_limit
 from service.metrics import Metrics
 

@@ -32,7 +32,7 @@ from service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, res
 from service.detection import DEFAULT_THRESHOLD
 from service.errors import ApiError
 from service.inference import LoadedModel, ModelRegistry, load_models
-from service.predict import ClassifyResponse, HeadPrediction, predict_head
+from service.predict import ClassifyResponse, HeadPrediction, predict_head, resolve_heads
 from service.prepare import ModelInput, PreparedClip, model_inputs, prepare
 from service.settings import EMBEDDED_MODEL_DIR, MAX_TOP_K, Settings
 
@@ -316,16 +316,7 @@ class Classifier:
     def _select(self, heads: Sequence[str] | None, top_k: int) -> list:
         if not 1 <= top_k <= MAX_TOP_K:
             raise ApiError(422, "invalid_parameter", f"top_k must be 1..{MAX_TOP_K}, got {top_k}")
-        known = self.registry.heads
-        names = list(dict.fromkeys(heads)) if heads else list(known)
-        unknown = [h for h in names if h not in known]
-        if unknown:
-            raise ApiError(
-                404,
-                "unknown_head",
-                f"unknown head(s) {', '.join(unknown)}; served: {', '.join(known)}",
-            )
-        return [known[name] for name in names]
+        return [self.registry.heads[name] for name in resolve_heads(self.registry, heads)]
 
     @staticmethod
     def _frontends_of(selected: Sequence) -> list[AudioConfig]:

@@ -21,7 +21,7 @@ from model.scores import probabilities
 from service.decoding import DecodedAudio
 from service.detection import DEFAULT_THRESHOLD, KeywordEvent, detect
 from service.errors import ApiError
-from service.inference import Batcher, BatchResult, LoadedModel, ModelService
+from service.inference import Batcher, BatchResult, LoadedModel, ModelRegistry, ModelService
 from service.prepare import ModelInput, PreparedClip, prepare, window_starts
 
 __all__ = [
@@ -111,9 +111,9 @@ class _Timing:
         return {name: round(seconds * 1000, 3) for name, seconds in values.items()}
 
 
-def resolve_heads(service: ModelService, heads: Sequence[str] | None) -> list[str]:
+def resolve_heads(registry: ModelRegistry, heads: Sequence[str] | None) -> list[str]:
     """The requested head names in order (all when none are given); 404 for unknown ones."""
-    known = service.registry.heads
+    known = registry.heads
     if not heads:
         return list(known)
     selected = list(dict.fromkeys(heads))
@@ -270,7 +270,7 @@ async def classify(
     """
     began = time.perf_counter()
     service.ensure_serving()
-    names = resolve_heads(service, heads)
+    names = resolve_heads(service.registry, heads)
     selected = [service.registry.heads[name] for name in names]
     models = list({model.name: model for model, _ in selected}.values())
     batchers = [service.batchers[model.name] for model in models]

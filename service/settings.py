@@ -13,11 +13,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import Request
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["EMBEDDED_MODEL_DIR", "MAX_TOP_K", "Settings", "get_settings"]
+__all__ = ["EMBEDDED_MODEL_DIR", "MAX_TOP_K", "Settings"]
 
 # The default model, served when no models are configured. In a checkout ``service/default_model``
 # is a link to ``artifacts/speech-commands-synth-b0`` (where ``make default-model`` writes it); the
@@ -300,9 +299,3 @@ class Settings(BaseSettings):
         if self.default_model_dir.is_dir():
             return [self.default_model_dir]
         return []
-
-
-async def get_settings(request: Request) -> Settings:
-    """Dependency: the settings the running app was created with (``async``: FastAPI would run
-    a plain ``def`` dependency in a worker thread, two thread hops per request for nothing)."""
-    return request.app.state.settings

@@ -13,12 +13,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
+from service.dependencies import get_model_service, get_settings
 from service.detection import DEFAULT_HOP_SECONDS, DEFAULT_THRESHOLD
 from service.errors import ApiError
 from service.http_limits import received_at
-from service.inference import ModelService, get_model_service
+from service.inference import ModelService
 from service.predict import ClassifyResponse, classify
-from service.settings import MAX_TOP_K, Settings, get_settings
+from service.settings import MAX_TOP_K, Settings
 
 __all__ = ["ClassifyQuery", "add_route"]
 

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
 from service.demo_uploads import temp_space_low
-from service.inference import ModelService, get_model_service
-from service.metrics import Metrics, get_metrics
-from service.settings import Settings, get_settings
+from service.dependencies import get_metrics, get_model_service, get_settings
+from service.inference import ModelService
+from service.metrics import Metrics
+from service.settings import Settings
 
 __all__ = ["router"]
 

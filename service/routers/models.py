@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from service.inference import ModelService, get_model_service
+from service.dependencies import get_model_service
+from service.inference import ModelService
 
 __all__ = ["router"]
 

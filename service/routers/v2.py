@@ -44,10 +44,11 @@ from pydantic import ValidationError
 
 from model.manifest import HeadSpec
 from model.scores import probabilities
+from service.dependencies import get_model_service, get_settings
 from service.errors import ApiError
-from service.inference import LoadedModel, ModelService, get_model_service
-from service.predict import classify
-from service.settings import Settings, get_settings
+from service.inference import LoadedModel, ModelService
+from service.predict import classify, top_labels
+from service.settings import Settings
 from service.v2_schema import InferenceRequest, RequestInput, RequestOutput, openapi_body
 
 __all__ = ["router"]
@@ -336,11 +337,7 @@ async def _window_probabilities(
 def _classification(probs: np.ndarray, head: HeadSpec, k: int) -> np.ndarray:
     """Triton's "score:index:label" strings of the ``k`` best classes per row."""
     k = min(k, len(head.labels))
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    rows = [
-        [f"{row[i]:f}:{i}:{head.labels[i]}" for i in best]
-        for row, best in zip(probs, order, strict=True)
-    ]
+    rows = [[f"{s.score:f}:{s.index}:{s.label}" for s in top_labels(row, head, k)] for row in probs]
     return np.array(rows, dtype=object).reshape(len(probs), k)
 
 

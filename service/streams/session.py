@@ -311,7 +311,7 @@ class StreamSession:
         self.limits = _Limits(self.settings)
         self._queue: asyncio.Queue[tuple[bytes, float] | object] = asyncio.Queue(_PENDING_MESSAGES)
         try:
-            self.head_names = resolve_heads(service, start.heads)
+            self.head_names = resolve_heads(service.registry, start.heads)
         except ApiError as exc:
             raise invalid_start(exc.message) from exc
         self.decoder = self._decoder()

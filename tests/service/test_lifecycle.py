@@ -19,10 +19,11 @@ from fastapi.testclient import TestClient
 import service.inference
 from model.manifest import MANIFEST_FILE, MODEL_FILE
 from service.app import create_app
+from service.dependencies import get_settings
 from service.errors import ApiError
 from service.inference import ModelService
 from service.metrics import Metrics
-from service.settings import Settings, get_settings
+from service.settings import Settings
 from tests.service.audio import encode_sf, signal
 from tests.service.conftest import isolated_settings, serve_in_process
 

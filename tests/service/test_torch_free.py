@@ -63,3 +63,17 @@ def test_serving_a_request_with_the_demo_leaves_torch_out(speech_artifact: Path)
         """
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_python_api_is_framework_free() -> None:
+    """``from arinext import Classifier`` classifies without loading the HTTP layer (#34)."""
+    from tests.fresh_imports import heavy_imports
+
+    code = (
+        "from arinext import Classifier\n"
+        "import numpy as np\n"
+        "answer = Classifier.from_artifacts(intra_op_threads=1)(np.zeros(16000, np.float32), "
+        "sample_rate=16000)\n"
+        "assert answer.predictions[0].top_k"
+    )
+    assert heavy_imports(code, ("fastapi", "starlette", "uvicorn", "gradio", "torch")) == []
