@@ -7,9 +7,15 @@ to ``--streams``, opens that many streams at once from this process (pinned to
 (``--aligned`` starts them together: every stream's windows then complete at the same instant).
 For every window event the lag is its arrival time minus the moment the window's last sample was
 due to be sent (start + window end). Once they are all open, one more stream is opened and must
-be refused (close 1013 ``too_many_streams``). Prints a markdown table.
+be refused (close 1013 ``too_many_streams``). Windows the server dropped to keep its answers
+current (``dropped`` events) are counted. Prints a markdown table.
+
+``--find`` searches for the largest number of streams the server holds: every stream completed,
+no window dropped, every event within two hops and the lag p99 at most ``--max-p99-ms``; it
+doubles from ``--streams`` until a count fails, then bisects, one row per count tried.
 
     python benchmarks/stream_load.py [--streams 32] [--seconds 20] [--hop 0.25] [--model DIR]
+    python benchmarks/stream_load.py --find --streams 50 --seconds 15
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ class StreamResult:
     """One stream's window lags (seconds) and how it ended."""
 
     lags: list[float] = field(default_factory=list)
+    dropped: int = 0
     close_code: int | None = None
     close_reason: str = ""
 
@@ -100,6 +107,8 @@ async def _stream(
                 event = json.loads(message)
                 if event["type"] == "window":
                     result.lags.append(time.monotonic() - (began + event["end"]))
+                elif event["type"] == "dropped":
+                    result.dropped += int(event["windows"])
         await sender
         result.close_code, result.close_reason = ws.close_code, ws.close_reason or ""
     return result
@@ -188,6 +197,80 @@ def _server(model: Path, streams: int, cpus: set[int] | None) -> Iterator[tuple[
         process.wait(15)
 
 
+@dataclass
+class Trial:
+    """One count of streams, measured."""
+
+    streams: int
+    completed: int
+    windows: int
+    dropped: int
+    p50: float
+    p99: float
+    worst: float
+    server_cpu: float
+    client_cpu: float
+    refused: tuple[int | None, str]
+    early: Counter
+    examples: dict[str, str]
+
+    def holds(self, hop_ms: float, max_p99_ms: float) -> bool:
+        """Every stream answered, nothing dropped, every event within two hops, p99 in bound."""
+        return (
+            self.completed == self.streams
+            and self.dropped == 0
+            and self.worst <= 2 * hop_ms
+            and self.p99 <= max_p99_ms
+            and self.refused[0] == 1013
+        )
+
+
+def trial(args: argparse.Namespace, streams: int, server_cpus: set[int] | None) -> Trial:
+    """Serve ``streams`` streams at real time on a fresh server and measure them."""
+    available = os.sched_getaffinity(0)
+    client_cpus = _cpus(args.client_cpus) & available or None
+    with _server(args.model, streams, server_cpus) as (url, pid):
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)
+        server_cpu, client_cpu, began = _cpu_seconds(pid), time.process_time(), time.monotonic()
+        results, refused = asyncio.run(
+            _run(url, streams, args.seconds, args.hop, args.chunk_ms, args.aligned)
+        )
+        wall = time.monotonic() - began
+        server_cpu = _cpu_seconds(pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
+    os.sched_setaffinity(0, available)
+    lags = np.concatenate([r.lags for r in results] + [np.zeros(0)]) * 1000
+    lags = lags if len(lags) else np.full(1, np.nan)
+    p50, p99 = np.nanpercentile(lags, [50, 99])
+    early = Counter(r.close_reason.split(":")[0] for r in results if r.close_code != 1000)
+    examples = {
+        code: next(r.close_reason for r in results if r.close_reason.startswith(code))
+        for code in early
+    }
+    return Trial(
+        streams,
+        sum(r.close_code == 1000 for r in results),
+        int(np.isfinite(lags).sum()),
+        sum(r.dropped for r in results),
+        float(p50),
+        float(p99),
+        float(np.nanmax(lags)),
+        100 * server_cpu / wall,
+        100 * client_cpu / wall,
+        refused,
+        early,
+        examples,
+    )
+
+
+def _row(t: Trial, hop_ms: float) -> str:
+    return (
+        f"| {t.streams} | {t.completed} | {t.windows} | {t.dropped} | {t.p50:.0f} | {t.p99:.0f} "
+        f"| {t.worst:.0f} | {t.worst / hop_ms:.2f} | {t.server_cpu:.0f} | {t.client_cpu:.0f} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--streams", type=int, default=32)
@@ -200,55 +283,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--server-cpus", default="0", help="comma-separated CPUs for the server")
     parser.add_argument("--client-cpus", default="1", help="comma-separated CPUs for the clients")
+    parser.add_argument("--find", action="store_true", help="search for the largest count held")
+    parser.add_argument("--max-p99-ms", type=float, default=100.0, help="--find's lag bound")
+    parser.add_argument("--max-streams", type=int, default=1024, help="--find's upper bound")
     args = parser.parse_args(argv)
     available = os.sched_getaffinity(0)
     server_cpus = _cpus(args.server_cpus) & available or None
-    client_cpus = _cpus(args.client_cpus) & available or None
-    with _server(args.model, args.streams, server_cpus) as (url, pid):
-        if client_cpus:
-            os.sched_setaffinity(0, client_cpus)
-        server_cpu, client_cpu, began = _cpu_seconds(pid), time.process_time(), time.monotonic()
-        results, (refused_code, refused_reason) = asyncio.run(
-            _run(url, args.streams, args.seconds, args.hop, args.chunk_ms, args.aligned)
-        )
-        wall = time.monotonic() - began
-        server_cpu = _cpu_seconds(pid) - server_cpu
-        client_cpu = time.process_time() - client_cpu
-    lags = np.concatenate([r.lags for r in results] + [np.zeros(0)]) * 1000
-    lags = lags if len(lags) else np.full(1, np.nan)
     hop_ms = args.hop * 1000
-    completed = sum(r.close_code == 1000 for r in results)
-    worst = float(np.nanmax(lags))
-    load = os.getloadavg()[0]
     print(
-        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"load average {load:.1f} after the run"
-    )
-    print(
-        f"server CPUs {sorted(server_cpus or available)}, clients CPUs "
-        f"{sorted(client_cpus or available)}; model {args.model.name}; {args.seconds:g} s of "
-        f"audio per stream in {args.chunk_ms:g} ms messages, hop {args.hop:g} s, starts "
-        f"{'aligned' if args.aligned else 'spread over one hop'}"
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"server CPUs {sorted(server_cpus or available)}, client CPUs "
+        f"{sorted(_cpus(args.client_cpus) & available or available)}; model {args.model.name}; "
+        f"{args.seconds:g} s of audio per stream in {args.chunk_ms:g} ms messages, hop "
+        f"{args.hop:g} s, starts {'aligned' if args.aligned else 'spread over one hop'}"
     )
     print()
     print(
-        "| streams | completed | windows | lag p50 ms | lag p99 ms | lag max ms | max in hops "
-        "| server CPU % | client CPU % |"
+        "| streams | completed | windows | dropped | lag p50 ms | lag p99 ms | lag max ms "
+        "| max in hops | server CPU % | client CPU % |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    p50, p99 = np.nanpercentile(lags, [50, 99])
-    print(
-        f"| {args.streams} | {completed} | {len(lags)} | {p50:.0f} | {p99:.0f} | {worst:.0f} | "
-        f"{worst / hop_ms:.2f} | {100 * server_cpu / wall:.0f} | {100 * client_cpu / wall:.0f} |"
-    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    if not args.find:
+        t = trial(args, args.streams, server_cpus)
+        print(_row(t, hop_ms))
+        print()
+        for code, count in sorted(t.early.items()):
+            print(f"closed early: {count} streams with {code} (e.g. {t.examples[code]})")
+        print(f"stream {args.streams + 1}: closed with {t.refused[0]} ({t.refused[1]})")
+        within = t.worst <= 2 * hop_ms and t.completed == t.streams and t.refused[0] == 1013
+        print(f"every event within 2 hops and stream {args.streams + 1} refused: {within}")
+        return 0
+    held, failed = 0, args.max_streams + 1
+    count = args.streams
+    while held + 1 < failed:
+        t = trial(args, count, server_cpus)
+        print(_row(t, hop_ms), flush=True)
+        if t.holds(hop_ms, args.max_p99_ms):
+            held = count
+            count = min(2 * count, args.max_streams) if failed > args.max_streams else 0
+        else:
+            failed = count
+            count = 0
+        if count == 0 or count <= held or count >= failed:
+            count = (held + failed) // 2
     print()
-    early = Counter(r.close_reason.split(":")[0] for r in results if r.close_code != 1000)
-    for code, count in sorted(early.items()):
-        example = next(r.close_reason for r in results if r.close_reason.startswith(code))
-        print(f"closed early: {count} streams with {code} (e.g. {example})")
-    print(f"stream {args.streams + 1}: closed with {refused_code} ({refused_reason})")
-    within = worst <= 2 * hop_ms and completed == args.streams and refused_code == 1013
-    print(f"every event within 2 hops and stream {args.streams + 1} refused: {within}")
+    print(
+        f"largest held: {held} streams (every stream answered, none dropped, every event within "
+        f"2 hops, lag p99 <= {args.max_p99_ms:g} ms); {failed} did not"
+    )
     return 0
 
 
