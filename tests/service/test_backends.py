@@ -30,10 +30,10 @@ WAV = {"content-type": "audio/wav"}
 
 
 def _window_scores(artifact: Path, **settings: object) -> np.ndarray:
-    """Every window's probabilities of every label (3 windows of a 2.5 s clip)."""
+    """Every window's probabilities of every label (3 windows of a 2.5 s clip, 1 s apart)."""
     clip = encode_sf(signal(2.5, 16000, seed=5), 16000, "WAV", "PCM_16")
     with serve_in_process(isolated_settings(models=[artifact], **settings)) as client:
-        reply = client.post("/classify?windows=true&top_k=50", content=clip, headers=WAV)
+        reply = client.post("/classify?windows=true&hop=1&top_k=50", content=clip, headers=WAV)
     assert reply.status_code == 200, reply.text
     (prediction,) = reply.json()["predictions"]
     rows = []

@@ -134,7 +134,7 @@ def test_on_one_cpu_the_preparation_thread_runs_the_batches(
         results = asyncio.run(_burst(server.url, 12))
         assert [status for status, _, _ in results] == [200] * 12
         with httpx.Client(base_url=server.url, timeout=30.0) as client:
-            answer = client.post("/classify?windows=true", content=long_clip, headers=WAV)
+            answer = client.post("/classify?windows=true&hop=1", content=long_clip, headers=WAV)
             assert answer.status_code == 200, answer.text
             assert len(answer.json()["predictions"][0]["windows"]) == 3
             metrics = client.get("/metrics").text
