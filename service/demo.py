@@ -219,6 +219,7 @@ def mount_demo(app: FastAPI, service: ModelService, settings: Settings) -> None:
         route=upload_route,
         directory=uploads,
         max_bytes_on_disk=max(settings.demo_temp_bytes, settings.max_upload_bytes),
+        retry_after=settings.retry_after_seconds,
     )
     # Gradio trusts the file paths of mounted apps' requests; this checks them first.
     gradio_cache = getattr(demo, "GRADIO_CACHE", None)

@@ -8,6 +8,7 @@ the ``reason`` label of ``arinext_rejections_total``.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Mapping
 
@@ -16,7 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["OIP_PREFIX", "ApiError", "error_response", "install_error_handlers"]
+__all__ = [
+    "OIP_PREFIX",
+    "ApiError",
+    "error_response",
+    "install_error_handlers",
+    "insufficient_storage",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +39,11 @@ _REASONS: dict[int, str] = {
     431: "too_large",
     499: "client_closed",
     503: "not_ready",
+    507: "no_temp_space",
 }
+
+# A full file system or an exhausted quota: the temp space, not the request, is at fault.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 # Routes of the Open Inference Protocol (service/routers/v2.py), whose errors have its shape.
@@ -75,6 +86,22 @@ def error_response(error: ApiError, path: str = "") -> JSONResponse:
     )
 
 
+def insufficient_storage(exc: BaseException, retry_after: int) -> ApiError | None:
+    """The 507 for ``exc`` when it says the temp space is full (ENOSPC, EDQUOT), else None.
+
+    Uploads are spooled to the temp directory; when it fills, the request is not at fault and
+    may succeed later, so clients get a retryable answer instead of a 500.
+    """
+    if not isinstance(exc, OSError) or exc.errno not in _STORAGE_ERRNOS:
+        return None
+    return ApiError(
+        507,
+        "insufficient_storage",
+        "no temp space to store the upload; try again later",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for item in exc.errors():
@@ -114,6 +141,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(error, request.url.path)
 
     async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        retry_after = request.app.state.settings.retry_after_seconds
+        full = insufficient_storage(exc, retry_after)
+        if full is not None:  # a writer we did not wrap; still not the request's fault
+            logger.warning("%s %s: %s", request.method, request.url.path, exc)
+            return await handle_api_error(request, full)
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         error = ApiError(500, "internal_error", "internal server error")
         return error_response(error, request.url.path)
