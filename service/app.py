@@ -38,6 +38,7 @@ from service.metrics import Metrics
 from service.middleware import (
     AdmissionMiddleware,
     BodyLimitMiddleware,
+    RelativeRedirects,
     RequestMetricsMiddleware,
 )
 from service.routers import classify, health, models, stream, v2
@@ -193,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         mount_demo(app, app.state.models, settings)
     install_docs(app, home="/demo/" if demo else "/docs")
+    app.add_middleware(RelativeRedirects)
     # Added last = outermost: metrics see every answer, including the body limit's 413 and the
     # early 503s of admission.
     app.add_middleware(
