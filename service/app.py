@@ -9,8 +9,10 @@ Run with ``uvicorn --factory service.app:create_app`` or ``arinext serve``. The 
 no side effects and does not read the environment.
 
 Graceful shutdown: on SIGTERM the server first drains, answering ``/readyz`` with 503 for
-``drain_seconds`` while still serving, so load balancers stop sending traffic; then uvicorn stops
-accepting connections and waits for in-flight requests, and the lifespan stops the batchers.
+``drain_seconds`` while still serving, so load balancers stop sending traffic; then it closes the
+open streams (``error`` event ``shutting_down``, close 1001), uvicorn stops accepting connections
+and waits for in-flight requests, and the lifespan stops the batchers. ``arinext serve`` then
+exits 0 (see :mod:`service.cli`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from service.metrics import Metrics
 from service.middleware import (
     AdmissionMiddleware,
     BodyLimitMiddleware,
+    RelativeRedirects,
     RequestMetricsMiddleware,
 )
 from service.routers import classify, health, models, stream, v2
@@ -50,12 +53,17 @@ logger = logging.getLogger(__name__)
 
 # Bound on waiting for admitted windows at shutdown; uvicorn has already let requests finish.
 _STOP_TIMEOUT_SECONDS = 30.0
+# Bound on waiting for the streams' close frames on SIGTERM (a client that reads nothing).
+_STREAMS_CLOSE_SECONDS = 5.0
 
 
-def _install_drain_handler(service: ModelService, drain_seconds: float) -> Callable[[], None]:
-    """Delay the server's own SIGTERM handling by ``drain_seconds`` of not-ready; returns undo.
+def _install_drain_handler(
+    service: ModelService, streams: StreamHub, drain_seconds: float
+) -> Callable[[], None]:
+    """Delay the server's own SIGTERM handling by ``drain_seconds`` of not-ready, then close the
+    open streams the documented way, then let uvicorn stop; returns undo.
 
-    Installed after uvicorn's handler (which only sets a flag), so the drain works under plain
+    Installed after uvicorn's handler (which only sets a flag), so this works under plain
     ``uvicorn`` as well as ``arinext serve``. A second SIGTERM stops at once. Signals can only be
     handled in the main thread, so in-process test clients get no handler.
     """
@@ -63,6 +71,7 @@ def _install_drain_handler(service: ModelService, drain_seconds: float) -> Calla
         return lambda: None
     loop = asyncio.get_running_loop()
     previous = signal.getsignal(signal.SIGTERM)
+    closing: set[asyncio.Task[None]] = set()
 
     def forward(frame: FrameType | None = None) -> None:
         if callable(previous):
@@ -71,16 +80,29 @@ def _install_drain_handler(service: ModelService, drain_seconds: float) -> Calla
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(signal.SIGTERM)
 
-    def begin_drain() -> None:
-        logger.info("SIGTERM: draining for %.1f s (readyz 503) before shutting down", drain_seconds)
+    def closed(task: asyncio.Task[None]) -> None:
+        closing.discard(task)
+        forward()
+
+    def stop() -> None:
+        # uvicorn's shutdown would drop the streams with 1012 and no word: they go first.
+        task = loop.create_task(streams.close_all(_STREAMS_CLOSE_SECONDS), name="close-streams")
+        closing.add(task)
+        task.add_done_callback(closed)
+
+    def begin_stopping() -> None:
         service.set_draining()
-        loop.call_later(drain_seconds, forward)
+        if drain_seconds <= 0:
+            stop()
+            return
+        logger.info("SIGTERM: draining for %.1f s (readyz 503) before shutting down", drain_seconds)
+        loop.call_later(drain_seconds, stop)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        if service.draining or drain_seconds <= 0:
+        if service.draining:
             forward(frame)
         else:
-            loop.call_soon_threadsafe(begin_drain)
+            loop.call_soon_threadsafe(begin_stopping)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -105,7 +127,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     trimming = asyncio.create_task(
         trim_when_idle(service.runs, service.busy, IDLE_TRIM_SECONDS), name="trim-memory"
     )
-    undo_drain_handler = _install_drain_handler(service, settings.drain_seconds)
+    undo_drain_handler = _install_drain_handler(service, app.state.streams, settings.drain_seconds)
     try:
         yield
     finally:
@@ -172,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         mount_demo(app, app.state.models, settings)
     install_docs(app, home="/demo/" if demo else "/docs")
+    app.add_middleware(RelativeRedirects)
     # Added last = outermost: metrics see every answer, including the body limit's 413 and the
     # early 503s of admission.
     app.add_middleware(

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -69,16 +72,36 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def run(settings: Settings) -> None:
-    """Serve ``create_app(settings)`` with uvicorn and the limits of :mod:`service.http_limits`."""
-    import uvicorn
-
+    """Serve ``create_app(settings)`` with uvicorn and the limits of :mod:`service.http_limits`;
+    returns after a SIGTERM has stopped the server gracefully (exit status 0)."""
     from service.app import create_app
-    from service.http_limits import limited_protocol
 
     def factory() -> Any:
         return create_app(settings)
 
     logger.info("serving on http://%s:%d", settings.host, settings.port)
+    # uvicorn re-raises the SIGTERM it handled once it has shut down, which would kill the
+    # process by signal: atexit handlers (the demo's upload folder) would never run.
+    previous = signal.signal(signal.SIGTERM, _exit_after_sigterm)
+    try:
+        _run_uvicorn(factory, settings)
+    finally:
+        if previous is not None:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_after_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM outside uvicorn's own handling (uvicorn's re-raise once it has stopped, or one
+    before it started): exit 0 through the interpreter's normal exit."""
+    logger.info("stopped on SIGTERM")
+    raise SystemExit(0)
+
+
+def _run_uvicorn(factory: Callable[[], Any], settings: Settings) -> None:
+    import uvicorn
+
+    from service.http_limits import limited_protocol
+
     uvicorn.run(
         factory,
         factory=True,

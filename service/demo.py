@@ -181,6 +181,22 @@ def _served_copies(examples: gr.helpers.Examples) -> list[str]:
     ]
 
 
+def _drop_gradio_cors(demo_app: Any) -> None:
+    """Take Gradio's CORS middleware out of the mounted demo, before its first request.
+
+    It answers every request that has an ``Origin`` with ``Access-Control-Allow-Credentials:
+    true`` and echoes the origin back: any origin when the server is reached by a name other
+    than localhost, any localhost origin (another port: another local app) otherwise. So pages of
+    other origins could read the demo's answers in their visitors' browsers. The demo's own page
+    is of the server's origin and needs no CORS headers at all.
+    """
+    cors = getattr(gr.route_utils, "CustomCORSMiddleware", None)
+    kept = [m for m in demo_app.user_middleware if cors is None or m.cls is not cors]
+    if len(kept) == len(demo_app.user_middleware):
+        logger.warning("Gradio's CORS middleware not found; the demo's CORS headers are Gradio's")
+    demo_app.user_middleware = kept
+
+
 def mount_demo(app: FastAPI, service: ModelService, settings: Settings) -> None:
     """Mount the demo at ``/demo`` with the service's upload limit."""
     theme = gr.themes.Default(
@@ -213,12 +229,14 @@ def mount_demo(app: FastAPI, service: ModelService, settings: Settings) -> None:
     for route in app.routes:
         if isinstance(route, Mount) and route.path == DEMO_PATH:
             route.app.uploaded_file_dir = str(uploads)  # type: ignore[attr-defined]
+            _drop_gradio_cors(route.app)
     upload_route = f"{DEMO_PATH}/gradio_api/upload"
     app.add_middleware(
         DemoUploadGuard,
         route=upload_route,
         directory=uploads,
         max_bytes_on_disk=max(settings.demo_temp_bytes, settings.max_upload_bytes),
+        retry_after=settings.retry_after_seconds,
     )
     # Gradio trusts the file paths of mounted apps' requests; this checks them first.
     gradio_cache = getattr(demo, "GRADIO_CACHE", None)

@@ -24,7 +24,7 @@ from pathlib import Path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.audio_io import AudioError, sniff
-from service.errors import ApiError
+from service.errors import ApiError, insufficient_storage
 from service.http_errors import error_response
 
 __all__ = [
@@ -123,11 +123,20 @@ def _is_audio(path: Path) -> bool:
 class DemoUploadGuard:
     """ASGI middleware for the demo's upload route; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, *, route: str, directory: Path, max_bytes_on_disk: int):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        route: str,
+        directory: Path,
+        max_bytes_on_disk: int,
+        retry_after: int = 1,
+    ):
         self.app = app
         self.route = route
         self.directory = directory
         self.max_bytes_on_disk = max_bytes_on_disk
+        self.retry_after = retry_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.route:
@@ -145,6 +154,14 @@ class DemoUploadGuard:
 
         try:
             await self.app(scope, receive, keep)
+        except OSError as exc:
+            # Gradio spools uploads to the temp directory and answers a full one with a 500.
+            full = insufficient_storage(exc, self.retry_after)
+            if full is None:
+                raise
+            logger.warning("demo upload: %s", exc)
+            await error_response(full)(scope, receive, send)
+            return
         finally:
             self._enforce_quota()
         if start is None:

@@ -8,9 +8,10 @@ JSON shape clients parse. Each error also carries the ``reason`` label of
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping
 
-__all__ = ["OIP_PREFIX", "ApiError"]
+__all__ = ["OIP_PREFIX", "ApiError", "insufficient_storage"]
 
 # Default rejection reason per status; a raise site can be more specific (e.g. too_long).
 _REASONS: dict[int, str] = {
@@ -24,7 +25,11 @@ _REASONS: dict[int, str] = {
     431: "too_large",
     499: "client_closed",
     503: "not_ready",
+    507: "no_temp_space",
 }
+
+# A full file system or an exhausted quota: the temp space, not the request, is at fault.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 # Routes of the Open Inference Protocol (service/routers/v2.py), whose errors have its shape.
@@ -49,3 +54,19 @@ class ApiError(Exception):
         self.message = message
         self.reason = reason or _REASONS.get(status, "bad_request" if status < 500 else "error")
         self.headers = dict(headers or {})
+
+
+def insufficient_storage(exc: BaseException, retry_after: int) -> ApiError | None:
+    """The 507 for ``exc`` when it says the temp space is full (ENOSPC, EDQUOT), else None.
+
+    Uploads are spooled to the temp directory; when it fills, the request is not at fault and
+    may succeed later, so clients get a retryable answer instead of a 500.
+    """
+    if not isinstance(exc, OSError) or exc.errno not in _STORAGE_ERRNOS:
+        return None
+    return ApiError(
+        507,
+        "insufficient_storage",
+        "no temp space to store the upload; try again later",
+        headers={"Retry-After": str(retry_after)},
+    )

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import OIP_PREFIX, ApiError
+from service.errors import OIP_PREFIX, ApiError, insufficient_storage
 
 __all__ = ["error_response", "install_error_handlers"]
 
@@ -74,6 +74,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(error, request.url.path)
 
     async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        retry_after = request.app.state.settings.retry_after_seconds
+        full = insufficient_storage(exc, retry_after)
+        if full is not None:  # a writer we did not wrap; still not the request's fault
+            logger.warning("%s %s: %s", request.method, request.url.path, exc)
+            return await handle_api_error(request, full)
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         error = ApiError(500, "internal_error", "internal server error")
         return error_response(error, request.url.path)

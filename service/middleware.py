@@ -1,4 +1,5 @@
-"""ASGI middleware: request metrics, early admission, and the request-body size and time limits.
+"""ASGI middleware: request metrics, early admission, the request-body size and time limits, and
+redirects that do not reflect ``Host``.
 
 All are plain ASGI (not ``BaseHTTPMiddleware``) so they see every request, including the mounted
 demo, and never buffer a body.
@@ -10,8 +11,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from urllib.parse import quote
 
-from starlette.datastructures import Headers
+from starlette.datastructures import URL, Headers, MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,6 +28,7 @@ __all__ = [
     "UNMATCHED",
     "AdmissionMiddleware",
     "BodyLimitMiddleware",
+    "RelativeRedirects",
     "RequestMetricsMiddleware",
 ]
 
@@ -284,3 +287,58 @@ class RequestMetricsMiddleware:
         finally:
             metrics.child(metrics.requests, endpoint, str(status)).inc()
             metrics.child(metrics.request_duration, endpoint).observe(time.perf_counter() - start)
+
+
+# What Starlette's RedirectResponse leaves unquoted in a Location.
+_LOCATION_SAFE = ":/%#?=@[]!$&'()*+,;"
+
+
+def _own_hosts(scope: Scope) -> set[str]:
+    """The hosts absolute URLs to this server are built from: Starlette's (a valid ``Host``
+    header, else the socket's address) and the raw ``Host`` header."""
+    hosts = {URL(scope=scope).netloc, Headers(scope=scope).get("host", "")}
+    return {host for host in hosts if host}
+
+
+def relative_location(location: str, scope: Scope) -> str | None:
+    """``location`` as a path on this server when it points at the request's own host (as
+    built from ``Host``), else None. Leading slashes are collapsed to one, so the result can
+    never be read as another host (``//evil.example``)."""
+    lowered = location.lower()
+    for host in _own_hosts(scope):
+        for scheme in ("http", "https"):
+            raw = f"{scheme}://{host}"
+            for prefix in {raw, quote(raw, safe=_LOCATION_SAFE)}:
+                rest = location[len(prefix) :]
+                if lowered.startswith(prefix.lower()) and (not rest or rest[0] in "/?#"):
+                    return "/" + rest.lstrip("/\\")
+    return None
+
+
+class RelativeRedirects:
+    """Redirects to the request's own host become relative, so ``Host`` is never reflected.
+
+    Starlette's slash redirect (``/demo`` to ``/demo/``, in our router and in the mounted Gradio
+    app's) builds an absolute URL from the request's ``Host`` header: ``Host: evil.example`` was
+    sent to ``http://evil.example/demo/``, which a cache in front could serve to everyone. A
+    relative reference (RFC 9110, 10.2.2) stays wherever the client already is.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def relative_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
+                location = Headers(raw=list(message.get("headers", []))).get("location")
+                relative = relative_location(location, scope) if location else None
+                if relative is not None:
+                    message = {**message, "headers": list(message.get("headers", []))}
+                    MutableHeaders(scope=message)["location"] = relative
+            await send(message)
+
+        await self.app(scope, receive, relative_send)

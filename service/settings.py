@@ -180,7 +180,8 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="after SIGTERM, `/readyz` answers 503 this long before the server stops",
+        description="after SIGTERM, `/readyz` answers 503 this long, still serving, before the "
+        "server closes its streams (1001 `shutting_down`) and stops",
     )
     retry_after_seconds: int = Field(default=1, ge=1, description="`Retry-After` on 503 answers")
     stream_max_concurrent: int = Field(

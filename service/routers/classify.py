@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from service.dependencies import get_model_service, get_settings
 from service.detection import DEFAULT_HOP_SECONDS, DEFAULT_THRESHOLD
-from service.errors import ApiError
+from service.errors import ApiError, insufficient_storage
 from service.http_limits import received_at
 from service.inference import ModelService
 from service.predict import ClassifyResponse, classify
 from service.settings import MAX_TOP_K, Settings
 
 __all__ = ["ClassifyQuery", "add_route"]
+
+logger = logging.getLogger(__name__)
 
 
 FORM_FIELD = "file"
@@ -56,6 +60,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         415: "unsupported media type or codec",
         422: "bad parameters",
         503: "overloaded or not ready (with Retry-After)",
+        507: "no temp space to spool the upload (with Retry-After)",
     }.items()
 }
 
@@ -74,13 +79,53 @@ async def read_clip(request: Request) -> bytes:
         ) from None
 
 
+class _BodyReads:
+    """``receive`` that remembers whether the body has ended."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.ended = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.ended = True
+        return message
+
+    async def discard(self, limit: int) -> None:
+        """Read and drop the rest of the body, up to ``limit`` bytes (the body-limit middleware
+        bounds each read in time and the whole in size)."""
+        seen = 0
+        with contextlib.suppress(ApiError, ClientDisconnect):
+            while not self.ended and seen <= limit:
+                seen += len((await self.receive()).get("body", b""))
+
+
+async def _read_form(request: Request) -> FormData:
+    """The multipart form; a file over Starlette's spool size is written to the temp directory.
+
+    When that is full the answer is a retryable 507, given after the rest of the body is read
+    (bounded) so that clients which send the whole body first read it.
+    """
+    body = _BodyReads(request.receive)
+    try:
+        return await Request(request.scope, body.receive).form(max_files=1, max_fields=16)
+    except StarletteHTTPException as exc:
+        raise ApiError(400, "invalid_multipart", str(exc.detail)) from exc
+    except OSError as exc:
+        settings: Settings = request.app.state.settings
+        error = insufficient_storage(exc, settings.retry_after_seconds)
+        if error is None:
+            raise
+        logger.warning("%s %s: %s", request.method, request.url.path, exc)
+        await body.discard(settings.discard_bytes)
+        raise error from None
+
+
 async def _read_clip(request: Request) -> bytes:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
-        try:
-            form = await request.form(max_files=1, max_fields=16)
-        except StarletteHTTPException as exc:
-            raise ApiError(400, "invalid_multipart", str(exc.detail)) from exc
+        form = await _read_form(request)
         try:
             upload = form.get(FORM_FIELD)
             if not isinstance(upload, UploadFile):

@@ -6,6 +6,9 @@ then ``window`` and ``detection`` events, and ``end`` with the stream's figures 
 with 1000. A refusal sends an ``error`` event (the HTTP errors' ``{"code", "message"}``) and
 closes with a WebSocket close code and ``code: message`` as the reason.
 
+When the server stops (SIGTERM), each open stream gets the ``error`` event ``shutting_down``
+and close 1001 before uvicorn drops the connections (:meth:`StreamHub.close_all`).
+
 A browser sends ``Origin`` with the handshake: a stream opened from a page of another origin than
 the server's own (or than ``stream_allowed_origins``) is refused before it is accepted (HTTP
 403), so no web page can hold the server's stream slots from its visitors' browsers.
@@ -106,7 +109,6 @@ async def _refuse(websocket: WebSocket, error: StreamError) -> None:
 @router.websocket("/stream")
 async def stream(websocket: WebSocket) -> None:
     """One live stream; see the module docstring and docs/api.md for the protocol."""
-    service: ModelService = websocket.app.state.models
     hub: StreamHub = websocket.app.state.streams
     if not origin_allowed(websocket, hub.settings):
         logger.info("stream refused: Origin %r", websocket.headers.get("origin"))
@@ -115,30 +117,38 @@ async def stream(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     outcome = "completed"
+    with hub.handling():
+        try:
+            with hub.slot():
+                await hub.until_stopping(_serve(websocket, hub))
+        except StreamError as exc:
+            outcome = exc.code
+            metrics = websocket.app.state.models.metrics
+            metrics.child(metrics.rejections, exc.reason).inc()
+            logger.debug("stream closed with %d: %s", exc.close_code, exc.close_reason)
+            await _refuse(websocket, exc)
+        except WebSocketDisconnect:
+            outcome = "disconnected"
+        finally:
+            hub.metrics.closed.labels(reason=outcome).inc()
+
+
+async def _serve(websocket: WebSocket, hub: StreamHub) -> None:
+    """An accepted stream from its ``start`` to its ``end`` and close."""
+    service: ModelService = websocket.app.state.models
     try:
-        with hub.slot():
-            try:
-                service.ensure_serving()
-            except ApiError as exc:
-                raise StreamError.from_api_error(exc) from exc
-            start = await _read_start(websocket, hub.settings)
-            session = StreamSession(
-                start=start,
-                service=service,
-                hub=hub,
-                receive=lambda: _receive(websocket),
-                send=websocket.send_json,
-            )
-            await websocket.send_json(session.describe())
-            await session.run()
-            await websocket.send_json({"type": "end", **session.stats.summary()})
-            await websocket.close(CLOSE_NORMAL)
-    except StreamError as exc:
-        outcome = exc.code
-        service.metrics.child(service.metrics.rejections, exc.reason).inc()
-        logger.debug("stream closed with %d: %s", exc.close_code, exc.close_reason)
-        await _refuse(websocket, exc)
-    except WebSocketDisconnect:
-        outcome = "disconnected"
-    finally:
-        hub.metrics.closed.labels(reason=outcome).inc()
+        service.ensure_serving()
+    except ApiError as exc:
+        raise StreamError.from_api_error(exc) from exc
+    start = await _read_start(websocket, hub.settings)
+    session = StreamSession(
+        start=start,
+        service=service,
+        hub=hub,
+        receive=lambda: _receive(websocket),
+        send=websocket.send_json,
+    )
+    await websocket.send_json(session.describe())
+    await session.run()
+    await websocket.send_json({"type": "end", **session.stats.summary()})
+    await websocket.close(CLOSE_NORMAL)

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -33,7 +34,7 @@ from model.manifest import HeadSpec
 from model.scores import probabilities
 from service.detection import Debouncer
 from service.errors import ApiError
-from service.inference import LoadedModel, ModelService
+from service.inference import LoadedModel, ModelService, shutting_down
 from service.metrics import Metrics
 from service.predict import resolve_heads, top_labels
 from service.settings import Settings
@@ -49,6 +50,8 @@ from service.streams.protocol import (
 )
 
 __all__ = ["StreamHub", "StreamMetrics", "StreamSession", "StreamStats"]
+
+logger = logging.getLogger(__name__)
 
 # Audio messages waiting for the stream's scorer; beyond that the socket is not read (TCP
 # backpressure), so a stream's memory stays bounded whatever the client does.
@@ -94,7 +97,11 @@ class StreamMetrics:
 
 
 class StreamHub:
-    """The app's streams: how many are open (bounded) and their metrics."""
+    """The app's streams: how many are open (bounded), their metrics, and their end on shutdown.
+
+    uvicorn's own shutdown drops open WebSockets with 1012 and no word; :meth:`close_all` first
+    ends each stream the documented way (an ``error`` event ``shutting_down``, close 1001).
+    """
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
@@ -102,6 +109,50 @@ class StreamHub:
         self.open = 0
         self.metrics = StreamMetrics(metrics)
         self._ids = 0
+        self._stopping = asyncio.Event()
+        self._handlers = 0
+        self._no_handlers = asyncio.Event()
+        self._no_handlers.set()
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        """Count an accepted stream until its handler is done, close frame sent included."""
+        self._handlers += 1
+        self._no_handlers.clear()
+        try:
+            yield
+        finally:
+            self._handlers -= 1
+            if not self._handlers:
+                self._no_handlers.set()
+
+    async def until_stopping(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work``; if the server starts stopping first, cancel it and raise the stream's
+        ``shutting_down`` close (1001)."""
+        task = asyncio.ensure_future(work)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        stopped = False
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not task.done():  # the server is stopping, or this handler was cancelled
+                stopped = True
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if stopped:
+            raise StreamError.from_api_error(shutting_down())
+        task.result()
+
+    async def close_all(self, timeout: float) -> None:
+        """End every stream, and refuse new ones, with ``shutting_down`` (1001); returns once
+        their handlers are done or after ``timeout`` seconds."""
+        self._stopping.set()
+        if self._handlers:
+            logger.info("closing %d stream(s): shutting down", self._handlers)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._no_handlers.wait()
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[int]:
