@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a plain checkout
 
 from benchmarks.machine import cpu_model  # noqa: E402
-from service.inference import LoadedModel, load_model  # noqa: E402
+from service.loading import LoadedModel, load_model  # noqa: E402
 from service.memory import IDLE_TRIM_SECONDS  # noqa: E402
 from service.prepare import prepare  # noqa: E402
 from service.settings import EMBEDDED_MODEL_DIR  # noqa: E402

@@ -31,7 +31,7 @@ from model.audio_config import AudioConfig
 from service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, resample
 from service.detection import DEFAULT_THRESHOLD
 from service.errors import ApiError
-from service.inference import LoadedModel, ModelRegistry, load_models
+from service.loading import LoadedModel, ModelRegistry, load_models
 from service.predict import ClassifyResponse, HeadPrediction, predict_head, resolve_heads
 from service.prepare import ModelInput, PreparedClip, model_inputs, prepare
 from service.settings import EMBEDDED_MODEL_DIR, MAX_TOP_K, Settings

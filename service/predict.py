@@ -18,10 +18,12 @@ from pydantic import BaseModel, Field
 
 from model.manifest import HeadSpec
 from model.scores import probabilities
+from service.batching import Admission, Batcher, BatchResult
 from service.decoding import DecodedAudio
 from service.detection import DEFAULT_THRESHOLD, KeywordEvent, detect
 from service.errors import ApiError
-from service.inference import Batcher, BatchResult, LoadedModel, ModelRegistry, ModelService
+from service.inference import ModelService
+from service.loading import LoadedModel, ModelRegistry
 from service.prepare import ModelInput, PreparedClip, prepare, window_starts
 
 __all__ = [
@@ -144,7 +146,7 @@ class _ModelRun:
 
 
 async def _run_model(
-    service: ModelService, model: LoadedModel, clip: ModelInput, admitted_at: float
+    service: ModelService, model: LoadedModel, clip: ModelInput, admission: Admission
 ) -> _ModelRun:
     """Per-window logits of every head of ``model``.
 
@@ -153,32 +155,25 @@ async def _run_model(
     computed only when the previous one is done, so a request never holds all its log-mels and
     long clips take their turn without crowding short requests out of the queue.
     """
-    batcher = service.batchers[model.name]
     run = _ModelRun({})
     results = []
     total = len(clip.starts)
-    future: asyncio.Future | None = None
-    try:
-        if total == len(clip.views):
-            future = await batcher.submit(clip.views, reserved=True, admitted_at=admitted_at)
-            results.append(await future)
-        else:
-            batcher.cancel_reservation()
-            for begin in range(0, total, batcher.bulk_chunk):
-                end = min(begin + batcher.bulk_chunk, total)
-                if end <= len(clip.views):
-                    views = clip.views[begin:end]
-                else:
-                    started = time.perf_counter()
-                    views = await service.prepare_on_workers(clip.views_for, begin, end)
-                    spent = time.perf_counter() - started
-                    run.features += spent
-                    service.metrics.stages["features"].observe(spent)
-                future = await batcher.submit(views, reserved=False)
-                results.append(await future)
-    finally:
-        if future is not None:
-            future.cancel()
+    if total == len(clip.views):
+        results.append(await admission.run(clip.views))
+    else:
+        admission.release()
+        bulk = admission.batcher.bulk_chunk
+        for begin in range(0, total, bulk):
+            end = min(begin + bulk, total)
+            if end <= len(clip.views):
+                views = clip.views[begin:end]
+            else:
+                started = time.perf_counter()
+                views = await service.prepare_on_workers(clip.views_for, begin, end)
+                spent = time.perf_counter() - started
+                run.features += spent
+                service.metrics.stages["features"].observe(spent)
+            results.append(await admission.run(views))
     for result in results:
         run.queue += result.queue_seconds
         run.inference += result.inference_seconds
@@ -266,7 +261,7 @@ async def classify(
     decoding, so under overload it is refused in microseconds and costs nothing. Then one worker
     call decodes, resamples and computes the first batch of log-mels (:func:`prepare`).
     ``received`` (``time.perf_counter()`` when the server parsed the request's headers) starts
-    the queue-time deadline (:meth:`Batcher.submit`); without it, the reservation does.
+    the queue-time deadline (:meth:`Batcher.admit`); without it, the reservation does.
     """
     began = time.perf_counter()
     service.ensure_serving()
@@ -274,14 +269,10 @@ async def classify(
     selected = [service.registry.heads[name] for name in names]
     models = list({model.name: model for model, _ in selected}.values())
     batchers = [service.batchers[model.name] for model in models]
-    reserved: list[Batcher] = []
-    admitted_at: list[float] = []
+    admissions: list[Admission] = []
     try:
         for batcher in batchers:
-            admitted = batcher.reserve()
-            reserved.append(batcher)
-            # The queue-time deadline counts from arrival when the server stamped it.
-            admitted_at.append(admitted if received is None else min(received, admitted))
+            admissions.append(batcher.admit(received))
         work = functools.partial(
             prepare,
             data,
@@ -299,30 +290,28 @@ async def classify(
         for batcher, model_input in zip(batchers, clip.inputs, strict=True):
             if len(model_input.views) == len(model_input.starts):  # long clips run as bulk
                 batcher.observe_prepare(clip.cpu_seconds, len(model_input.views))
-        reserved.clear()  # each reservation now goes in with its model's first submission
         if inline is not None:
-            batchers[0].cancel_reservation()  # used by the run on the worker thread
-            batchers[0].record_direct(inline)
+            admissions[0].ran_inline(inline)
             runs = [_ModelRun(inline.logits, inference=inline.inference_seconds)]
         else:
             # Awaited, not wrapped in tasks, when there is one model: its windows then reach the
             # batcher in the same step of the loop as the preparation's result, so a batch
             # taken right after can include them.
             runs = (
-                [await _run_model(service, models[0], clip.inputs[0], admitted_at[0])]
+                [await _run_model(service, models[0], clip.inputs[0], admissions[0])]
                 if len(models) == 1
                 else await asyncio.gather(
                     *(
-                        _run_model(service, model, model_input, admitted)
-                        for model, model_input, admitted in zip(
-                            models, clip.inputs, admitted_at, strict=True
+                        _run_model(service, model, model_input, admission)
+                        for model, model_input, admission in zip(
+                            models, clip.inputs, admissions, strict=True
                         )
                     )
                 )
             )
     finally:
-        for batcher in reserved:  # the request failed before using them
-            batcher.cancel_reservation()
+        for admission in admissions:  # reservations the request did not get to use
+            admission.release()
     finished = time.perf_counter()
     stage = service.metrics.stages
     for name in ("decode", "resample", "features"):

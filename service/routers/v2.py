@@ -46,7 +46,8 @@ from model.manifest import HeadSpec
 from model.scores import probabilities
 from service.dependencies import get_model_service, get_settings
 from service.errors import ApiError
-from service.inference import LoadedModel, ModelService
+from service.inference import ModelService
+from service.loading import LoadedModel
 from service.predict import classify, top_labels
 from service.settings import Settings
 from service.v2_schema import InferenceRequest, RequestInput, RequestOutput, openapi_body
@@ -307,22 +308,8 @@ async def _window_probabilities(
     if not np.isfinite(views).all():
         raise _bad("logmel holds NaN or infinite values")
     views = np.ascontiguousarray(views, dtype=np.float32)
-    batcher = service.batchers[model.name]
-    admitted_at = batcher.reserve()
-    results, future = [], None
-    try:
-        future = await batcher.submit(
-            views[: batcher.chunk], reserved=True, admitted_at=admitted_at
-        )
-        results.append(await future)
-        for start in range(batcher.chunk, len(views), batcher.bulk_chunk):
-            future = await batcher.submit(views[start : start + batcher.bulk_chunk], reserved=False)
-            results.append(await future)
-    finally:
-        if future is None:
-            batcher.cancel_reservation()
-        elif not future.done():
-            future.cancel()
+    async with service.batchers[model.name].admit() as admission:
+        results = await admission.run_all(views)
     return {
         head.name: probabilities(
             np.concatenate([r.logits[head.name] for r in results]), head.activation

@@ -32,9 +32,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from model.frontend import IncrementalViews
 from model.manifest import HeadSpec
 from model.scores import probabilities
+from service.batching import shutting_down
 from service.detection import Debouncer
 from service.errors import ApiError
-from service.inference import LoadedModel, ModelService, shutting_down
+from service.inference import ModelService
+from service.loading import LoadedModel
 from service.metrics import Metrics
 from service.predict import resolve_heads, top_labels
 from service.settings import Settings
@@ -517,13 +519,12 @@ class StreamSession:
         """The window's batch result, or None when the batcher refused it."""
         batcher = self.service.batchers[track.model.name]
         try:  # admission first, as for /classify: a refused window costs no work
-            admitted_at = batcher.reserve()
+            admission = batcher.admit()
         except ApiError as exc:
             if exc.code != "overloaded":
                 raise StreamError.from_api_error(exc) from exc
             return None  # dropped; the next window may be admitted
-        future: asyncio.Future | None = None
-        try:
+        async with admission:
             began = time.perf_counter()
             try:
                 # On the service's preparation threads, as /classify's log-mels: niced below
@@ -537,19 +538,12 @@ class StreamSession:
                 raise invalid_audio(exc.message) from exc
             self.service.metrics.stages["features"].observe(time.perf_counter() - began)
             batcher.observe_prepare(cpu, 1)  # the admission's estimate of a window's cost
-            future = await batcher.submit(views, reserved=True, admitted_at=admitted_at)
-        finally:
-            if future is None:
-                batcher.cancel_reservation()
-        try:
-            result = await future
-        except ApiError as exc:
-            if exc.code != "overloaded":
-                raise StreamError.from_api_error(exc) from exc
-            return None
-        finally:
-            future.cancel()
-        return result
+            try:
+                return await admission.run(views)
+            except ApiError as exc:
+                if exc.code != "overloaded":
+                    raise StreamError.from_api_error(exc) from exc
+                return None
 
     async def _score(self, track: _ModelTrack, window: Window, arrived: float) -> None:
         model = track.model

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from service import inference
+from service.batching import Batcher
 from service.errors import ApiError
-from service.inference import Batcher
 from service.metrics import Metrics
 from service.workers import SharedWorker
 from tests.service.audio import encode_sf, signal

@@ -16,7 +16,7 @@ import pytest
 
 from model.audio_config import PRESETS, AudioConfig
 from model.frontend import clip_view
-from service.inference import load_model
+from service.loading import load_model
 from tests.service.audio import encode_av, encode_sf, signal
 from tests.service.conftest import ServerProcess, isolated_settings, run_server, serve_in_process
 

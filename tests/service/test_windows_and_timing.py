@@ -73,7 +73,7 @@ def test_windows_a_hop_would_need_count_against_the_per_request_cap(client: Test
     [
         ("heads=speech_commands", 1.0),  # one window: one urgent submission
         ("heads=speech_commands", 40.0),  # a long clip: bulk chunks
-        ("", 12.0),  # two models at once, sharing the request's time
+        ("hop=1", 12.0),  # two models at once (12 windows each), sharing the request's time
     ],
 )
 def test_timing_stages_add_up_to_no_more_than_total(

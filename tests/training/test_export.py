@@ -13,7 +13,7 @@ import torch
 from model.frontend import log_mel_views
 from model.manifest import verify_artifact
 from service.decoding import decode_audio, resample
-from service.inference import load_model
+from service.loading import load_model
 from tests.training.conftest import TrainedRun, run_cli
 from training.checkpoints import load_run
 
