@@ -18,6 +18,7 @@ from model.labels import is_keyword
 __all__ = [
     "DEFAULT_HOP_SECONDS",
     "DEFAULT_THRESHOLD",
+    "DEFAULT_VOTES",
     "Debouncer",
     "Detection",
     "KeywordEvent",
@@ -28,8 +29,11 @@ __all__ = [
 # Window step of a stream, and of a recording longer than one window: a word is then whole in
 # at least one window wherever it falls.
 DEFAULT_HOP_SECONDS = 0.25
-# Score a window's top keyword needs to count as heard.
-DEFAULT_THRESHOLD = 0.7
+# Consecutive windows that must agree on a word (see Debouncer).
+DEFAULT_VOTES = 2
+# Score a window's top keyword needs to count as heard: tuned on held-out speakers for at most
+# one wrong detection per minute (docs/default-model.md, "Live detection").
+DEFAULT_THRESHOLD = 0.65
 
 
 class KeywordEvent(BaseModel):
@@ -59,28 +63,51 @@ class Detection:
 class Debouncer:
     """Turns one head's per-window winners into one detection per utterance.
 
-    A window votes for its top label when that label is a keyword and scores at least
-    ``threshold``. A vote detects the word unless the same word had a vote less than
-    ``debounce`` seconds of windows earlier (then it is the same utterance, heard again by an
-    overlapping window). Other words voted in between do not split an utterance.
+    Consecutive windows whose top label is the same keyword are one run of votes; the run
+    detects the word once it has ``votes`` windows and one of them scored at least
+    ``threshold``. A word said is heard by several overlapping windows, while the tail of other
+    speech at the start of a single window (a window hears it as a short word) makes a run of
+    one, so two votes keep those out. The detection is the run's first window, with the run's
+    best score. A run that begins less than ``debounce`` seconds of windows after the last vote
+    of a run that detected the same word is that utterance, heard again.
     """
 
     head: str
     hop: float
     threshold: float
     debounce: float
+    votes: int = DEFAULT_VOTES
     _last_vote: dict[str, float] = field(default_factory=dict)
+    _run: list[tuple[str, float, float, float]] = field(default_factory=list)
+    _run_detected: bool = False
+    _run_repeats: bool = False
 
     def update(self, label: str, score: float, start: float, end: float) -> Detection | None:
         """Feed the next window's winner; a :class:`Detection` when a new utterance begins."""
-        if not is_keyword(label) or score < self.threshold:
+        if not is_keyword(label):
+            self._run = []
             return None
-        previous = self._last_vote.get(label)
+        if not self._run or self._run[0][0] != label:
+            previous = self._last_vote.get(label)
+            # Seconds of windows since that vote (consecutive windows are one hop apart).
+            self._run_repeats = (
+                previous is not None and end - previous - self.hop < self.debounce - 1e-9
+            )
+            self._run, self._run_detected = [], False
+        self._run.append((label, score, start, end))
+        if self._run_repeats:
+            self._last_vote[label] = end  # the utterance goes on
+            return None
+        if self._run_detected:
+            self._last_vote[label] = end
+            return None
+        best = max(vote[1] for vote in self._run)
+        if len(self._run) < self.votes or best < self.threshold:
+            return None
+        self._run_detected = True
         self._last_vote[label] = end
-        # Seconds of windows since that vote (consecutive windows are one hop apart: no gap).
-        if previous is not None and end - previous - self.hop < self.debounce - 1e-9:
-            return None
-        return Detection(self.head, label, score, start, end)
+        _, _, first_start, first_end = self._run[0]
+        return Detection(self.head, label, best, first_start, first_end)
 
 
 def detect(
@@ -94,7 +121,8 @@ def detect(
     debounce: float,
 ) -> list[Detection]:
     """The detections of a recording's windows (``probs``: windows x classes, in time order)."""
-    gate = Debouncer(head, hop, threshold, debounce)
+    # A recording of one window (a clip no longer than the model's input) has one vote to give.
+    gate = Debouncer(head, hop, threshold, debounce, votes=min(DEFAULT_VOTES, len(spans)))
     top = probs.argmax(axis=1)
     found = (
         gate.update(labels[int(t)], float(p[t]), start, end)

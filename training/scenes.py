@@ -3,8 +3,9 @@
 A scene is what an always-on microphone hears: a stretch of a held-out background recording (the
 part of ``_background_noise_`` never used for training, or ``_silence_`` clips of held-out rooms)
 with three keywords said by held-out speakers, each at a signal-to-noise ratio drawn from 15-30 dB,
-at positions that leave at least a second between words. The ground truth is where each word's
-voice is (an energy gate on the one-second clip), so a detection can be matched to its word.
+at positions that leave at least a second between words. Each keyword's whole one-second
+recording goes in (a gate would cut its quiet consonants); the ground truth is where its voice is
+(frames within 40 dB of its loudest), so a detection can be matched to its word.
 
 Scenes are built in memory from a recordings folder (:mod:`training.datasets.recordings`) and
 never written into the repository. numpy and soundfile only: the service's tests use them too.
@@ -29,7 +30,6 @@ __all__ = ["Scene", "Word", "build_scenes", "match_detections", "voiced_span"]
 
 RATE = 16000
 SNR_DB = (15.0, 30.0)
-GAP_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-12))
 
 
-def voiced_span(samples: np.ndarray, below_peak_db: float = 25.0) -> tuple[int, int]:
+def voiced_span(samples: np.ndarray, below_peak_db: float = 40.0) -> tuple[int, int]:
     """First and last sample of the voice: 10 ms frames within ``below_peak_db`` of the loudest."""
     frame = RATE // 100
     usable = samples[: samples.size // frame * frame].reshape(-1, frame)
@@ -118,16 +118,17 @@ def build_scenes(
         words = []
         for k in range(words_per_scene):
             clip = said[int(rng.integers(len(said)))]
-            audio = _read(clip.path)
+            audio = _read(clip.path)[:slot]
             begin, end = voiced_span(audio)
-            voice = audio[begin:end]
-            room = max(slot - voice.size - int(GAP_SECONDS * RATE), 1)
-            at = k * slot + int(GAP_SECONDS * RATE / 2) + int(rng.integers(0, room))
-            voice = voice[: n - at]
+            # Half a second of margin at both ends of the slot: a second between clips.
+            room = max(slot - audio.size - RATE, 0)
+            at = k * slot + RATE // 2 + int(rng.integers(0, room + 1))
+            audio = audio[: n - at]
             snr = rng.uniform(*SNR_DB)
+            voice = audio[begin:end]
             gain = _rms(noise) * 10 ** (snr / 20) / _rms(voice) if _rms(noise) > 1e-6 else 1.0
-            scene[at : at + voice.size] += voice * min(gain, 1.0 / (np.abs(voice).max() + 1e-9))
-            words.append(Word(clip.word, at / RATE, (at + voice.size) / RATE))
+            scene[at : at + audio.size] += audio * min(gain, 1.0 / (np.abs(audio).max() + 1e-9))
+            words.append(Word(clip.word, (at + begin) / RATE, (at + min(end, audio.size)) / RATE))
         peak = np.abs(scene).max()
         if peak > 1.0:
             scene /= peak

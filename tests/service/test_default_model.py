@@ -28,9 +28,14 @@ MAX_BYTES = 15 * 1024 * 1024
 FRESH_SEED = 20_260_101  # not the dataset's seed: these exact utterances were never rendered
 FRESH_WORDS = 24
 FRESH_OTHER = 8  # _unknown_ (words the training vocabulary never had) and _silence_ clips
-# Acceptance bars of issue #9, as measured by `make default-model` on the shipped artifact.
-HELD_OUT_TOP1 = 0.87  # measured 0.8905; the issue asks 0.97 (missed, see README)
-FRESH_TOP1 = 0.75
+# Bars just under what `make default-model` measured on the shipped artifact (the figures and the
+# issue's targets are in docs/default-model.md): the test split (held-out espeak-ng voices and
+# recorded speakers), the recorded speakers alone, and fresh utterances of held-out voices.
+HELD_OUT_TOP1 = 0.82
+RECORDED_TOP1 = 0.85
+RECORDED_CORE_TOP1 = 0.87
+RECORDED_TELEPHONE_TOP1 = 0.81
+FRESH_TOP1 = 0.68
 
 needs_artifact = pytest.mark.skipif(
     not (ARTIFACT / MODEL_FILE).is_file(), reason="default model not built (make default-model)"
@@ -73,6 +78,17 @@ def test_manifest_records_recipe_and_measurements() -> None:
         assert 0.0 <= summary["keyword_top1"] <= 1.0, condition
         assert 0.0 <= summary["false_alarm_rate"] <= 1.0, condition
     assert set(recipe["ood"]["clean"]["per_voice"]) >= {"flite:slt", "festival:kal_diphone"}
+    # Held-out recorded speakers, clean and through a telephone line, with the data's credit.
+    assert "--recordings" in steps and "data.recordings=" in steps
+    recorded = manifest.metrics["recorded_speech"]
+    assert set(recorded) == {"clean", "telephone"}
+    assert recorded["clean"]["keyword_top1"] >= RECORDED_TOP1
+    assert recorded["clean"]["core_top1"] >= RECORDED_CORE_TOP1
+    assert recorded["telephone"]["keyword_top1"] >= RECORDED_TELEPHONE_TOP1
+    credit = recipe["recorded_speech"]["attribution"]
+    assert "Warden 2018" in credit and "CC BY 4.0" in credit and "not comparable" in credit
+    per_word = recipe["recorded_speech"]["conditions"]["clean"]["per_keyword"]
+    assert {"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"} <= set(per_word)
 
 
 def _wav(samples: np.ndarray) -> bytes:

@@ -31,6 +31,7 @@ from tests.service.speech import espeak_available, keyword_recording
 RATE = 16000
 CHUNK_SECONDS = 0.02
 HOP = 0.25
+STRICT_THRESHOLD = 0.75
 DEFAULT_MODEL = EMBEDDED_MODEL_DIR
 
 
@@ -172,7 +173,10 @@ def test_three_keywords_detected_at_the_right_times_in_real_time(
     data = _pcm16(recording.samples)
     chunk = round(CHUNK_SECONDS * RATE) * 2
     with connect(_ws_url(keyword_server), open_timeout=10) as ws:
-        ws.send(_start(hop=HOP))
+        # A stricter point than the default (tuned on recorded speakers, where it answers at
+        # most a wrong word a minute): at the default, this synthetic voice's "open the door" is
+        # heard as "backward" (docs/default-model.md).
+        ws.send(_start(hop=HOP, threshold=STRICT_THRESHOLD))
         assert json.loads(ws.recv(timeout=10))["type"] == "ready"
         sender = threading.Thread(
             target=lambda: (_send_paced(ws, data, 2 * RATE, chunk), ws.send('{"type": "end"}')),
@@ -191,7 +195,7 @@ def test_three_keywords_detected_at_the_right_times_in_real_time(
     for detection, keyword in zip(detections, keywords, strict=True):
         # Live: not before the word begins, at most one hop after the window that holds it all.
         assert keyword.start < detection["end"] <= keyword.end + HOP, (keyword, heard)
-        assert detection["score"] >= 0.7  # the default threshold
+        assert detection["score"] >= STRICT_THRESHOLD
 
 
 def test_example_client_streams_a_file_and_prints_what_it_hears(

@@ -67,26 +67,41 @@ def test_no_extra_window_when_the_stream_ends_on_a_window() -> None:
 
 
 def test_debouncer_detects_each_utterance_once() -> None:
-    d = Debouncer("speech", hop=0.25, threshold=0.5, debounce=1.0)
+    d = Debouncer("speech", hop=0.25, threshold=0.5, debounce=1.0, votes=2)
     votes = [
         ("_silence_", 0.99),  # never a keyword, however confident
-        ("yes", 0.4),  # below the threshold
-        ("yes", 0.9),  # detected
-        ("yes", 0.95),
-        ("no", 0.7),  # another word: detected
-        ("yes", 0.8),  # yes again 0.25 s after its last vote: the same utterance
+        ("up", 0.95),  # one window alone (the tail of other speech): no run of two
         ("_unknown_", 0.9),
+        ("yes", 0.4),  # below the threshold, but the first vote of a run
+        ("yes", 0.9),  # the run's second vote and above the threshold: detected
+        ("yes", 0.95),
+        ("no", 0.4),  # another word, too weak...
+        ("no", 0.45),  # ...all along its run: not detected
+        ("yes", 0.8),  # yes again 0.5 s after its last vote: the same utterance
+        ("yes", 0.8),
+        ("_silence_", 0.9),
         ("_silence_", 0.9),
         ("_silence_", 0.9),
         ("_silence_", 0.9),
         ("yes", 0.9),  # four windows (1 s) without a yes vote: a new utterance
+        ("yes", 0.9),
     ]
     found = []
     for i, (label, score) in enumerate(votes):
         detection = d.update(label, score, start=i * 0.25, end=i * 0.25 + 1)
         if detection is not None:
-            found.append((i, detection.label))
-    assert found == [(2, "yes"), (4, "no"), (10, "yes")]
+            found.append((i, detection.label, detection.start, detection.score))
+    # Each detection is its run's first window, with the run's best score so far.
+    assert found == [(4, "yes", 0.75, 0.9), (15, "yes", 3.5, 0.9)]
+
+
+def test_a_recording_of_one_window_has_one_vote_to_give() -> None:
+    from service.detection import detect
+
+    probs = np.array([[0.1, 0.9]])
+    (event,) = detect("speech", ["_silence_", "yes"], probs, [(0.0, 1.0)], hop=1.0, threshold=0.5,
+                      debounce=1.0)  # fmt: skip
+    assert (event.label, event.start, event.end) == ("yes", 0.0, 1.0)
 
 
 def test_labels_starting_with_underscore_are_not_keywords() -> None:
