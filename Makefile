@@ -141,7 +141,7 @@ DEFAULT_MODEL_RUN ?= runs/default-model-b0
 DEFAULT_MODEL_DIR ?= artifacts/speech-commands-synth-b0
 DEFAULT_MODEL_THREADS ?= 1
 # Recorded speech: the subset beside this checkout, or a full Speech Commands download.
-DEFAULT_MODEL_RECORDINGS ?= $(abspath ../shared/speech_commands_subset)
+DEFAULT_MODEL_RECORDINGS ?= ../shared/speech_commands_subset
 # `arinext`, run from the checkout so it works whether or not the package is installed.
 ARINEXT = $(PY) -m arinext
 SYNTH_ARGS = synth-speech-commands $(DEFAULT_MODEL_DATA) --seed $(DEFAULT_MODEL_SEED) \

@@ -30,7 +30,7 @@ PRESET = "speech_commands"
 
 
 def _clip() -> tuple[np.ndarray, np.ndarray]:
-    """A 2.5 s test signal at the preset's rate and its three log-mel windows."""
+    """A 2.5 s test signal at the preset's rate and its windows' log-mels, as served."""
     cfg = PRESETS[PRESET]
     x = signal(2.5, cfg.sample_rate, seed=3)[:, 0]
     views = np.stack([clip_view(x, s, cfg) for s in window_starts(len(x), cfg)])[:, None]
@@ -111,6 +111,6 @@ def test_service_scores_equal_pytorch_b0_on_the_frontend(
         return out
 
     np.testing.assert_allclose(dense(prediction["top_k"]), expected.mean(axis=0), atol=1e-4)
-    assert len(prediction["windows"]) == len(expected) == 3
+    assert len(prediction["windows"]) == len(expected) > 1
     for window, want in zip(prediction["windows"], expected, strict=True):
         np.testing.assert_allclose(dense(window["top_k"]), want, atol=1e-4)

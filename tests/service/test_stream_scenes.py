@@ -35,6 +35,7 @@ WRONG_PER_MINUTE = 1.5
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.alone,  # the lag bound holds for the server's own CPU, not beside other tests
     pytest.mark.skipif(
         not RECORDINGS.is_dir(),
         reason=f"{RECORDINGS} (recorded Speech Commands clips) is not beside this checkout",
