@@ -27,7 +27,7 @@ from model.backends import open_session  # noqa: E402
 from model.manifest import MODEL_FILE, verify_artifact  # noqa: E402
 from model.scores import softmax  # noqa: E402
 from service.detection import Debouncer  # noqa: E402
-from service.prepare import features  # noqa: E402
+from service.prepare import features, window_starts  # noqa: E402
 from training.scenes import build_scenes, match_detections  # noqa: E402
 
 
@@ -36,10 +36,8 @@ def window_scores(
 ) -> list[tuple[float, float, str, float]]:
     """(start, end, top label, its score) of every window a stream at ``hop`` scores."""
     cfg = manifest.frontend
-    view, step = cfg.clip_samples, round(hop * cfg.sample_rate)
-    starts = list(range(0, samples.size - view + 1, step))
-    if starts[-1] + view < samples.size:
-        starts.append(samples.size - view)
+    view = cfg.clip_samples
+    starts = window_starts(samples.size, cfg, hop)  # a stream's windows, as the service cuts them
     head = manifest.heads[0]
     logits = session.run([head.output], {manifest.input: features(samples, starts, cfg)})[0]
     probs = softmax(np.asarray(logits))

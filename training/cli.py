@@ -397,11 +397,11 @@ def _recorded_and_unknown(index: Any, folder: Path) -> Any:
 
     names = next(iter(index.heads.values()))
     unknown = names.index(UNKNOWN)
-    inside = str(folder.resolve())
+    inside = folder.resolve()
     clips = [
         c
         for c in index.clips
-        if str(Path(c.path).resolve()).startswith(inside) or c.labels[0] == unknown
+        if Path(c.path).resolve().is_relative_to(inside) or c.labels[0] == unknown
     ]
     return replace(index, clips=clips, subsets={})
 

@@ -8,7 +8,7 @@ recording goes in (a gate would cut its quiet consonants); the ground truth is w
 (frames within 40 dB of its loudest), so a detection can be matched to its word.
 
 Scenes are built in memory from a recordings folder (:mod:`training.datasets.recordings`) and
-never written into the repository. numpy and soundfile only: the service's tests use them too.
+never written into the repository.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
+from model.audio_io import read_file
 from model.labels import SILENCE
 from training.datasets.recordings import (
     NOISE_TRAIN_FRACTION,
     background_recordings,
     list_recordings,
 )
+from training.waveform_augment import rms
 
 __all__ = ["Scene", "Word", "build_scenes", "match_detections", "voiced_span"]
 
@@ -54,14 +55,10 @@ class Scene:
 
 
 def _read(path: Path) -> np.ndarray:
-    samples, rate = sf.read(path, dtype="float32", always_2d=True)
+    samples, rate = read_file(path)
     if rate != RATE:
         raise ValueError(f"{path}: {rate} Hz; scenes are built from 16 kHz recordings")
-    return samples.mean(axis=1)
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)) + 1e-12))
+    return samples
 
 
 def voiced_span(samples: np.ndarray, below_peak_db: float = 40.0) -> tuple[int, int]:
@@ -126,7 +123,8 @@ def build_scenes(
             audio = audio[: n - at]
             snr = rng.uniform(*SNR_DB)
             voice = audio[begin:end]
-            gain = _rms(noise) * 10 ** (snr / 20) / _rms(voice) if _rms(noise) > 1e-6 else 1.0
+            level = rms(noise)
+            gain = level * 10 ** (snr / 20) / max(rms(voice), 1e-9) if level > 1e-6 else 1.0
             scene[at : at + audio.size] += audio * min(gain, 1.0 / (np.abs(audio).max() + 1e-9))
             words.append(Word(clip.word, (at + begin) / RATE, (at + min(end, audio.size)) / RATE))
         peak = np.abs(scene).max()
