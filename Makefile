@@ -162,7 +162,7 @@ RECORDED_EVAL_ARGS = evaluate $(DEFAULT_MODEL_DIR) --recordings $(DEFAULT_MODEL_
 	--data-root $(DEFAULT_MODEL_DATA) --output $(DEFAULT_MODEL_RUN)/artifact_eval_recordings.json
 
 default-model: setup
-	@$(PY) -m training.datasets.recordings $(DEFAULT_MODEL_RECORDINGS)
+	@$(PY) -m arinext.training.datasets.recordings $(DEFAULT_MODEL_RECORDINGS)
 	rm -rf $(DEFAULT_MODEL_DATA) $(DEFAULT_MODEL_OOD) $(DEFAULT_MODEL_RUN)
 	$(ARINEXT) $(SYNTH_ARGS)
 	$(ARINEXT) $(OOD_ARGS)
@@ -172,7 +172,7 @@ default-model: setup
 	OMP_NUM_THREADS=$(DEFAULT_MODEL_THREADS) $(ARINEXT) $(ARTIFACT_EVAL_ARGS)
 	OMP_NUM_THREADS=$(DEFAULT_MODEL_THREADS) $(ARINEXT) $(OOD_EVAL_ARGS)
 	OMP_NUM_THREADS=$(DEFAULT_MODEL_THREADS) $(ARINEXT) $(RECORDED_EVAL_ARGS)
-	$(PY) -c 'import sys; from training.synth_speech import record_in_manifest; \
+	$(PY) -c 'import sys; from arinext.training.synth_speech import record_in_manifest; \
 		record_in_manifest(sys.argv[1], sys.argv[2], sys.argv[6:], "make default-model", \
 		test_report=sys.argv[3], ood_report=sys.argv[4], recordings_report=sys.argv[5])' \
 		$(DEFAULT_MODEL_DIR) $(DEFAULT_MODEL_DATA) \

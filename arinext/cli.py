@@ -21,12 +21,12 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 # Modules whose ``register(subparsers)`` adds sub-commands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
-    "model.commands",
-    "model.runtime_cli",
-    "training.cli",
-    "training.synth_cli",
-    "service.cli",
-    "service.predict_cli",
+    "arinext.model.commands",
+    "arinext.model.runtime_cli",
+    "arinext.training.cli",
+    "arinext.training.synth_cli",
+    "arinext.service.cli",
+    "arinext.service.predict_cli",
 )
 # Commands that run PyTorch, and the modules only the ``train`` extra installs: in the serving
 # environment these commands say which extra to install (exit 2) instead of a traceback.

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 
 from machine import cpu_model
 
-from model.backends import available_backends, cpu_threads, open_session
-from model.bench import Timing, random_input, time_interleaved
-from model.manifest import MODEL_FILE, Manifest, verify_artifact
+from arinext.model.backends import available_backends, cpu_threads, open_session
+from arinext.model.bench import Timing, random_input, time_interleaved
+from arinext.model.manifest import MODEL_FILE, Manifest, verify_artifact
 
 
 def configurations(manifest: Manifest) -> list[tuple[str, str]]:

@@ -1,6 +1,6 @@
 """Log-mel front-end speed on one core: is audio preprocessing ever the serving bottleneck?
 
-Times ``model.frontend.log_mel`` and ``clip_view`` on one view of white noise per preset and
+Times ``arinext.model.frontend.log_mel`` and ``clip_view`` on one view of white noise per preset and
 prints a markdown table (median and p95 over ``--runs`` calls). Thread pools are pinned to one
 thread before numpy is imported, because a server runs one request per core.
 
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 
 from machine import cpu_model  # noqa: E402
 
-from model.audio_config import get_preset  # noqa: E402
-from model.frontend import clip_view, log_mel  # noqa: E402
+from arinext.model.audio_config import get_preset  # noqa: E402
+from arinext.model.frontend import clip_view, log_mel  # noqa: E402
 
 PRESETS = ("vggsound", "speech_commands", "epic_sounds")
 WARMUP = 5

@@ -14,7 +14,8 @@ on 99.10 % of held-out answers moved single conditions by -1.61 to +1.07 points 
 condition changed with the variant), while the pooled split moved -0.07 to -0.18.
 
 ``--record`` writes the int8 measurements into the int8 artifact's
-manifest (``training.synth_speech.record_in_manifest``), as ``make default-model`` does for fp32.
+manifest (``arinext.training.synth_speech.record_in_manifest``), as ``make default-model`` does for
+fp32.
 
     python benchmarks/int8_accuracy.py --fp32 runs/default-model-b0/artifact-fp32 \\
         --int8 artifacts/speech-commands-synth-b0 --data data/synth-sc --ood data/synth-ood
@@ -101,8 +102,8 @@ def main() -> int:
         ok = ("yes" if -diff <= args.max_drop else "NO") if judged else "(not judged)"
         print(f"| {split} | {100 * fp32:.2f} | {100 * int8:.2f} | {diff:+.2f} | {ok} |")
     if args.record:
-        from model.manifest import read_manifest
-        from training.synth_speech import record_in_manifest
+        from arinext.model.manifest import read_manifest
+        from arinext.training.synth_speech import record_in_manifest
 
         steps = read_manifest(args.int8).extra.get("default_model", {}).get("steps", [])
         quantize = read_manifest(args.int8).provenance.command or "arinext quantize"

@@ -1,9 +1,9 @@
 """Inference speed of every form, precision and backend of the network, in one interleaved run.
 
 For b0 and b1 (and the Slow-Fast baseline in train form) this exports random-weight models through
-``model.export.export_artifact`` at every re-parameterisation level, makes the int8 QDQ graph of
-the full fold with ``model.quantize`` (synthetic calibration: speed does not depend on the
-weights' values), and times each on ONNX Runtime and OpenVINO (``model.backends``):
+``arinext.model.export.export_artifact`` at every re-parameterisation level, makes the int8 QDQ
+graph of the full fold with ``arinext.model.quantize`` (synthetic calibration: speed does not depend
+on the weights' values), and times each on ONNX Runtime and OpenVINO (``arinext.model.backends``):
 
 - the paper-merged fp32 export on ONNX Runtime is the stand-in for the authors' own merged model
   (measured equal to it within 3 %) and the baseline every ratio is relative to;
@@ -14,8 +14,8 @@ weights' values), and times each on ONNX Runtime and OpenVINO (``model.backends`
 
 Batch 1 on one thread is the latency a lone request sees; batch 32 on ``--threads`` threads (the
 CPUs this process may use) is throughput. All sessions take turns run by run
-(``model.bench.time_interleaved``), so load from other processes falls on all of them alike and
-the ratios hold even when absolute times drift. 309 classes, 512 x 128 log-mel input.
+(``arinext.model.bench.time_interleaved``), so load from other processes falls on all of them alike
+and the ratios hold even when absolute times drift. 309 classes, 512 x 128 log-mel input.
 
     python benchmarks/model_speed.py [--quick] [--threads N]
     taskset -c 1 python benchmarks/model_speed.py    # pinned to one core
@@ -37,13 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 
 from machine import cpu_model
 
-from model.audio_config import get_preset
-from model.backends import available_backends, cpu_threads, open_session
-from model.bench import Timing, random_input, time_interleaved
-from model.export import export_artifact
-from model.manifest import INPUT_NAME, MODEL_FILE, Manifest
-from model.quantize import quantize_graph, synthetic_views
-from model.registry import create_model
+from arinext.model.audio_config import get_preset
+from arinext.model.backends import available_backends, cpu_threads, open_session
+from arinext.model.bench import Timing, random_input, time_interleaved
+from arinext.model.export import export_artifact
+from arinext.model.manifest import INPUT_NAME, MODEL_FILE, Manifest
+from arinext.model.quantize import quantize_graph, synthetic_views
+from arinext.model.registry import create_model
 
 CLASSES = 309
 PRESET = "vggsound"

@@ -3,7 +3,8 @@
 Starts ``arinext serve`` pinned to one core (``taskset``), runs the load generator on another,
 and interleaves, round by round, the same clip through:
 
-- in-process, one thread, on the server's core: the server's own pipeline (``service.prepare``:
+- in-process, one thread, on the server's core: the server's own pipeline
+(``arinext.service.prepare``:
   decode, resample, log-mel) and one ONNX Runtime call per clip (latency), and the same for 16
   clips with one batched call (throughput);
 - HTTP ``POST /classify`` at concurrency 1 (latency) and 16 (throughput, p99/p50), driven by
@@ -47,11 +48,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a plain checkout
 
+from arinext.service.loading import LoadedModel, load_model  # noqa: E402
+from arinext.service.memory import IDLE_TRIM_SECONDS  # noqa: E402
+from arinext.service.prepare import prepare  # noqa: E402
+from arinext.service.settings import EMBEDDED_MODEL_DIR  # noqa: E402
 from benchmarks.machine import cpu_model  # noqa: E402
-from service.loading import LoadedModel, load_model  # noqa: E402
-from service.memory import IDLE_TRIM_SECONDS  # noqa: E402
-from service.prepare import prepare  # noqa: E402
-from service.settings import EMBEDDED_MODEL_DIR  # noqa: E402
 
 logger = logging.getLogger("service_load")
 

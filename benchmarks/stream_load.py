@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))  # run from a plain checkout
 
 from machine import cpu_model  # noqa: E402
 
-from service.settings import EMBEDDED_MODEL_DIR  # noqa: E402
+from arinext.service.settings import EMBEDDED_MODEL_DIR  # noqa: E402
 
 RATE = 16000
 DEFAULT_MODEL = EMBEDDED_MODEL_DIR
@@ -173,7 +173,7 @@ def _server(model: Path, streams: int, cpus: set[int] | None) -> Iterator[tuple[
         ARINEXT_STREAM_MAX_CONCURRENT=str(streams),
         PYTHONPATH=str(ROOT),
     )
-    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
+    command = [sys.executable, "-m", "uvicorn", "--factory", "arinext.service.app:create_app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen(
         command,

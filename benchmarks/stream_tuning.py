@@ -1,12 +1,13 @@
 """Tune the stream's detection defaults (hop, threshold, debounce) on held-out speakers.
 
 Builds ten-second scenes of three recorded keywords over held-out room noise
-(:mod:`training.scenes`, 15-30 dB SNR) from a recordings folder, scores every window a stream
-would score at each hop (the service's own front-end, ``service.prepare.features``, and the
-artifact through ONNX Runtime), runs the stream's :class:`~service.streams.detection.Debouncer`
-over them for each threshold and debounce, and prints one row per setting: keywords detected,
-wrong detections per minute of audio. Windows are scored once per hop and reused for every
-threshold and debounce, so the grid costs little more than one pass.
+(:mod:`arinext.training.scenes`, 15-30 dB SNR) from a recordings folder, scores every window a
+stream would score at each hop (the service's own front-end, ``arinext.service.prepare.features``,
+and the artifact through ONNX Runtime), runs the stream's
+:class:`~arinext.service.streams.detection.Debouncer` over them for each threshold and debounce, and
+prints one row per setting: keywords detected, wrong detections per minute of audio. Windows are
+scored once per hop and reused for every threshold and debounce, so the grid costs little more than
+one pass.
 
     python benchmarks/stream_tuning.py --recordings ../shared/speech_commands_subset \\
         --model artifacts/speech-commands-synth-b0 --scenes 60
@@ -23,12 +24,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from model.backends import open_session  # noqa: E402
-from model.manifest import MODEL_FILE, verify_artifact  # noqa: E402
-from model.scores import softmax  # noqa: E402
-from service.detection import Debouncer  # noqa: E402
-from service.prepare import features, window_starts  # noqa: E402
-from training.scenes import build_scenes, match_detections  # noqa: E402
+from arinext.model.backends import open_session  # noqa: E402
+from arinext.model.manifest import MODEL_FILE, verify_artifact  # noqa: E402
+from arinext.model.scores import softmax  # noqa: E402
+from arinext.service.detection import Debouncer  # noqa: E402
+from arinext.service.prepare import features, window_starts  # noqa: E402
+from arinext.training.scenes import build_scenes, match_detections  # noqa: E402
 
 
 def window_scores(

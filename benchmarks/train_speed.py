@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from model.inception_next import MultiScaleMixer
-from model.registry import create_model
-from training.engine import native_cpu_bf16
+from arinext.model.inception_next import MultiScaleMixer
+from arinext.model.registry import create_model
+from arinext.training.engine import native_cpu_bf16
 
 HEADS = {"default": 37}  # the default model's classes
 

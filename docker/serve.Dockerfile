@@ -66,7 +66,7 @@ RUN pip install --no-compile --no-deps . \
  && if [ "$ARINEXT_DEMO" = true ]; then python -c "import gradio"; fi \
  && arinext --help > /dev/null \
  && pip uninstall --yes --quiet pip setuptools \
- && model=$(python -I -c 'import service.settings as s; print(s.EMBEDDED_MODEL_DIR)') \
+ && model=$(python -I -c 'import arinext.service.settings as s; print(s.EMBEDDED_MODEL_DIR)') \
  && rm -rf "$model" && ln -s /opt/arinext/models/speech-commands-synth-b0 "$model" \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} + \
  && ARINEXT_DEMO=$ARINEXT_DEMO python docker/warm-up.py artifacts/speech-commands-synth-b0

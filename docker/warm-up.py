@@ -57,7 +57,7 @@ def main(artifact: str) -> int:
                 sys.stderr.write("warm-up: the server did not become ready\n")
                 return 1
             time.sleep(0.5)
-        clip = (resources.files("service") / "examples" / "yes.wav").read_bytes()
+        clip = (resources.files("arinext.service") / "examples" / "yes.wav").read_bytes()
         checks = {
             "/classify": _status(f"{url}/classify", clip),
             "/metrics": _status(f"{url}/metrics"),

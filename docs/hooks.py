@@ -1,4 +1,4 @@
-"""MkDocs hook: the settings page's table, generated from ``service.settings.Settings``.
+"""MkDocs hook: the settings page's table, generated from ``arinext.service.settings.Settings``.
 
 ``docs/settings.md`` holds the marker ``<!-- settings-table -->``; this hook replaces it with one
 row per field (environment variable, default, description), so the table cannot go stale.
@@ -31,7 +31,7 @@ def _default(name: str, value: Any) -> str:
 
 def settings_table() -> str:
     """The markdown table of every server setting, in the model's order."""
-    from service.settings import Settings
+    from arinext.service.settings import Settings
 
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():

@@ -5,7 +5,7 @@
     python examples/stream_client.py clip.wav --windows       # every window's top label too
     python examples/stream_client.py clip.wav --url ws://host:8000/stream --hop 0.5
 
-Files in any format the server accepts are decoded here (``model.audio_io``) and sent as
+Files in any format the server accepts are decoded here (``arinext.model.audio_io``) and sent as
 float32 PCM in 20 ms messages, as a live source would send them; the microphone is read with
 ``sounddevice`` (``pip install sounddevice``; it needs PortAudio, ``apt-get install
 libportaudio2``). Detections are printed as they arrive; the exit status is 0 when the server
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import websockets
 
-from model.audio_io import decode
+from arinext.model.audio_io import decode
 
 CHUNK_SECONDS = 0.02
 MIC_RATE = 16000

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from model.backends import Session, open_session
-from model.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest
+from arinext.model.backends import Session, open_session
+from arinext.model.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest
 
 __all__ = ["Timing", "bench_model", "input_shape", "random_input", "time_interleaved"]
 

@@ -30,13 +30,13 @@ import yaml
 from pydantic import ValidationError
 from torch import Tensor, nn
 
-from model.audio_config import PRESETS, AudioConfig
-from model.export import default_provenance, export_artifact
-from model.inception_next import AudioRepInceptionNeXt, authors_key_map
-from model.labels import LABEL_SETS, PRESET_LABELS, load_labels, resolve_labels
-from model.manifest import Manifest, ReparamLevel, sha256_file
-from model.registry import VARIANTS
-from model.reparam import reparameterize_model
+from arinext.model.audio_config import PRESETS, AudioConfig
+from arinext.model.export import default_provenance, export_artifact
+from arinext.model.inception_next import AudioRepInceptionNeXt, authors_key_map
+from arinext.model.labels import LABEL_SETS, PRESET_LABELS, load_labels, resolve_labels
+from arinext.model.manifest import Manifest, ReparamLevel, sha256_file
+from arinext.model.registry import VARIANTS
+from arinext.model.reparam import reparameterize_model
 
 __all__ = [
     "AUTHORS_MODEL_NAME",
@@ -557,10 +557,10 @@ def import_checkpoint(
 ) -> Manifest:
     """Turn an authors' checkpoint into a verified artifact directory.
 
-    ``labels`` is a preset, a label-set name or a JSON file (see ``model.labels``); by default
-    the dataset's bundled labels. ``level`` is ``"paper"`` or ``"full"``. Raises
-    ``CheckpointError`` (bad checkpoint or labels) or ``ExportError`` (export not faithful);
-    in both cases nothing is written.
+    ``labels`` is a preset, a label-set name or a JSON file (see ``arinext.model.labels``); by
+    default the dataset's bundled labels. ``level`` is ``"paper"`` or ``"full"``. Raises
+    ``CheckpointError`` (bad checkpoint or labels) or ``ExportError`` (export not faithful); in both
+    cases nothing is written.
     """
     if level not in (ReparamLevel.PAPER, ReparamLevel.FULL):
         raise CheckpointError(f"level must be 'paper' or 'full', got {level!r}")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from model.manifest import ReparamLevel
+from arinext.model.manifest import ReparamLevel
 
 __all__ = ["register", "run_import_checkpoint", "run_info"]
 
@@ -65,9 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _complexity_row(architecture: str, classes: int, frames: int) -> dict[str, Any]:
-    from model.complexity import count_macs, count_params
-    from model.registry import create_model
-    from model.reparam import reparameterize_model
+    from arinext.model.complexity import count_macs, count_params
+    from arinext.model.registry import create_model
+    from arinext.model.reparam import reparameterize_model
 
     model = create_model(architecture, {"classes": classes}).eval()
     forms = {ReparamLevel.NONE: model}
@@ -107,7 +107,7 @@ def _table(rows: list[dict[str, Any]], classes: int, frames: int) -> str:
 
 def run_info(args: argparse.Namespace) -> int:
     """Print the complexity table (or JSON) of one or all architectures."""
-    from model.registry import ARCHITECTURES
+    from arinext.model.registry import ARCHITECTURES
 
     if args.architecture == "all":
         architectures = list(ARCHITECTURES)
@@ -132,8 +132,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 def run_import_checkpoint(args: argparse.Namespace) -> int:
     """Import one checkpoint; exit code 2 and ``error: ...`` on stderr when it is refused."""
-    from model.checkpoint import CheckpointError, import_checkpoint
-    from model.export import ExportError
+    from arinext.model.checkpoint import CheckpointError, import_checkpoint
+    from arinext.model.export import ExportError
 
     try:
         manifest = import_checkpoint(

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-from model.inception_next import MultiScaleMixer
+from arinext.model.inception_next import MultiScaleMixer
 
 __all__ = ["count_macs", "count_params"]
 

@@ -26,10 +26,10 @@ import torch
 from pydantic import ValidationError
 from torch import Tensor, nn
 
-from model.audio_config import AudioConfig
-from model.backends import open_session
-from model.complexity import count_macs, count_params
-from model.manifest import (
+from arinext.model.audio_config import AudioConfig
+from arinext.model.backends import open_session
+from arinext.model.complexity import count_macs, count_params
+from arinext.model.manifest import (
     INPUT_NAME,
     HeadSpec,
     Manifest,
@@ -38,8 +38,8 @@ from model.manifest import (
     Verification,
     arinext_version,
 )
-from model.publish import destination_problem, publish_artifact
-from model.reparam import reparameterize_model
+from arinext.model.publish import destination_problem, publish_artifact
+from arinext.model.reparam import reparameterize_model
 
 __all__ = [
     "VERIFY_ATOL",

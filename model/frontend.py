@@ -17,7 +17,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from scipy import fft as sp_fft
 
-from model.audio_config import AudioConfig
+from arinext.model.audio_config import AudioConfig
 
 __all__ = [
     "IncrementalViews",

@@ -7,7 +7,7 @@ Input is a log-mel spectrogram ``[N, 1, T, F]`` (T time frames, F = 128 mel bins
 a ResNet-50-like hierarchy whose block replaces the 3x3 conv by two cascaded mixers: parallel
 depthwise T-axis kernels (21, 11, 3) plus identity, then the same along F, followed by a 1x1
 inverted bottleneck. After training, every mixer collapses into one depthwise 21-tap conv
-(:func:`model.reparam.reparameterize_model`), which is the model the paper benchmarks.
+(:func:`arinext.model.reparam.reparameterize_model`), which is the model the paper benchmarks.
 
 Written bottom-up: conv+BN unit -> mixer -> block -> stage -> stem -> model.
 """
@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from model.reparam import fuse_conv_bn, pad_kernel_to
+from arinext.model.reparam import fuse_conv_bn, pad_kernel_to
 
 __all__ = [
     "DEFAULT_HEADS",

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from model.audio_config import AudioConfig
+from arinext.model.audio_config import AudioConfig
 
 __all__ = [
     "FORMAT_VERSION",

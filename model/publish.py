@@ -1,12 +1,12 @@
 """Writing an artifact directory so that a server never sees half of one.
 
-Both ways of making an artifact (``model.export`` from a torch model, ``model.quantize`` from an
-fp32 artifact) verify first and write last, through here: the files go into a sibling temporary
-directory which is then renamed into place, and an existing directory is only replaced when it is
-an earlier artifact (or empty). Replacing swaps the two directories in one atomic step (Linux
-``renameat2(RENAME_EXCHANGE)``), so a server reloading ``out`` finds the old artifact or the new
-one, never none; where the kernel or file system cannot swap, two renames leave a moment without.
-Torch-free, like the rest of the artifact format.
+Both ways of making an artifact (``arinext.model.export`` from a torch model,
+``arinext.model.quantize`` from an fp32 artifact) verify first and write last, through here: the
+files go into a sibling temporary directory which is then renamed into place, and an existing
+directory is only replaced when it is an earlier artifact (or empty). Replacing swaps the two
+directories in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``), so a server reloading ``out``
+finds the old artifact or the new one, never none; where the kernel or file system cannot swap, two
+renames leave a moment without. Torch-free, like the rest of the artifact format.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from model.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, write_manifest
+from arinext.model.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, write_manifest
 
 __all__ = ["destination_problem", "exchange", "publish_artifact"]
 

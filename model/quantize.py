@@ -6,10 +6,10 @@ channel (symmetric). With int8 activations ORT falls back to slower kernels, and
 format runs several times slower than fp32 here; QDQ is also what OpenVINO reads as int8.
 
 Activation ranges are calibrated on real clips turned into log-mels by the artifact's own
-front-end (the manifest's settings, ``model.frontend``), so the ranges are those the served model
-will see. The result is then run against the fp32 artifact on held-out clips; top-1 agreement, the
-largest probability difference and (for labelled clips) both top-1 accuracies go into the manifest.
-Two guards refuse to write an artifact:
+front-end (the manifest's settings, ``arinext.model.frontend``), so the ranges are those the served
+model will see. The result is then run against the fp32 artifact on held-out clips; top-1 agreement,
+the largest probability difference and (for labelled clips) both top-1 accuracies go into the
+manifest. Two guards refuse to write an artifact:
 
 - top-1 agreement below ``min_agreement`` (0.99). Where the two graphs agree on top-1 they are
   equally right, so int8 accuracy can differ from fp32's by at most the disagreement rate: 0.99
@@ -41,10 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from model.audio_config import AudioConfig
-from model.backends import BackendError, Session, open_session
-from model.frontend import log_mel_views
-from model.manifest import (
+from arinext.model.audio_config import AudioConfig
+from arinext.model.backends import BackendError, Session, open_session
+from arinext.model.frontend import log_mel_views
+from arinext.model.manifest import (
     MODEL_FILE,
     ArtifactError,
     Manifest,
@@ -52,8 +52,8 @@ from model.manifest import (
     Quantization,
     verify_artifact,
 )
-from model.publish import destination_problem, publish_artifact
-from model.scores import probabilities
+from arinext.model.publish import destination_problem, publish_artifact
+from arinext.model.scores import probabilities
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -152,7 +152,7 @@ def split_clips(folder: Path, seed: int = 0) -> tuple[list[Path], list[Path]]:
 
 def clip_views(paths: Sequence[Path], cfg: AudioConfig, limit: int, source: str) -> ClipViews:
     """Decode up to ``limit`` clips (skipping undecodable files) into the artifact's log-mels."""
-    from model.audio_io import AudioError, decode_resampled
+    from arinext.model.audio_io import AudioError, decode_resampled
 
     views: list[np.ndarray] = []
     labels: list[str] = []

@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from model.inception_next import AudioRepInceptionNeXt
-from model.slowfast import AuditorySlowFast
+from arinext.model.inception_next import AudioRepInceptionNeXt
+from arinext.model.slowfast import AuditorySlowFast
 
 __all__ = ["ARCHITECTURES", "VARIANTS", "create_model"]
 

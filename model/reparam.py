@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.manifest import ReparamLevel
+from arinext.model.manifest import ReparamLevel
 
 __all__ = ["ReparamLevel", "fuse_conv_bn", "pad_kernel_to", "reparameterize_model"]
 

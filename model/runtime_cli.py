@@ -36,8 +36,8 @@ def _agreement(text: str) -> float:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``quantize`` and ``bench`` to the ``arinext`` parser."""
-    from model.backends import BACKENDS, PRECISION_HINTS
-    from model.quantize import (
+    from arinext.model.backends import BACKENDS, PRECISION_HINTS
+    from arinext.model.quantize import (
         DEFAULT_CALIBRATION_CLIPS,
         DEFAULT_CHECK_CLIPS,
         DEFAULT_MAX_TOP1_DROP,
@@ -137,8 +137,8 @@ def _error(message: object) -> int:
 
 def run_quantize(args: argparse.Namespace) -> int:
     """Quantise one artifact; exit 2 with ``error: ...`` when it is refused."""
-    from model.manifest import Provenance
-    from model.quantize import QuantizeError, quantize_artifact
+    from arinext.model.manifest import Provenance
+    from arinext.model.quantize import QuantizeError, quantize_artifact
 
     try:
         manifest = quantize_artifact(
@@ -151,7 +151,7 @@ def run_quantize(args: argparse.Namespace) -> int:
             max_top1_drop=args.max_top1_drop,
             name=args.name,
             seed=args.seed,
-            # As model.export records it: sys.argv[0] is a path on this machine.
+            # As arinext.model.export records it: sys.argv[0] is a path on this machine.
             provenance=Provenance(
                 source=str(args.artifact), command=shlex.join(["arinext", *sys.argv[1:]])
             ),
@@ -177,9 +177,9 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Time one model; exit 2 with ``error: ...`` when it cannot be loaded or run."""
-    from model.backends import BackendError
-    from model.bench import bench_model
-    from model.manifest import ArtifactError
+    from arinext.model.backends import BackendError
+    from arinext.model.bench import bench_model
+    from arinext.model.manifest import ArtifactError
 
     if args.batch < 1 or args.runs < 1 or args.warmup < 0 or args.threads < 0:
         return _error("--batch and --runs must be >= 1, --warmup and --threads >= 0")

@@ -7,8 +7,8 @@ after stages 1-3 a strided (7 x 1) conv brings Fast features to the Slow frame r
 concatenated to the Slow features. Stages never stride time, only frequency. Both pathways are
 pooled globally and concatenated before the linear head(s).
 
-Same call contract as :class:`model.inception_next.AudioRepInceptionNeXt`: ``[N, 1, T, F]`` in,
-``{head name: logits}`` out, ``head_names``, ``reset_heads``, and ``stem`` holding the stem BNs.
+Same call contract as :class:`arinext.model.inception_next.AudioRepInceptionNeXt`: ``[N, 1, T, F]``
+in, ``{head name: logits}`` out, ``head_names``, ``reset_heads``, and ``stem`` holding the stem BNs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from model.inception_next import DEFAULT_HEADS, ConvBN, Stem, make_linear_heads
+from arinext.model.inception_next import DEFAULT_HEADS, ConvBN, Stem, make_linear_heads
 
 __all__ = ["AuditorySlowFast", "Bottleneck", "FastToSlowFusion", "SlowFastStage", "SlowFastStem"]
 

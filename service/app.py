@@ -4,15 +4,15 @@
 heavy happens until the lifespan starts, which loads, verifies and warms up the models in the
 background so ``/healthz`` answers at once and ``/readyz`` turns 200 when they are ready.
 
-Run with ``uvicorn --factory service.app:create_app`` or ``arinext serve``. The module attribute
-``app`` (for ``uvicorn service.app:app``) is built on first access, so importing this module has
-no side effects and does not read the environment.
+Run with ``uvicorn --factory arinext.service.app:create_app`` or ``arinext serve``. The module
+attribute ``app`` (for ``uvicorn arinext.service.app:app``) is built on first access, so importing
+this module has no side effects and does not read the environment.
 
 Graceful shutdown: on SIGTERM the server first drains, answering ``/readyz`` with 503 for
 ``drain_seconds`` while still serving, so load balancers stop sending traffic; then it closes the
 open streams (``error`` event ``shutting_down``, close 1001), uvicorn stops accepting connections
 and waits for in-flight requests, and the lifespan stops the batchers. ``arinext serve`` then
-exits 0 (see :mod:`service.cli`).
+exits 0 (see :mod:`arinext.service.cli`).
 """
 
 from __future__ import annotations
@@ -30,22 +30,22 @@ from typing import Any
 from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
-from model.manifest import arinext_version
-from service.http_errors import install_error_handlers
-from service.inference import ModelService
-from service.memory import IDLE_TRIM_SECONDS, trim_when_idle
-from service.metrics import Metrics
-from service.middleware import (
+from arinext.model.manifest import arinext_version
+from arinext.service.http_errors import install_error_handlers
+from arinext.service.inference import ModelService
+from arinext.service.memory import IDLE_TRIM_SECONDS, trim_when_idle
+from arinext.service.metrics import Metrics
+from arinext.service.middleware import (
     AdmissionMiddleware,
     BodyLimitMiddleware,
     RelativeRedirects,
     RequestMetricsMiddleware,
 )
-from service.routers import classify, health, models, stream, v2
-from service.routers.docs import install_docs
-from service.settings import Settings
-from service.streams.session import StreamHub
-from service.workers import batch_scheduling
+from arinext.service.routers import classify, health, models, stream, v2
+from arinext.service.routers.docs import install_docs
+from arinext.service.settings import Settings
+from arinext.service.streams.session import StreamHub
+from arinext.service.workers import batch_scheduling
 
 __all__ = ["create_app"]
 
@@ -151,7 +151,7 @@ def _configure_logging(level: str) -> None:
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("service").setLevel(level.upper())
+    logging.getLogger("arinext.service").setLevel(level.upper())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -190,7 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "ARINEXT_DEMO=true needs Gradio, which the API-only install leaves out: "
                 "pip install 'arinext[serve,demo]', or set ARINEXT_DEMO=false"
             )
-        from service.demo import mount_demo  # Gradio is heavy; only import it when used
+        from arinext.service.demo import mount_demo  # Gradio is heavy; only import it when used
 
         mount_demo(app, app.state.models, settings)
     install_docs(app, home="/demo/" if demo else "/docs")

@@ -19,10 +19,10 @@ from types import TracebackType
 
 import numpy as np
 
-from service.errors import ApiError
-from service.loading import LoadedModel
-from service.metrics import Metrics
-from service.workers import SharedWorker, worker_pool
+from arinext.service.errors import ApiError
+from arinext.service.loading import LoadedModel
+from arinext.service.metrics import Metrics
+from arinext.service.workers import SharedWorker, worker_pool
 
 __all__ = ["Admission", "BatchResult", "Batcher", "shutting_down"]
 

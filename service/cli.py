@@ -4,8 +4,8 @@ Registering imports nothing heavy (no uvicorn, FastAPI or ONNX Runtime) so that 
 stays fast; the command body imports what it runs. Command-line options override the
 ``ARINEXT_*`` environment, which fills in everything else.
 
-It runs uvicorn with the header and connection limits of :mod:`service.http_limits`, which
-plain ``uvicorn service.app:app`` does not have.
+It runs uvicorn with the header and connection limits of :mod:`arinext.service.http_limits`, which
+plain ``uvicorn arinext.service.app:app`` does not have.
 
 There is deliberately no ``--workers``: the batcher needs all requests in one process to form
 batches, and metrics live per process; scale out with more replicas instead.
@@ -22,7 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.settings import Settings
+    from arinext.service.settings import Settings
 
 __all__ = ["register", "run"]
 
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from service.settings import Settings
+    from arinext.service.settings import Settings
 
     overrides = {
         key: value
@@ -72,9 +72,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def run(settings: Settings) -> None:
-    """Serve ``create_app(settings)`` with uvicorn and the limits of :mod:`service.http_limits`;
+    """Serve ``create_app(settings)`` with uvicorn and the limits of
+    :mod:`arinext.service.http_limits`;
     returns after a SIGTERM has stopped the server gracefully (exit status 0)."""
-    from service.app import create_app
+    from arinext.service.app import create_app
 
     def factory() -> Any:
         return create_app(settings)
@@ -100,7 +101,7 @@ def _exit_after_sigterm(signum: int, frame: FrameType | None) -> None:
 def _run_uvicorn(factory: Callable[[], Any], settings: Settings) -> None:
     import uvicorn
 
-    from service.http_limits import limited_protocol
+    from arinext.service.http_limits import limited_protocol
 
     uvicorn.run(
         factory,

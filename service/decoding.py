@@ -1,9 +1,9 @@
-"""Uploaded bytes -> mono float PCM for the service: ``model.audio_io`` with HTTP statuses.
+"""Uploaded bytes -> mono float PCM for the service: ``arinext.model.audio_io`` with HTTP statuses.
 
 The decoding itself (allow-list, magic-byte sniffing, streaming resample, limits) lives in
-``model.audio_io``, shared with training; this module only maps its refusals to the service's
-one error type: unsupported formats are 415, corrupt or out-of-range audio 400, and audio over
-the duration limit 413.
+``arinext.model.audio_io``, shared with training; this module only maps its refusals to the
+service's one error type: unsupported formats are 415, corrupt or out-of-range audio 400, and audio
+over the duration limit 413.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from model import audio_io
-from model.audio_io import (
+from arinext.model import audio_io
+from arinext.model.audio_io import (
     MAX_CHANNELS,
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
@@ -21,7 +21,7 @@ from model.audio_io import (
     ResampledAudio,
     resample,
 )
-from service.errors import ApiError
+from arinext.service.errors import ApiError
 
 __all__ = [
     "MAX_CHANNELS",

@@ -1,12 +1,12 @@
 """The Gradio demo at ``/demo``: a clip's labels and pictures, and a live microphone tab.
 
-The clip tab calls :func:`service.predict.classify` in-process (the same pipeline, limits and
-metrics as ``POST /classify``) and draws the log-mel and, for long clips, each top class's score
-over time (``service.demo_plots``). The live tab is plain HTML and JavaScript
-(``service/static/live.*``) that records the microphone with MediaRecorder and streams it to
-``WS /stream``, so it exercises exactly what API clients use. Uploads are capped by
-``max_upload_bytes``; nothing is shared publicly and no extra file paths are exposed, and the
-API reads only files uploaded to it or its examples (``service.demo_paths``).
+The clip tab calls :func:`arinext.service.predict.classify` in-process (the same pipeline, limits
+and metrics as ``POST /classify``) and draws the log-mel and, for long clips, each top class's score
+over time (``arinext.service.demo_plots``). The live tab is plain HTML and JavaScript
+(``service/static/live.*``) that records the microphone with MediaRecorder and streams it to ``WS
+/stream``, so it exercises exactly what API clients use. Uploads are capped by ``max_upload_bytes``;
+nothing is shared publicly and no extra file paths are exposed, and the API reads only files
+uploaded to it or its examples (``arinext.service.demo_paths``).
 """
 
 from __future__ import annotations
@@ -22,20 +22,20 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from starlette.routing import Mount
 
-from service.decoding import resample
-from service.demo_paths import DemoPathGuard, ExampleFiles
-from service.demo_plots import display_label, spectrogram_figure, timeline_figure
-from service.demo_uploads import (
+from arinext.service.decoding import resample
+from arinext.service.demo_paths import DemoPathGuard, ExampleFiles
+from arinext.service.demo_plots import display_label, spectrogram_figure, timeline_figure
+from arinext.service.demo_uploads import (
     DemoUploadGuard,
     prepare_upload_dir,
     release,
     remove_upload_dir,
 )
-from service.detection import heard
-from service.errors import ApiError
-from service.inference import ModelService
-from service.predict import classify
-from service.settings import Settings
+from arinext.service.detection import heard
+from arinext.service.errors import ApiError
+from arinext.service.inference import ModelService
+from arinext.service.predict import classify
+from arinext.service.settings import Settings
 
 __all__ = ["EXAMPLES_DIR", "build_demo", "mount_demo", "run_demo"]
 
@@ -223,7 +223,8 @@ def mount_demo(app: FastAPI, service: ModelService, settings: Settings) -> None:
     )
     _quiet_queue(demo)
     _root_requests(app)
-    # Uploads go to a directory of this process that the guard polices (service.demo_uploads).
+    # Uploads go to a directory of this process that the guard polices
+    # (arinext.service.demo_uploads).
     uploads = prepare_upload_dir()
     atexit.register(remove_upload_dir)
     for route in app.routes:

@@ -25,8 +25,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ApiError
-from service.http_errors import error_response
+from arinext.service.errors import ApiError
+from arinext.service.http_errors import error_response
 
 __all__ = ["DemoPathGuard", "ExampleFiles", "file_paths"]
 

@@ -14,10 +14,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from model.audio_config import AudioConfig
-from model.frontend import log_mel
-from service.detection import KeywordEvent
-from service.predict import HeadPrediction
+from arinext.model.audio_config import AudioConfig
+from arinext.model.frontend import log_mel
+from arinext.service.detection import KeywordEvent
+from arinext.service.predict import HeadPrediction
 
 __all__ = ["MAX_SPECTROGRAM_SECONDS", "display_label", "spectrogram_figure", "timeline_figure"]
 

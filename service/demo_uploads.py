@@ -23,9 +23,9 @@ from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model.audio_io import AudioError, sniff
-from service.errors import ApiError, insufficient_storage
-from service.http_errors import error_response
+from arinext.model.audio_io import AudioError, sniff
+from arinext.service.errors import ApiError, insufficient_storage
+from arinext.service.http_errors import error_response
 
 __all__ = [
     "DemoUploadGuard",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from service.inference import ModelService
-from service.metrics import Metrics
-from service.settings import Settings
+from arinext.service.inference import ModelService
+from arinext.service.metrics import Metrics
+from arinext.service.settings import Settings
 
 __all__ = ["get_metrics", "get_model_service", "get_settings"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, Field
 
-from model.labels import is_keyword
+from arinext.model.labels import is_keyword
 
 __all__ = [
     "DEFAULT_HOP_SECONDS",

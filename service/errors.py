@@ -1,8 +1,8 @@
 """The service's one error type: a refusal with its HTTP status and a stable code.
 
 Framework-free, so the pipeline (and ``from arinext import Classifier``) raises it without
-loading FastAPI; :mod:`service.http_errors` renders it, and FastAPI's own refusals, as the one
-JSON shape clients parse. Each error also carries the ``reason`` label of
+loading FastAPI; :mod:`arinext.service.http_errors` renders it, and FastAPI's own refusals, as the
+one JSON shape clients parse. Each error also carries the ``reason`` label of
 ``arinext_rejections_total``.
 """
 

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import OIP_PREFIX, ApiError, insufficient_storage
+from arinext.service.errors import OIP_PREFIX, ApiError, insufficient_storage
 
 __all__ = ["error_response", "install_error_handlers"]
 

@@ -6,7 +6,7 @@ without a deadline, so one client could hold megabytes of memory and a connectio
 answers 431 when the request line and headers pass ``max_header_bytes`` or ``max_headers``
 fields, and 408 when they are not complete ``header_timeout`` seconds after the request began;
 both close the connection, in the service's JSON error shape. The body's size and read time are
-bounded by :class:`service.middleware.BodyLimitMiddleware`. It also bounds open connections:
+bounded by :class:`arinext.service.middleware.BodyLimitMiddleware`. It also bounds open connections:
 a request on a connection opened beyond ``max_connections`` is marked
 (:func:`over_connection_limit`) and the app answers it with the service's JSON 503 and
 ``Retry-After``, counted in its metrics, and closes the connection, while the connections within

@@ -1,8 +1,8 @@
 """The model service's lifecycle: loading the artifacts, one batcher per model, the preparation
 threads, readiness, draining and stopping.
 
-Loading and the registry are :mod:`service.loading`; batching and admission are
-:mod:`service.batching`.
+Loading and the registry are :mod:`arinext.service.loading`; batching and admission are
+:mod:`arinext.service.batching`.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from model.backends import cpu_threads
-from model.manifest import ArtifactError
-from service.batching import Batcher, shutting_down
-from service.errors import ApiError
-from service.loading import ModelRegistry, load_models
-from service.metrics import Metrics
-from service.settings import Settings
-from service.workers import SharedWorker, worker_pool
+from arinext.model.backends import cpu_threads
+from arinext.model.manifest import ArtifactError
+from arinext.service.batching import Batcher, shutting_down
+from arinext.service.errors import ApiError
+from arinext.service.loading import ModelRegistry, load_models
+from arinext.service.metrics import Metrics
+from arinext.service.settings import Settings
+from arinext.service.workers import SharedWorker, worker_pool
 
 __all__ = ["ModelService"]
 
@@ -65,7 +65,7 @@ class ModelService:
         self.draining = False
         self.registry = ModelRegistry([])
         self.batchers: dict[str, Batcher] = {}
-        # Decode, resample and log-mel of requests (service.workers explains the pool's size
+        # Decode, resample and log-mel of requests (arinext.service.workers explains the pool's size
         # and priority); on one CPU, its one thread runs the batches too (see Batcher).
         threads = worker_threads or cpu_threads()
         self.shared_worker = (

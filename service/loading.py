@@ -1,7 +1,7 @@
 """Loaded models: each artifact verified (manifest schema and sha256) before its ONNX Runtime or
-OpenVINO session (``model.backends``) is created, and run once on an all-zero batch, so the first
-real request does not pay for graph optimisation and a broken artifact is caught at startup, not
-at traffic; and the registry of the heads they serve.
+OpenVINO session (``arinext.model.backends``) is created, and run once on an all-zero batch, so the
+first real request does not pay for graph optimisation and a broken artifact is caught at startup,
+not at traffic; and the registry of the heads they serve.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.backends import BackendError, Session, open_session
-from model.manifest import MODEL_FILE, ArtifactError, HeadSpec, Manifest, verify_artifact
+from arinext.model.backends import BackendError, Session, open_session
+from arinext.model.manifest import MODEL_FILE, ArtifactError, HeadSpec, Manifest, verify_artifact
 
 __all__ = ["LoadedModel", "ModelRegistry", "load_model", "load_models"]
 
@@ -54,8 +54,8 @@ def load_model(
 
     ``providers`` are ONNX Runtime execution providers in order of preference; one this build
     lacks (e.g. CUDA without onnxruntime-gpu) is refused rather than silently replaced by CPU.
-    ``backend`` and ``precision`` pick the runtime (``model.backends``); a backend that is not
-    installed or cannot load the graph is refused the same way.
+    ``backend`` and ``precision`` pick the runtime (``arinext.model.backends``); a backend that is
+    not installed or cannot load the graph is refused the same way.
     """
     manifest = verify_artifact(directory)
     try:

@@ -18,10 +18,10 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ApiError
-from service.http_errors import error_response
-from service.http_limits import over_connection_limit
-from service.metrics import Metrics
+from arinext.service.errors import ApiError
+from arinext.service.http_errors import error_response
+from arinext.service.http_limits import over_connection_limit
+from arinext.service.metrics import Metrics
 
 __all__ = [
     "CLIENT_CLOSED",
@@ -174,7 +174,7 @@ def _runs_a_model(scope: Scope) -> bool:
 class AdmissionMiddleware:
     """Refuse inference requests (503 with Retry-After) before their body is read or routed
     when no model could admit them now, and every request on a connection opened beyond
-    ``ARINEXT_MAX_CONNECTIONS`` (:func:`service.http_limits.over_connection_limit`; that
+    ``ARINEXT_MAX_CONNECTIONS`` (:func:`arinext.service.http_limits.over_connection_limit`; that
     connection is then closed).
 
     The routes check admission again, and reserve, once the body is in (a slow upload must not

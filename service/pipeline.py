@@ -2,18 +2,18 @@
 
 ``Classifier`` runs bytes (or a file, or a waveform) -> PCM -> resample -> windows -> log-mel
 -> ONNX Runtime -> labels in the calling thread, with the server's decoding, front-end, window
-placement and scoring (``service.prepare``, ``service.predict``), so a clip
+placement and scoring (``arinext.service.prepare``, ``arinext.service.predict``), so a clip
 scores the same in a script, in ``arinext predict`` and over HTTP. No torch, no event loop::
 
-    from service.pipeline import Classifier
+    from arinext.service.pipeline import Classifier
 
     classifier = Classifier.from_artifacts()  # the embedded default model
     result = classifier("clip.wav", top_k=3)
     print(result.predictions[0].top_k[0].label)
 
 The work is split in two so that callers with many files can spread the first half over
-processes: :func:`prepare_clip` (decode, resample, log-mel: :func:`service.prepare.prepare`, the
-call the server makes; plain data in and out, so it pickles) and :meth:`Classifier.score`
+processes: :func:`prepare_clip` (decode, resample, log-mel: :func:`arinext.service.prepare.prepare`,
+the call the server makes; plain data in and out, so it pickles) and :meth:`Classifier.score`
 (batched inference over any number of prepared clips).
 """
 
@@ -27,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from model.audio_config import AudioConfig
-from service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, resample
-from service.detection import DEFAULT_THRESHOLD
-from service.errors import ApiError
-from service.loading import LoadedModel, ModelRegistry, load_models
-from service.predict import ClassifyResponse, HeadPrediction, predict_head, resolve_heads
-from service.prepare import ModelInput, PreparedClip, model_inputs, prepare
-from service.settings import EMBEDDED_MODEL_DIR, MAX_TOP_K, Settings
+from arinext.model.audio_config import AudioConfig
+from arinext.service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, resample
+from arinext.service.detection import DEFAULT_THRESHOLD
+from arinext.service.errors import ApiError
+from arinext.service.loading import LoadedModel, ModelRegistry, load_models
+from arinext.service.predict import ClassifyResponse, HeadPrediction, predict_head, resolve_heads
+from arinext.service.prepare import ModelInput, PreparedClip, model_inputs, prepare
+from arinext.service.settings import EMBEDDED_MODEL_DIR, MAX_TOP_K, Settings
 
 __all__ = ["AudioInput", "Classifier", "prepare_clip", "prepare_waveform"]
 
@@ -88,7 +88,7 @@ def prepare_waveform(
     max_duration: float = DEFAULT_MAX_DURATION_SECONDS,
     max_windows: int | None = DEFAULT_MAX_WINDOWS,
 ) -> PreparedClip:
-    """:func:`service.prepare.prepare` for PCM given as numbers instead of an encoded file."""
+    """:func:`arinext.service.prepare.prepare` for PCM given as numbers, not an encoded file."""
     began = time.perf_counter()
     mono, channels = _mono(samples, sample_rate, max_duration)
     at_rate = {rate: resample(mono, sample_rate, rate) for rate in {c.sample_rate for c in configs}}
@@ -144,7 +144,7 @@ def _input_for(clip: PreparedClip, model: LoadedModel) -> ModelInput:
 class Classifier:
     """Served artifacts in this process: call it on a file, bytes or a waveform.
 
-    Answers are :class:`~service.predict.ClassifyResponse` objects, field for field what
+    Answers are :class:`~arinext.service.predict.ClassifyResponse` objects, field for field what
     ``POST /classify`` returns for the same clip and parameters (``.model_dump()`` for a dict).
     Windows of several clips passed to :meth:`score` together share ONNX Runtime batches.
     """
@@ -179,7 +179,8 @@ class Classifier:
     ) -> Classifier:
         """Verify and load artifact directories (default: the embedded model).
 
-        Raises ``model.manifest.ArtifactError`` when one does not verify, as the server does.
+        Raises ``arinext.model.manifest.ArtifactError`` when one does not verify, as the server
+        does.
         """
         if dirs is None:
             dirs = [EMBEDDED_MODEL_DIR]
@@ -221,9 +222,9 @@ class Classifier:
         """Classify one clip: a path, the encoded bytes, or a waveform with its ``sample_rate``.
 
         ``hop``: seconds between window starts of a clip longer than one window (default
-        :data:`~service.detection.DEFAULT_HOP_SECONDS`, as the server places them);
+        :data:`~arinext.service.detection.DEFAULT_HOP_SECONDS`, as the server places them);
         ``threshold`` and ``debounce`` tune the detections (as a stream's). Refused input
-        raises :class:`~service.errors.ApiError`.
+        raises :class:`~arinext.service.errors.ApiError`.
         """
         began = time.perf_counter()
         selected = self._select(heads, top_k)

@@ -1,7 +1,7 @@
 """The prediction pipeline shared by the HTTP API and the demo: bytes in, scored labels out.
 
-:func:`service.prepare.prepare` (decode -> downmix -> streaming resample to each model's rate
--> windows -> log-mel, one worker call) -> batched ONNX inference (:class:`Batcher`) ->
+:func:`arinext.service.prepare.prepare` (decode -> downmix -> streaming resample to each model's
+rate -> windows -> log-mel, one worker call) -> batched ONNX inference (:class:`Batcher`) ->
 per-window probabilities -> clip-level average and top-k.
 """
 
@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, Field
 
-from model.manifest import HeadSpec
-from model.scores import probabilities
-from service.batching import Admission, Batcher, BatchResult
-from service.decoding import DecodedAudio
-from service.detection import DEFAULT_THRESHOLD, KeywordEvent, detect
-from service.errors import ApiError
-from service.inference import ModelService
-from service.loading import LoadedModel, ModelRegistry
-from service.prepare import ModelInput, PreparedClip, prepare, window_starts
+from arinext.model.manifest import HeadSpec
+from arinext.model.scores import probabilities
+from arinext.service.batching import Admission, Batcher, BatchResult
+from arinext.service.decoding import DecodedAudio
+from arinext.service.detection import DEFAULT_THRESHOLD, KeywordEvent, detect
+from arinext.service.errors import ApiError
+from arinext.service.inference import ModelService
+from arinext.service.loading import LoadedModel, ModelRegistry
+from arinext.service.prepare import ModelInput, PreparedClip, prepare, window_starts
 
 __all__ = [
     "ClassifyResponse",
@@ -196,8 +196,9 @@ def predict_head(
     threshold: float = DEFAULT_THRESHOLD,
     debounce: float | None = None,
 ) -> HeadPrediction:
-    """One head's answer from its windows' logits: detections (:func:`service.detection.detect`,
-    ``debounce`` defaulting to the window length as for streams), clip scores (the windows' mean
+    """One head's answer from its windows' logits: detections
+    (:func:`arinext.service.detection.detect`, ``debounce`` defaulting to the window length as for
+    streams), clip scores (the windows' mean
     probabilities) and, with ``windows``, each window's top-k (also used by the Python API)."""
     probs = probabilities(logits, head.activation)
     k = min(top_k, len(head.labels))

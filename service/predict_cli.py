@@ -166,8 +166,8 @@ def _prepare_file(
     path: Path, *, frontends: Sequence, hop: float | None, max_duration: float, max_windows: int
 ) -> Any:
     """Worker body: the prepared clip, or a :class:`_Failure` (never raises for a bad file)."""
-    from service.errors import ApiError
-    from service.pipeline import prepare_clip
+    from arinext.service.errors import ApiError
+    from arinext.service.pipeline import prepare_clip
 
     try:
         return prepare_clip(
@@ -262,7 +262,7 @@ class _Writer:
                     self.csv.writerow([*row, ""])
 
     def _add_table_rows(self, name: str, answer: dict | None, failure: _Failure | None) -> None:
-        from service.detection import KeywordEvent, heard
+        from arinext.service.detection import KeywordEvent, heard
 
         if failure is not None:
             self.rows.append((name, "ERROR", f"{failure.code}: {failure.message}", ""))
@@ -297,11 +297,11 @@ def _progress(total: int) -> Any:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from model.manifest import ArtifactError
-    from service.errors import ApiError
-    from service.pipeline import Classifier
-    from service.prepare import PreparedClip
-    from service.settings import Settings
+    from arinext.model.manifest import ArtifactError
+    from arinext.service.errors import ApiError
+    from arinext.service.pipeline import Classifier
+    from arinext.service.prepare import PreparedClip
+    from arinext.service.settings import Settings
 
     files, unmatched = expand_paths(args.paths)
     for text in unmatched:

@@ -1,15 +1,15 @@
 """The per-request CPU work in one synchronous call: bytes -> windows of log-mels per model.
 
 decode -> downmix -> resample to each model's rate (one stream, bounded memory) -> window starts
-(evenly spaced, or every ``hop_seconds``) -> log-mel views (``model.frontend``, the code training
-used). The HTTP server runs :func:`prepare` in one worker-thread hop per request; the in-process
-pipeline (``arinext predict``) calls it directly, so both serve the same numbers.
+(evenly spaced, or every ``hop_seconds``) -> log-mel views (``arinext.model.frontend``, the code
+training used). The HTTP server runs :func:`prepare` in one worker-thread hop per request; the
+in-process pipeline (``arinext predict``) calls it directly, so both serve the same numbers.
 
 Windows: a clip no longer than a model's view is one window (the front-end pads it). A longer clip
 is scanned as a stream is: views start every ``hop_seconds`` (default
-:data:`~service.detection.DEFAULT_HOP_SECONDS`), plus one that ends at the end of the clip when
-the hops do not reach it, so every word is whole in some window and the detector
-(:mod:`service.detection`) reports it as the live stream would.
+:data:`~arinext.service.detection.DEFAULT_HOP_SECONDS`), plus one that ends at the end of the clip
+when the hops do not reach it, so every word is whole in some window and the detector
+(:mod:`arinext.service.detection`) reports it as the live stream would.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.audio_config import AudioConfig
-from model.frontend import clip_view
-from service.decoding import decode_resampled
-from service.detection import DEFAULT_HOP_SECONDS
-from service.errors import ApiError
+from arinext.model.audio_config import AudioConfig
+from arinext.model.frontend import clip_view
+from arinext.service.decoding import decode_resampled
+from arinext.service.detection import DEFAULT_HOP_SECONDS
+from arinext.service.errors import ApiError
 
 __all__ = [
     "ModelInput",
@@ -139,7 +139,7 @@ def prepare(
     step (default: evenly spaced views, see the module docstring); ``max_windows`` refuses a
     request that would need more windows for one model (413); ``feature_windows`` computes the
     views of only the first that many windows per model (default: all of them).
-    Raises :class:`~service.errors.ApiError` for anything refused (400, 413, 415).
+    Raises :class:`~arinext.service.errors.ApiError` for anything refused (400, 413, 415).
     """
     began, cpu = time.perf_counter(), time.thread_time()
     rates = list(dict.fromkeys(cfg.sample_rate for cfg in configs))

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 
-from model.audio_io import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from arinext.model.audio_io import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 __all__ = [
     "MAX_DIMENSION",

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from model.backends import cpu_threads
+from arinext.model.backends import cpu_threads
 
 __all__ = ["SharedWorker", "batch_scheduling", "lower_thread_priority", "worker_pool"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model.backends import available_backends
+from arinext.model.backends import available_backends
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_model_speed_prints_every_form_precision_and_backend() -> None:
 
 
 def test_artifact_speed_times_each_artifact_on_every_backend(tmp_path: Path) -> None:
-    from model.quantize import quantize_artifact
+    from arinext.model.quantize import quantize_artifact
     from tests.model.band_artifact import make_band_artifact
 
     make_band_artifact(tmp_path / "fp32")

@@ -6,11 +6,14 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# The folders the wheel installs, each as a package of the one ``arinext`` namespace.
 PACKAGES = ("arinext", "model", "service", "training")
 
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(REPO).with_suffix("").parts
+    if parts[0] != "arinext":
+        parts = ("arinext", *parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -56,5 +59,26 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_module_imports_itself_back() -> None:
     graph = _graph()
-    assert "training.synth_ood" in graph["training.synth_cli"]  # the graph sees real imports
+    assert (
+        "arinext.training.synth_ood" in graph["arinext.training.synth_cli"]
+    )  # the graph sees real imports
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_every_import_names_the_arinext_namespace() -> None:
+    """The folders are packages of ``arinext`` only: an import of a bare ``model``, ``service`` or
+    ``training`` works in a checkout (its root is on the path) but not from the wheel."""
+    bare = []
+    for path in sorted(REPO.glob("**/*.py")):
+        if any(part.startswith(".") or part in {"build", "site"} for part in path.parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                roots = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                roots = [node.module.split(".")[0]]
+            else:
+                continue
+            if set(roots) & {"model", "service", "training"}:
+                bare.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not bare, bare

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from arinext.cli import build_parser
-from service.settings import Settings
+from arinext.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -134,11 +134,35 @@ def outside(tmp_path: Path) -> Path:
 def test_the_wheel_carries_the_default_model_without_machine_paths(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        assert {"service/default_model/model.onnx", "service/default_model/manifest.json"} <= names
-        manifest = archive.read("service/default_model/manifest.json").decode()
+        shipped = {
+            "arinext/service/default_model/model.onnx",
+            "arinext/service/default_model/manifest.json",
+        }
+        assert shipped <= names
+        manifest = archive.read("arinext/service/default_model/manifest.json").decode()
     assert json.loads(manifest)["name"] == DEFAULT_MODEL
     for shipped in [manifest, *(p.read_text() for p in REPO.glob("artifacts/*/manifest.json"))]:
         assert not _MACHINE_PATH.search(shipped), _MACHINE_PATH.search(shipped)
+
+
+def test_the_wheel_installs_one_namespace(wheel: Path, fresh_venv: Path, outside: Path) -> None:
+    """``arinext`` and nothing else: no top-level ``model``, ``service`` or ``training``."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        top_level = next(n for n in names if n.endswith(".dist-info/top_level.txt"))
+        assert archive.read(top_level).decode().split() == ["arinext"]
+    assert {name.split("/")[0] for name in names} == {"arinext", "arinext-0.1.0.dist-info"}
+    assert {f"arinext/{p}/__init__.py" for p in ("model", "service", "training")} <= set(names)
+    probe = (
+        "import importlib.util as u; "
+        "print([m for m in ('arinext', 'arinext.service.pipeline', 'model', 'service', 'training')"
+        " if u.find_spec(m)])"
+    )
+    python = str(fresh_venv / "bin" / "python")
+    found = subprocess.run(
+        [python, "-I", "-c", probe], cwd=outside, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "['arinext', 'arinext.service.pipeline']", found.stdout
 
 
 def test_version_predict_and_the_train_commands_message(fresh_venv: Path, outside: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.config import AugmentConfig
+from arinext.training.config import AugmentConfig
 
 __all__ = ["frequency_mask", "spec_augment", "time_mask", "time_warp"]
 

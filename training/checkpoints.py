@@ -17,8 +17,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from model.registry import create_model
-from training.config import TrainConfig, UserError, load_yaml
+from arinext.model.registry import create_model
+from arinext.training.config import TrainConfig, UserError, load_yaml
 
 __all__ = [
     "BEST",
@@ -127,7 +127,7 @@ def initial_model(cfg: TrainConfig, heads: dict[str, int]) -> tuple[nn.Module, d
         model, source_cfg, _ = load_run(source, "best")
         updates = {"architecture": source_cfg.architecture, "model": dict(source_cfg.model)}
     elif source.is_file() and _is_authors_checkpoint(source):
-        from model.checkpoint import load_authors_checkpoint
+        from arinext.model.checkpoint import load_authors_checkpoint
 
         model, info = load_authors_checkpoint(source)
         if info.merged:
@@ -149,5 +149,5 @@ def initial_model(cfg: TrainConfig, heads: dict[str, int]) -> tuple[nn.Module, d
         logger.info(
             "architecture from %s: %s %s", source, updates["architecture"], updates["model"]
         )
-    cast(Any, model).reset_heads(heads)  # every architecture of model.registry has it
+    cast(Any, model).reset_heads(heads)  # every architecture of arinext.model.registry has it
     return model.train(), updates, str(source)

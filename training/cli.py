@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from training.config import (
+from arinext.training.config import (
     ConfigError,
     TrainConfig,
     UserError,
@@ -24,7 +24,7 @@ from training.config import (
     load_yaml,
     parse_assignments,
 )
-from training.presets import PRESETS, preset_config
+from arinext.training.presets import PRESETS, preset_config
 
 __all__ = ["register", "resolve_train_config"]
 
@@ -52,7 +52,7 @@ def _reporting_user_errors(command: Callable[[argparse.Namespace], int]) -> Call
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
-        from model.manifest import ArtifactError
+        from arinext.model.manifest import ArtifactError
 
         try:
             return command(args)
@@ -206,7 +206,7 @@ def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
     """Preset < YAML < flags < --set; ``--resume`` starts from the run's saved config instead."""
-    from training.checkpoints import CONFIG
+    from arinext.training.checkpoints import CONFIG
 
     if args.resume:
         if not args.out:
@@ -235,7 +235,7 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.engine import train
+    from arinext.training.engine import train
 
     cfg = resolve_train_config(args)
     run_dir = train(cfg, resume=args.resume)
@@ -248,7 +248,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _artifact_config(target: Path, args: argparse.Namespace) -> TrainConfig:
     """A config describing how to read the data an artifact is evaluated on."""
-    from model.manifest import read_manifest
+    from arinext.model.manifest import read_manifest
 
     manifest = read_manifest(target)
     recipe = manifest.extra.get("training", {})
@@ -282,13 +282,13 @@ def _eval_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from model.manifest import MANIFEST_FILE
-    from training.checkpoints import CONFIG, load_run
-    from training.config import apply_overrides
-    from training.datasets import ClipDataset, read_split
-    from training.distributed import cleanup, setup
-    from training.evaluation import onnx_scorer, predict, torch_scorer
-    from training.metrics import evaluation_metrics
+    from arinext.model.manifest import MANIFEST_FILE
+    from arinext.training.checkpoints import CONFIG, load_run
+    from arinext.training.config import apply_overrides
+    from arinext.training.datasets import ClipDataset, read_split
+    from arinext.training.distributed import cleanup, setup
+    from arinext.training.evaluation import onnx_scorer, predict, torch_scorer
+    from arinext.training.metrics import evaluation_metrics
 
     target: Path = args.target
     is_run = (target / CONFIG).is_file()
@@ -381,7 +381,7 @@ RECORDED_CONDITIONS = ("clean", "telephone")
 def _recordings_overrides(cfg: TrainConfig, folder: Path) -> dict[str, Any]:
     """Config overrides adding ``folder``'s recordings (the data root's clips stay in; without a
     data root, the recordings alone)."""
-    from training.datasets.recordings import require_recordings
+    from arinext.training.datasets.recordings import require_recordings
 
     data = {"recordings": str(require_recordings(folder)), "extra_classes": True}
     if cfg.data_root:
@@ -393,7 +393,7 @@ def _recorded_and_unknown(index: Any, folder: Path) -> Any:
     """The recorded clips of ``index`` and its ``_unknown_`` speech (non-keywords to refuse)."""
     from dataclasses import replace
 
-    from model.labels import UNKNOWN
+    from arinext.model.labels import UNKNOWN
 
     names = next(iter(index.heads.values()))
     unknown = names.index(UNKNOWN)
@@ -408,7 +408,7 @@ def _recorded_and_unknown(index: Any, folder: Path) -> Any:
 
 def _recorded_summary(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per condition: all words, the ten core words, and false accepts by kind."""
-    from model.labels import CORE_WORDS, SILENCE, UNKNOWN
+    from arinext.model.labels import CORE_WORDS, SILENCE, UNKNOWN
 
     out = {}
     for condition, result in results.items():
@@ -440,8 +440,8 @@ def _ood_roots(root: Path) -> dict[str, Path]:
 
 def _keyword_summary(index: Any, probs: Any, labels: Any, root: Path) -> dict[str, Any] | None:
     """Keyword top-1 / false alarms / confusions when the head has keyword classes."""
-    from model.labels import NOT_KEYWORDS
-    from training.keyword_report import keyword_report, voice_of
+    from arinext.model.labels import NOT_KEYWORDS
+    from arinext.training.keyword_report import keyword_report, voice_of
 
     head, names = next(iter(index.heads.items()))
     if not NOT_KEYWORDS & set(names):
@@ -485,8 +485,8 @@ def _test_metrics(run_dir: Path, epoch: int, checkpoint: str) -> dict[str, Any] 
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from model.export import ExportError, default_provenance, export_artifact
-    from training.checkpoints import load_run
+    from arinext.model.export import ExportError, default_provenance, export_artifact
+    from arinext.training.checkpoints import load_run
 
     run_dir: Path = args.run_dir
     model, cfg, payload = load_run(run_dir, args.checkpoint)

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from model.audio_config import AudioConfig, get_preset
+from arinext.model.audio_config import AudioConfig, get_preset
 
 __all__ = [
     "AugmentConfig",
@@ -78,7 +78,7 @@ class AugmentConfig(BaseModel):
     freq_width: NonNegativeInt = 27
     time_masks: NonNegativeInt = 2
     time_width: NonNegativeInt = 25
-    # The waveform chain of training.waveform_augment (voice, channel, room, noise, level,
+    # The waveform chain of arinext.training.waveform_augment (voice, channel, room, noise, level,
     # position) before the front-end, for models trained on synthetic speech. Off for the
     # paper's recipes, which use SpecAugment alone.
     waveform: bool = False
@@ -111,10 +111,11 @@ class TrainConfig(BaseModel):
     train_split: Text = "train"
     val_split: Text = "validation"
     test_split: Text = "test"
-    # ``name`` picks an audio preset of model.audio_config; other keys override its fields.
+    # ``name`` picks an audio preset of arinext.model.audio_config; other keys override its fields.
     audio: dict[str, Any] = Field(default_factory=lambda: {"name": "speech_commands"})
     architecture: Text = "b1"
-    # Keyword overrides for model.registry.create_model (e.g. width, depths) for small models.
+    # Keyword overrides for arinext.model.registry.create_model (e.g. width, depths) for small
+    # models.
     model: dict[str, Any] = Field(default_factory=dict)
     # "" = not chosen (fine-tune presets insist), "none" = from scratch, else a run directory,
     # one of our checkpoints or an authors' .pyth checkpoint.
@@ -144,7 +145,7 @@ class TrainConfig(BaseModel):
     # Re-estimate BN statistics over this many training batches before each evaluation.
     precise_bn_batches: NonNegativeInt = 0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    # Validation metric that selects best.pt (a key of training.metrics' output).
+    # Validation metric that selects best.pt (a key of arinext.training.metrics' output).
     best_metric: Text = "top1"
     # Validate every this many epochs (the last epoch always is); the authors used 2.
     eval_every: PositiveInt = 1

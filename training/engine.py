@@ -31,8 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from training import history
-from training.checkpoints import (
+from arinext.training import history
+from arinext.training.checkpoints import (
     BEST,
     CONFIG,
     LAST,
@@ -41,9 +41,9 @@ from training.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from training.config import ConfigError, TrainConfig, apply_overrides, save_config
-from training.datasets import ClipDataset, ClipIndex, read_split
-from training.distributed import (
+from arinext.training.config import ConfigError, TrainConfig, apply_overrides, save_config
+from arinext.training.datasets import ClipDataset, ClipIndex, read_split
+from arinext.training.distributed import (
     Context,
     all_gather_objects,
     all_reduce_mean_,
@@ -51,7 +51,7 @@ from training.distributed import (
     cleanup,
     setup,
 )
-from training.evaluation import evaluate, torch_scorer
+from arinext.training.evaluation import evaluate, torch_scorer
 
 __all__ = [
     "autocast_dtype",

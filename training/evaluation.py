@@ -1,11 +1,11 @@
 """Multi-view evaluation: the same loop for a torch model and for an exported ONNX artifact.
 
 Each clip gets the audio preset's evenly spaced test views; the softmax of every view is averaged
-into the clip's prediction (the paper's protocol), then ``training.metrics`` scores them. The
-model behind the loop is a *scorer* (log-mel views in, logits per head out), so an artifact's
-test metrics are measured through ONNX Runtime exactly as the service would run it.
-Under torchrun each process scores a disjoint slice of the clips and the results are gathered,
-without the duplicated samples a DistributedSampler would add.
+into the clip's prediction (the paper's protocol), then ``arinext.training.metrics`` scores them.
+The model behind the loop is a *scorer* (log-mel views in, logits per head out), so an artifact's
+test metrics are measured through ONNX Runtime exactly as the service would run it. Under torchrun
+each process scores a disjoint slice of the clips and the results are gathered, without the
+duplicated samples a DistributedSampler would add.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.backends import open_session
-from model.manifest import MODEL_FILE, Manifest, verify_artifact
-from model.scores import softmax
-from training.config import ConfigError
-from training.datasets.base import ClipDataset, collate_eval
-from training.distributed import Context, all_gather_objects
-from training.metrics import evaluation_metrics
+from arinext.model.backends import open_session
+from arinext.model.manifest import MODEL_FILE, Manifest, verify_artifact
+from arinext.model.scores import softmax
+from arinext.training.config import ConfigError
+from arinext.training.datasets.base import ClipDataset, collate_eval
+from arinext.training.distributed import Context, all_gather_objects
+from arinext.training.metrics import evaluation_metrics
 
 __all__ = [
     "Scorer",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.labels import is_keyword
+from arinext.model.labels import is_keyword
 
 __all__ = ["FALSE_ALARM_SCORE", "keyword_report", "voice_of"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.config import deep_merge
+from arinext.training.config import deep_merge
 
 __all__ = ["PRESETS", "preset_config"]
 

@@ -7,8 +7,8 @@ at positions that leave at least a second between words. Each keyword's whole on
 recording goes in (a gate would cut its quiet consonants); the ground truth is where its voice is
 (frames within 40 dB of its loudest), so a detection can be matched to its word.
 
-Scenes are built in memory from a recordings folder (:mod:`training.datasets.recordings`) and
-never written into the repository.
+Scenes are built in memory from a recordings folder (:mod:`arinext.training.datasets.recordings`)
+and never written into the repository.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from model.audio_io import read_file
-from model.labels import SILENCE
-from training.datasets.recordings import (
+from arinext.model.audio_io import read_file
+from arinext.model.labels import SILENCE
+from arinext.training.datasets.recordings import (
     NOISE_TRAIN_FRACTION,
     background_recordings,
     list_recordings,
 )
-from training.waveform_augment import rms
+from arinext.training.waveform_augment import rms
 
 __all__ = ["Scene", "Word", "build_scenes", "match_detections", "voiced_span"]
 

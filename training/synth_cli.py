@@ -1,9 +1,9 @@
 """``arinext synth-speech-commands``: the espeak-ng training set, or (``--ood``) the flite and
 Festival out-of-domain test set.
 
-The command line of :mod:`training.synth_speech` and :mod:`training.synth_ood`, kept apart so
-neither imports the other's CLI (the test set is made from the training set's plan). Torch-free:
-registered in the serving image too.
+The command line of :mod:`arinext.training.synth_speech` and :mod:`arinext.training.synth_ood`, kept
+apart so neither imports the other's CLI (the test set is made from the training set's plan).
+Torch-free: registered in the serving image too.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training import synth_speech
-from training.synth_ood import synthesize_ood
-from training.synth_speech import synthesize_dataset
+from arinext.training import synth_speech
+from arinext.training.synth_ood import synthesize_ood
+from arinext.training.synth_speech import synthesize_dataset
 
 __all__ = ["register"]
 

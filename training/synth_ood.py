@@ -1,16 +1,16 @@
 """The default model's out-of-domain test: flite and Festival voices, clean and degraded.
 
-The default model is trained on espeak-ng alone (:mod:`training.synth_speech`). Held-out espeak-ng
-voices still share its formant synthesiser, so they cannot tell whether the model learned speech
-or espeak-ng. Two other synthesisers can: flite (CMU's small engine: kal, kal16, awb, rms, slt)
-and Festival (diphone and HTS voices). **They are never trained on**; this module only writes
+The default model is trained on espeak-ng alone (:mod:`arinext.training.synth_speech`). Held-out
+espeak-ng voices still share its formant synthesiser, so they cannot tell whether the model learned
+speech or espeak-ng. Two other synthesisers can: flite (CMU's small engine: kal, kal16, awb, rms,
+slt) and Festival (diphone and HTS voices). **They are never trained on**; this module only writes
 test data.
 
 Each voice says the 35 words (``per_voice`` renditions, the first at its natural duration, the
-rest stretched 0.8-1.25x) and the words of :data:`training.vocabulary.HELD_OUT_WORDS` (words the
-training vocabulary never had) as ``_unknown_``; ``_silence_`` holds non-speech clips. Every clip
-is written once per condition of :data:`training.waveform_augment.CONDITIONS` (clean, 10 dB
-noise, a 0.5 s RT60 room, a telephone line, -30 dB speech over a hum-and-hiss floor)::
+rest stretched 0.8-1.25x) and the words of :data:`arinext.training.vocabulary.HELD_OUT_WORDS` (words
+the training vocabulary never had) as ``_unknown_``; ``_silence_`` holds non-speech clips. Every
+clip is written once per condition of :data:`arinext.training.waveform_augment.CONDITIONS` (clean,
+10 dB noise, a 0.5 s RT60 room, a telephone line, -30 dB speech over a hum-and-hiss floor)::
 
     OUT/<condition>/<word>/<voicehash>_nohash_<k>.wav   Speech Commands layout, all in "test"
     OUT/<condition>/testing_list.txt, validation_list.txt
@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.labels import load_labels
-from training.synth_speech import (
+from arinext.model.labels import load_labels
+from arinext.training.synth_speech import (
     CLIP_SAMPLES,
     SAMPLE_RATE,
     SILENCE,
@@ -45,7 +45,7 @@ from training.synth_speech import (
     _trim,
     voice_hash,
 )
-from training.vocabulary import HELD_OUT_WORDS
+from arinext.training.vocabulary import HELD_OUT_WORDS
 
 __all__ = ["FESTIVAL_VOICES", "FLITE_VOICES", "OodItem", "ood_voices", "synthesize_ood"]
 
@@ -100,7 +100,7 @@ def _stretch(item: OodItem, seed: int) -> float:
 
 
 def _read_wav(path: Path) -> np.ndarray:
-    from model.audio_io import read_file, resample
+    from arinext.model.audio_io import read_file, resample
 
     samples, rate = read_file(path)
     return resample(samples, rate, SAMPLE_RATE)
@@ -145,7 +145,7 @@ def _write_conditions(args: tuple[OodItem, Path, Path, int]) -> str:
     """Place one raw utterance and write it under every condition."""
     import soundfile as sf
 
-    from training.waveform_augment import CONDITIONS, degrade, non_speech
+    from arinext.training.waveform_augment import CONDITIONS, degrade, non_speech
 
     item, raw, root, seed = args
     rng = np.random.default_rng(_derive_seed(seed, "ood", item.voice_id, item.word, item.k))
@@ -199,7 +199,7 @@ def synthesize_ood(
     ``voices`` (``engine:voice`` names), ``words``, ``unknown_words`` and ``non_speech`` narrow
     it down (tests use a few).
     """
-    from training.waveform_augment import CONDITIONS
+    from arinext.training.waveform_augment import CONDITIONS
 
     installed = ood_voices()
     chosen = installed

@@ -9,14 +9,14 @@ and given a random gain. Whole variants are held out for validation and test, so
 measure voices the model never heard.
 
 Besides the 35 words, two classes every keyword spotter needs: ``_unknown_`` (speech that is none
-of the words: near misses, ordinary words and short phrases from :mod:`training.vocabulary`,
+of the words: near misses, ordinary words and short phrases from :mod:`arinext.training.vocabulary`,
 spoken by the same voices, English and foreign) and ``_silence_`` (no speech: silence, noise,
-hum, tones, clicks; :func:`training.waveform_augment.non_speech`).
+hum, tones, clicks; :func:`arinext.training.waveform_augment.non_speech`).
 
 The output has the layout of the real dataset (``<word>/<voicehash>_nohash_<k>.wav``,
 ``validation_list.txt``, ``testing_list.txt``), so the ordinary Speech Commands reader trains on
 it, plus ``recipe.json`` recording every parameter needed to make it again. flite and Festival
-voices are never used here: they are the out-of-domain test (:mod:`training.synth_ood`).
+voices are never used here: they are the out-of-domain test (:mod:`arinext.training.synth_ood`).
 
 Every item draws its randomness from a seed derived from ``(seed, word, variant, k)``, so the
 bytes do not depend on the number of workers or the order in which they finish. This module does
@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.labels import SILENCE, UNKNOWN, load_labels
-from training.vocabulary import TRAIN_WORDS
+from arinext.model.labels import SILENCE, UNKNOWN, load_labels
+from arinext.training.vocabulary import TRAIN_WORDS
 
 __all__ = [
     "ACCENTS",
@@ -241,7 +241,7 @@ def plan_items(recipe: Recipe) -> list[Item]:
 
 def _synthesize(text: str, voice: str, rate: int, pitch: int, amplitude: int) -> np.ndarray:
     """Run espeak-ng and return float32 samples at ``SAMPLE_RATE``."""
-    from model import audio_io
+    from arinext.model import audio_io
 
     cmd = [ESPEAK, "--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch)]
     cmd += ["-a", str(amplitude), "-g", "0", text]
@@ -299,7 +299,7 @@ def render_item(item: Item, recipe: Recipe) -> np.ndarray:
     """
     rng = np.random.default_rng(_derive_seed(recipe.seed, item.word, item.variant, item.k))
     if item.word == SILENCE:
-        from training.waveform_augment import non_speech
+        from arinext.training.waveform_augment import non_speech
 
         return non_speech(CLIP_SAMPLES, SAMPLE_RATE, rng)
     text, accents = _text_and_accents(item, recipe, rng)
@@ -334,7 +334,7 @@ def render_item(item: Item, recipe: Recipe) -> np.ndarray:
 
 def _noise(kind: str, rng: np.random.Generator) -> np.ndarray:
     """Unit-RMS background of one clip: coloured noise or mains hum."""
-    from training.waveform_augment import colored_noise, hum
+    from arinext.training.waveform_augment import colored_noise, hum
 
     if kind == "hum":
         return hum(CLIP_SAMPLES, SAMPLE_RATE, rng)
@@ -453,7 +453,7 @@ def record_in_manifest(
     goes with them. ``model.onnx`` is not touched, so the recorded
     sha256 stays valid.
     """
-    from model.manifest import read_manifest, write_manifest
+    from arinext.model.manifest import read_manifest, write_manifest
 
     data = json.loads((Path(data_root) / "recipe.json").read_text(encoding="utf-8"))
     manifest = read_manifest(artifact_dir)

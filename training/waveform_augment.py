@@ -219,7 +219,7 @@ def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
 
 def _resample(x: np.ndarray, rate_in: float, rate_out: float) -> np.ndarray:
     """soxr through the project's one resampler (a fractional rate is a speed change)."""
-    from model.audio_io import resample
+    from arinext.model.audio_io import resample
 
     return resample(x, rate_in, rate_out)  # type: ignore[arg-type]
 

@@ -15,13 +15,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
-from service.dependencies import get_model_service, get_settings
-from service.detection import DEFAULT_HOP_SECONDS, DEFAULT_THRESHOLD
-from service.errors import ApiError, insufficient_storage
-from service.http_limits import received_at
-from service.inference import ModelService
-from service.predict import ClassifyResponse, classify
-from service.settings import MAX_TOP_K, Settings
+from arinext.service.dependencies import get_model_service, get_settings
+from arinext.service.detection import DEFAULT_HOP_SECONDS, DEFAULT_THRESHOLD
+from arinext.service.errors import ApiError, insufficient_storage
+from arinext.service.http_limits import received_at
+from arinext.service.inference import ModelService
+from arinext.service.predict import ClassifyResponse, classify
+from arinext.service.settings import MAX_TOP_K, Settings
 
 __all__ = ["ClassifyQuery", "add_route"]
 

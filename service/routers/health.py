@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 
-from service.demo_uploads import temp_space_low
-from service.dependencies import get_metrics, get_model_service, get_settings
-from service.inference import ModelService
-from service.metrics import Metrics
-from service.settings import Settings
+from arinext.service.demo_uploads import temp_space_low
+from arinext.service.dependencies import get_metrics, get_model_service, get_settings
+from arinext.service.inference import ModelService
+from arinext.service.metrics import Metrics
+from arinext.service.settings import Settings
 
 __all__ = ["router"]
 

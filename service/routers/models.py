@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from service.dependencies import get_model_service
-from service.inference import ModelService
+from arinext.service.dependencies import get_model_service
+from arinext.service.inference import ModelService
 
 __all__ = ["router"]
 

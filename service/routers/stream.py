@@ -25,17 +25,17 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from service.errors import ApiError
-from service.inference import ModelService
-from service.settings import Settings
-from service.streams.protocol import (
+from arinext.service.errors import ApiError
+from arinext.service.inference import ModelService
+from arinext.service.settings import Settings
+from arinext.service.streams.protocol import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
     StartMessage,
     StreamError,
 )
-from service.streams.session import StreamHub, StreamSession
+from arinext.service.streams.session import StreamHub, StreamSession
 
 __all__ = ["router"]
 

@@ -15,13 +15,13 @@ turns a head into BYTES ``"score:index:label"`` strings, best first; Triton's bi
 extension (``Inference-Header-Content-Length``) carries tensors as raw bytes both ways, which is
 what ``tritonclient`` sends. BYTES elements in plain JSON are base64 strings.
 
-The JSON part of a request is validated against :mod:`service.v2_schema` (400 naming the field),
-and the batch dimension is bounded before any work (413, like Triton's ``max_batch_size``): a
-clip of ``audio`` or ``waveform`` needs at least one window of the queue, so a batch over
+The JSON part of a request is validated against :mod:`arinext.service.v2_schema` (400 naming the
+field), and the batch dimension is bounded before any work (413, like Triton's ``max_batch_size``):
+a clip of ``audio`` or ``waveform`` needs at least one window of the queue, so a batch over
 ``queue_size`` could never be admitted; ``logmel`` rows are windows, bounded by ``max_windows``.
-Every input goes through the model service's admission and batching, so limits, 503s and
-metrics are those of ``/classify``; refusals are :class:`ApiError` exceptions, which the app's
-one handler renders in the protocol's ``{"error": "message"}`` shape under ``/v2``.
+Every input goes through the model service's admission and batching, so limits, 503s and metrics are
+those of ``/classify``; refusals are :class:`ApiError` exceptions, which the app's one handler
+renders in the protocol's ``{"error": "message"}`` shape under ``/v2``.
 """
 
 from __future__ import annotations
@@ -42,15 +42,15 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from model.manifest import HeadSpec
-from model.scores import probabilities
-from service.dependencies import get_model_service, get_settings
-from service.errors import ApiError
-from service.inference import ModelService
-from service.loading import LoadedModel
-from service.predict import classify, top_labels
-from service.settings import Settings
-from service.v2_schema import InferenceRequest, RequestInput, RequestOutput, openapi_body
+from arinext.model.manifest import HeadSpec
+from arinext.model.scores import probabilities
+from arinext.service.dependencies import get_model_service, get_settings
+from arinext.service.errors import ApiError
+from arinext.service.inference import ModelService
+from arinext.service.loading import LoadedModel
+from arinext.service.predict import classify, top_labels
+from arinext.service.settings import Settings
+from arinext.service.v2_schema import InferenceRequest, RequestInput, RequestOutput, openapi_body
 
 __all__ = ["router"]
 

@@ -19,16 +19,16 @@ import av
 import numpy as np
 import soxr
 
-from model.audio_config import AudioConfig
-from model.audio_io import planar_float
-from service.errors import ApiError
-from service.streams.protocol import (
+from arinext.model.audio_config import AudioConfig
+from arinext.model.audio_io import planar_float
+from arinext.service.errors import ApiError
+from arinext.service.streams.protocol import (
     CLOSE_TOO_BIG,
     CLOSE_UNSUPPORTED,
     StreamError,
     invalid_audio,
 )
-from service.workers import lower_thread_priority
+from arinext.service.workers import lower_thread_priority
 
 __all__ = ["Decoder", "PcmDecoder", "WebmDecoder", "Window", "Windower"]
 

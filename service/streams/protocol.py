@@ -11,11 +11,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.labels import is_keyword
-from service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from service.detection import DEFAULT_HOP_SECONDS, DEFAULT_THRESHOLD
-from service.errors import ApiError
-from service.settings import MAX_TOP_K
+from arinext.model.labels import is_keyword
+from arinext.service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from arinext.service.detection import DEFAULT_HOP_SECONDS, DEFAULT_THRESHOLD
+from arinext.service.errors import ApiError
+from arinext.service.settings import MAX_TOP_K
 
 __all__ = [
     "CLOSE_GOING_AWAY",

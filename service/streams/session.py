@@ -1,10 +1,11 @@
 """One live stream on the service side: limits, scoring on the shared batchers, events, metrics.
 
 A stream is the same pipeline as ``POST /classify`` run as the audio arrives: decoded audio
-(``service.streams.audio``) is cut into windows every ``hop`` seconds, turned into log-mels by
-``service.prepare.features`` (``model.frontend``) and queued on the model's batcher like any other
-request's windows, with the same admission, so streams and uploads share batches and limits.
-Each window's top-k per head is sent as it is scored, then any detection it makes.
+(``arinext.service.streams.audio``) is cut into windows every ``hop`` seconds, turned into log-mels
+by ``arinext.service.prepare.features`` (``arinext.model.frontend``) and queued on the model's
+batcher like any other request's windows, with the same admission, so streams and uploads share
+batches and limits. Each window's top-k per head is sent as it is scored, then any detection it
+makes.
 
 A stream's lag is bounded in time, not only in messages: a window whose event would go out more
 than ``stream_max_lag_seconds`` after its audio arrived, or that the batcher refuses, is dropped
@@ -29,19 +30,19 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from model.frontend import IncrementalViews
-from model.manifest import HeadSpec
-from model.scores import probabilities
-from service.batching import shutting_down
-from service.detection import Debouncer
-from service.errors import ApiError
-from service.inference import ModelService
-from service.loading import LoadedModel
-from service.metrics import Metrics
-from service.predict import resolve_heads, top_labels
-from service.settings import Settings
-from service.streams.audio import Decoder, PcmDecoder, WebmDecoder, Window, Windower
-from service.streams.protocol import (
+from arinext.model.frontend import IncrementalViews
+from arinext.model.manifest import HeadSpec
+from arinext.model.scores import probabilities
+from arinext.service.batching import shutting_down
+from arinext.service.detection import Debouncer
+from arinext.service.errors import ApiError
+from arinext.service.inference import ModelService
+from arinext.service.loading import LoadedModel
+from arinext.service.metrics import Metrics
+from arinext.service.predict import resolve_heads, top_labels
+from arinext.service.settings import Settings
+from arinext.service.streams.audio import Decoder, PcmDecoder, WebmDecoder, Window, Windower
+from arinext.service.streams.protocol import (
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,

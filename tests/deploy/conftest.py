@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from model.audio_config import PRESETS
-from model.labels import resolve_labels
+from arinext.model.audio_config import PRESETS
+from arinext.model.labels import resolve_labels
 from tests.deploy.dockerfile import Dockerfile
 
 if TYPE_CHECKING:
-    from service.settings import Settings
+    from arinext.service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -86,7 +86,7 @@ def tiny_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def live_metrics_text(tiny_artifact: Path) -> str:
-    """``GET /metrics`` of ``service.app:create_app`` serving the tiny artifact, after one
+    """``GET /metrics`` of ``arinext.service.app:create_app`` serving the tiny artifact, after one
     classification and one refused upload, so that every labelled series exists."""
     from tests.service.audio import encode_sf, signal
     from tests.service.conftest import isolated_settings, serve_in_process
@@ -105,7 +105,7 @@ def live_metrics_text(tiny_artifact: Path) -> str:
 
 def parse_service_environment(environment: dict[str, str]) -> Settings:
     """The service's ``Settings`` read from ``environment`` alone; fails on unknown names."""
-    from service.settings import Settings
+    from arinext.service.settings import Settings
 
     known = {f"ARINEXT_{name.upper()}" for name in Settings.model_fields}
     unknown = {name for name in environment if name.startswith("ARINEXT_")} - known

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from arinext.service.app import create_app
 from tests.deploy.conftest import REPO, parse_service_environment
 from tests.deploy.dockerfile import Dockerfile, duration_seconds
 

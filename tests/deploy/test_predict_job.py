@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from arinext.cli import build_parser
-from service.predict_cli import select_shard
-from service.settings import Settings
+from arinext.service.predict_cli import select_shard
+from arinext.service.settings import Settings
 from tests.deploy.conftest import REPO
 
 JOB = yaml.safe_load((REPO / "k8s" / "predict" / "indexed-job.yaml").read_text(encoding="utf-8"))

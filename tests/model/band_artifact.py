@@ -17,9 +17,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model.audio_config import AudioConfig
-from model.frontend import mel_filterbank
-from model.manifest import (
+from arinext.model.audio_config import AudioConfig
+from arinext.model.frontend import mel_filterbank
+from arinext.model.manifest import (
     INPUT_NAME,
     MODEL_FILE,
     HeadSpec,

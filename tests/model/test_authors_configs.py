@@ -16,9 +16,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from model.checkpoint import import_checkpoint, load_authors_checkpoint
-from model.inception_next import AudioRepInceptionNeXt
-from model.manifest import INPUT_NAME, MODEL_FILE, ReparamLevel, verify_artifact
+from arinext.model.checkpoint import import_checkpoint, load_authors_checkpoint
+from arinext.model.inception_next import AudioRepInceptionNeXt
+from arinext.model.manifest import INPUT_NAME, MODEL_FILE, ReparamLevel, verify_artifact
 from tests.fixtures import LAYOUT_B1, REFERENCE_CHECKPOINT, REFERENCE_EXPECTED
 from tests.model.authors_layout import (
     AuthorsCfg,

@@ -1,4 +1,5 @@
-"""``model.backends``: one way to open a graph on ONNX Runtime or OpenVINO, with clear refusals."""
+"""``arinext.model.backends``: one way to open a graph on ONNX Runtime or OpenVINO, with clear
+refusals."""
 
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.backends import (
+from arinext.model.backends import (
     BackendError,
     available_backends,
     cpu_threads,
     open_session,
     physical_cores,
 )
-from model.bench import random_input
-from model.manifest import MODEL_FILE
-from model.quantize import quantize_artifact
+from arinext.model.bench import random_input
+from arinext.model.manifest import MODEL_FILE
+from arinext.model.quantize import quantize_artifact
 from tests.model.band_artifact import CFG, make_band_artifact
 
 OUTPUT = "logits_bands"

@@ -11,9 +11,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from arinext.cli import main
-from model.backends import available_backends
-from model.bench import Timing, time_interleaved
-from model.manifest import MODEL_FILE
+from arinext.model.backends import available_backends
+from arinext.model.bench import Timing, time_interleaved
+from arinext.model.manifest import MODEL_FILE
 from tests.model.band_artifact import make_band_artifact
 
 

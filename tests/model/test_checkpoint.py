@@ -22,12 +22,12 @@ import torch
 import yaml
 
 from arinext.cli import main
-from model.audio_config import get_preset
-from model.checkpoint import CheckpointError, import_checkpoint, load_authors_checkpoint
-from model.inception_next import authors_key_map
-from model.labels import load_labels
-from model.manifest import INPUT_NAME, MODEL_FILE, verify_artifact
-from model.reparam import ReparamLevel, reparameterize_model
+from arinext.model.audio_config import get_preset
+from arinext.model.checkpoint import CheckpointError, import_checkpoint, load_authors_checkpoint
+from arinext.model.inception_next import authors_key_map
+from arinext.model.labels import load_labels
+from arinext.model.manifest import INPUT_NAME, MODEL_FILE, verify_artifact
+from arinext.model.reparam import ReparamLevel, reparameterize_model
 from tests.fixtures import REFERENCE_CHECKPOINT, REFERENCE_EXPECTED
 
 REPO = Path(__file__).resolve().parents[2]

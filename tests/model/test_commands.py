@@ -12,8 +12,8 @@ from tests.fresh_imports import heavy_imports
 
 def test_registering_does_not_import_torch() -> None:
     code = (
-        "import argparse, model.commands\n"
-        "model.commands.register(argparse.ArgumentParser().add_subparsers())"
+        "import argparse, arinext.model.commands\n"
+        "arinext.model.commands.register(argparse.ArgumentParser().add_subparsers())"
     )
     assert heavy_imports(code, ("torch",)) == []
 

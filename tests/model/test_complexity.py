@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from model.complexity import count_macs, count_params
-from model.registry import create_model
-from model.reparam import ReparamLevel, reparameterize_model
+from arinext.model.complexity import count_macs, count_params
+from arinext.model.registry import create_model
+from arinext.model.reparam import ReparamLevel, reparameterize_model
 
 # (architecture, paper-level merged?, params in M, GMACs at 512 x 128), 309 classes.
 PAPER_TABLE = [

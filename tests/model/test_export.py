@@ -13,13 +13,19 @@ import pytest
 import torch
 from torch import nn
 
-import model.export as export_module
-from model.audio_config import AudioConfig, get_preset
-from model.complexity import count_params
-from model.export import ExportError, export_artifact
-from model.manifest import INPUT_NAME, MANIFEST_FILE, MODEL_FILE, Provenance, verify_artifact
-from model.registry import create_model
-from model.reparam import ReparamLevel, reparameterize_model
+import arinext.model.export as export_module
+from arinext.model.audio_config import AudioConfig, get_preset
+from arinext.model.complexity import count_params
+from arinext.model.export import ExportError, export_artifact
+from arinext.model.manifest import (
+    INPUT_NAME,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    Provenance,
+    verify_artifact,
+)
+from arinext.model.registry import create_model
+from arinext.model.reparam import ReparamLevel, reparameterize_model
 
 # A small input keeps the write/refuse tests cheap; what they check does not depend on its size.
 TINY = AudioConfig(

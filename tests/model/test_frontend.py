@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from model.audio_config import PRESETS, get_preset
-from model.frontend import (
+from arinext.model.audio_config import PRESETS, get_preset
+from arinext.model.frontend import (
     clip_view,
     fit_frames,
     log_mel,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.audio_config import PRESETS, AudioConfig
-from model.frontend import IncrementalViews, clip_view
+from arinext.model.audio_config import PRESETS, AudioConfig
+from arinext.model.frontend import IncrementalViews, clip_view
 
 # The embedded default model's front-end (32 ms windows, 20 ms hop), beside the paper's presets.
 DEFAULT_MODEL = AudioConfig(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from model.audio_config import get_preset
-from model.manifest import (
+from arinext.model.audio_config import get_preset
+from arinext.model.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     MODEL_FILE,

@@ -7,15 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from model.inception_next import (
+from arinext.model.inception_next import (
     AudioRepInceptionNeXt,
     ConvBN,
     MultiScaleMixer,
     authors_key_map,
 )
-from model.registry import ARCHITECTURES, VARIANTS, create_model
-from model.reparam import ReparamLevel, reparameterize_model
-from model.slowfast import AuditorySlowFast
+from arinext.model.registry import ARCHITECTURES, VARIANTS, create_model
+from arinext.model.reparam import ReparamLevel, reparameterize_model
+from arinext.model.slowfast import AuditorySlowFast
 from tests.fixtures import LAYOUT_B1, REFERENCE_CHECKPOINT, REFERENCE_EXPECTED
 
 CHECKPOINT = REFERENCE_CHECKPOINT

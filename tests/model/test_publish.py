@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from model.audio_config import get_preset
-from model.manifest import MANIFEST_FILE, MODEL_FILE, HeadSpec, Manifest, verify_artifact
-from model.publish import exchange, publish_artifact
+from arinext.model.audio_config import get_preset
+from arinext.model.manifest import MANIFEST_FILE, MODEL_FILE, HeadSpec, Manifest, verify_artifact
+from arinext.model.publish import exchange, publish_artifact
 
 
 def _manifest(data: bytes) -> Manifest:

@@ -12,10 +12,10 @@ import pytest
 import soundfile as sf
 
 from arinext.cli import main
-from model.backends import open_session
-from model.frontend import log_mel_views
-from model.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest, verify_artifact
-from model.quantize import (
+from arinext.model.backends import open_session
+from arinext.model.frontend import log_mel_views
+from arinext.model.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest, verify_artifact
+from arinext.model.quantize import (
     DEFAULT_MIN_AGREEMENT,
     QuantizeError,
     float_ends,
@@ -94,7 +94,7 @@ def test_quantized_artifact_agrees_with_fp32_and_records_how(
     fp32: Path, clips: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     out = tmp_path / "band-int8"
-    with caplog.at_level(logging.WARNING, logger="model.quantize"):
+    with caplog.at_level(logging.WARNING, logger="arinext.model.quantize"):
         manifest = quantize_artifact(fp32, out, calibration=clips)
     assert "skipping" not in caplog.text  # the undecodable test clips were never opened
     assert verify_artifact(out) == manifest
@@ -124,7 +124,7 @@ def test_quantized_artifact_agrees_with_fp32_and_records_how(
 def test_without_clips_it_calibrates_on_synthetic_sounds_and_warns(
     fp32: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="model.quantize"):
+    with caplog.at_level(logging.WARNING, logger="arinext.model.quantize"):
         manifest = quantize_artifact(
             fp32, tmp_path / "int8", calibration_clips=16, check_clips=16, min_agreement=0.5
         )
@@ -247,7 +247,10 @@ def test_refuses_to_replace_what_is_not_an_artifact_or_the_source(
 def test_quantisation_and_backends_do_not_import_torch() -> None:
     from tests.fresh_imports import heavy_imports
 
-    code = "import model.quantize, model.backends, model.bench, model.runtime_cli"
+    code = (
+        "import arinext.model.quantize, arinext.model.backends, arinext.model.bench, "
+        "arinext.model.runtime_cli"
+    )
     assert heavy_imports(code, ("torch",)) == []
 
 

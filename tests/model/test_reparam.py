@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from model import inception_next
-from model.inception_next import ConvBN, InvertedBottleneck, MultiScaleMixer
-from model.registry import create_model
-from model.reparam import ReparamLevel, fuse_conv_bn, pad_kernel_to, reparameterize_model
+from arinext.model import inception_next
+from arinext.model.inception_next import ConvBN, InvertedBottleneck, MultiScaleMixer
+from arinext.model.registry import create_model
+from arinext.model.reparam import ReparamLevel, fuse_conv_bn, pad_kernel_to, reparameterize_model
 
 TOLERANCE = 1e-4
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.scores import probabilities, sigmoid, softmax
+from arinext.model.scores import probabilities, sigmoid, softmax
 from tests.fixtures import REFERENCE_EXPECTED
 
 

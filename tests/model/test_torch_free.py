@@ -6,5 +6,8 @@ from tests.fresh_imports import heavy_imports
 
 
 def test_service_side_modules_do_not_import_torch() -> None:
-    code = "import model.audio_config, model.frontend, model.labels, model.manifest"
+    code = (
+        "import arinext.model.audio_config, arinext.model.frontend, arinext.model.labels, "
+        "arinext.model.manifest"
+    )
     assert heavy_imports(code, ("torch", "onnx", "yaml")) == []

@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from model.inception_next import MultiScaleMixer  # noqa: E402
-from model.registry import create_model  # noqa: E402
+from arinext.model.inception_next import MultiScaleMixer  # noqa: E402
+from arinext.model.registry import create_model  # noqa: E402
 
 
 def _set(model: torch.nn.Module, on: bool) -> None:

@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model.audio_config import AudioConfig
-from model.manifest import (
+from arinext.model.audio_config import AudioConfig
+from arinext.model.manifest import (
     INPUT_NAME,
     MODEL_FILE,
     HeadSpec,

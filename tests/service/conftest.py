@@ -16,15 +16,16 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from model.audio_config import PRESETS
-from model.labels import resolve_labels
-from service.app import create_app
-from service.settings import Settings
+from arinext.model.audio_config import PRESETS
+from arinext.model.labels import resolve_labels
+from arinext.service.app import create_app
+from arinext.service.settings import Settings
 from tests.service.artifacts import make_tiny_artifact
 
 REPO = Path(__file__).resolve().parents[2]
-# The inference backend the service tests run on (model.backends): SERVICE_TEST_BACKEND=openvino
-# runs the same tests on OpenVINO (tests/service/test_backends.py does, with precision f32).
+# The inference backend the service tests run on (arinext.model.backends):
+# SERVICE_TEST_BACKEND=openvino runs the same tests on OpenVINO (tests/service/test_backends.py
+# does, with precision f32).
 TEST_BACKEND = os.environ.get("SERVICE_TEST_BACKEND", "onnxruntime")
 TEST_PRECISION = os.environ.get("SERVICE_TEST_PRECISION", "auto")
 READY_TIMEOUT_S = 180.0
@@ -162,8 +163,8 @@ def run_server(
     cpu: int | None = None,
     **settings: object,
 ) -> Iterator[ServerProcess]:
-    """Start a real server (``uvicorn --factory service.app:create_app`` unless ``command``),
-    on the one CPU ``cpu`` if given (``taskset``).
+    """Start a real server (``uvicorn --factory arinext.service.app:create_app`` unless
+    ``command``), on the one CPU ``cpu`` if given (``taskset``).
 
     Waits (bounded) for /readyz, and always stops the process on exit.
     """
@@ -175,7 +176,7 @@ def run_server(
             "-m",
             "uvicorn",
             "--factory",
-            "service.app:create_app",
+            "arinext.service.app:create_app",
             "--host",
             "127.0.0.1",
             "--port",

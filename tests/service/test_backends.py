@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.backends import available_backends
-from model.quantize import quantize_artifact
+from arinext.model.backends import available_backends
+from arinext.model.quantize import quantize_artifact
 from tests.service.audio import encode_sf, signal
 from tests.service.conftest import REPO, isolated_settings, serve_in_process
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import inference
-from service.batching import Batcher
-from service.errors import ApiError
-from service.metrics import Metrics
-from service.workers import SharedWorker
+from arinext.service import inference
+from arinext.service.batching import Batcher
+from arinext.service.errors import ApiError
+from arinext.service.metrics import Metrics
+from arinext.service.workers import SharedWorker
 from tests.service.audio import encode_sf, signal
 from tests.service.conftest import isolated_settings, serve_in_process
 

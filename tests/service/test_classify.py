@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.audio_config import PRESETS
-from model.labels import resolve_labels
-from service.detection import DEFAULT_HOP_SECONDS
+from arinext.model.audio_config import PRESETS
+from arinext.model.labels import resolve_labels
+from arinext.service.detection import DEFAULT_HOP_SECONDS
 from tests.service.audio import encode_av, encode_sf, signal, silence_flac
 from tests.service.conftest import isolated_settings, serve_in_process
 

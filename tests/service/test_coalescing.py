@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from service.http_limits import _CoalescingTransport
+from arinext.service.http_limits import _CoalescingTransport
 from tests.service.audio import encode_sf, signal
 
 

@@ -9,8 +9,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from service.decoding import decode_audio, resample, sniff
-from service.errors import ApiError
+from arinext.service.decoding import decode_audio, resample, sniff
+from arinext.service.errors import ApiError
 from tests.service.audio import encode_av, encode_sf, signal, silence_flac
 
 

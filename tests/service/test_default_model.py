@@ -16,12 +16,12 @@ import httpx
 import numpy as np
 import pytest
 
-from model.labels import NOT_KEYWORDS, SILENCE, UNKNOWN, is_keyword
-from model.manifest import MODEL_FILE, read_manifest, sha256_file, verify_artifact
+from arinext.model.labels import NOT_KEYWORDS, SILENCE, UNKNOWN, is_keyword
+from arinext.model.manifest import MODEL_FILE, read_manifest, sha256_file, verify_artifact
+from arinext.training.synth_speech import Item, Recipe, espeak_available, render_item
+from arinext.training.vocabulary import HELD_OUT_WORDS
 from tests.service.conftest import REPO, ServerProcess, run_server
 from tests.service.speech import keyword_recording
-from training.synth_speech import Item, Recipe, espeak_available, render_item
-from training.vocabulary import HELD_OUT_WORDS
 
 ARTIFACT = REPO / "artifacts" / "speech-commands-synth-b0"
 MAX_BYTES = 15 * 1024 * 1024

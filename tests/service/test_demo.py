@@ -22,7 +22,7 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from service.demo import (
+from arinext.service.demo import (
     EXAMPLES_DIR,
     MAX_HEADS_SHOWN,
     PROGRESS_POLL_SECONDS,
@@ -30,8 +30,8 @@ from service.demo import (
     _quiet_queue,
     run_demo,
 )
-from service.detection import KeywordEvent, heard
-from service.settings import EMBEDDED_MODEL_DIR
+from arinext.service.detection import KeywordEvent, heard
+from arinext.service.settings import EMBEDDED_MODEL_DIR
 from tests.service.conftest import REPO, isolated_settings, serve_in_process
 from tests.service.speech import YES_STOP_GO, espeak_available, keyword_recording
 
@@ -118,8 +118,8 @@ def test_demo_shows_the_api_top5_a_labelled_spectrogram_and_a_score_timeline(
 
 
 def test_spectrogram_figure_has_axes_in_seconds_and_hz_and_a_colour_bar() -> None:
-    from model.audio_config import PRESETS
-    from service.demo_plots import spectrogram_figure
+    from arinext.model.audio_config import PRESETS
+    from arinext.service.demo_plots import spectrogram_figure
 
     cfg = PRESETS["speech_commands"]
     samples, rate = sf.read(EXAMPLES_DIR / "tone-440hz.wav", dtype="float32")
@@ -140,8 +140,8 @@ def test_spectrogram_figure_has_axes_in_seconds_and_hz_and_a_colour_bar() -> Non
 
 
 def test_timeline_figure_draws_each_top_class_per_window(demo_client: TestClient) -> None:
-    from service.demo_plots import timeline_figure
-    from service.predict import HeadPrediction
+    from arinext.service.demo_plots import timeline_figure
+    from arinext.service.predict import HeadPrediction
 
     clip = EXAMPLES_DIR / "tone-440hz.wav"
     api = demo_client.post(
@@ -225,7 +225,7 @@ def test_quiet_queue_sets_gradios_poll_intervals_and_says_when_it_cannot(
         QUEUE_POLL_SECONDS,
         PROGRESS_POLL_SECONDS,
     )
-    with caplog.at_level(logging.WARNING, logger="service.demo"):
+    with caplog.at_level(logging.WARNING, logger="arinext.service.demo"):
         _quiet_queue(object())  # type: ignore[arg-type]  # a Gradio without those attributes
     assert "polls at its own pace" in caplog.text
 

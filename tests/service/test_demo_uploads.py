@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from service import demo_uploads
+from arinext.service import demo_uploads
 from tests.service import audio
 from tests.service.conftest import ServerProcess, isolated_settings, run_server, serve_in_process
 

@@ -20,8 +20,8 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
-from service.pipeline import Classifier
-from service.settings import EMBEDDED_MODEL_DIR
+from arinext.service.pipeline import Classifier
+from arinext.service.settings import EMBEDDED_MODEL_DIR
 from tests.service.conftest import REPO, isolated_settings, serve_in_process
 from tests.service.speech import (
     SAMPLE_RATE,

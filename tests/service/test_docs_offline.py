@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
+from arinext.service.app import create_app
 from tests.service.conftest import REPO, isolated_settings
 
 CHROMIUM = "/usr/bin/chromium"

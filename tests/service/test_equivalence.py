@@ -1,10 +1,10 @@
-"""The service's scores for a file equal the PyTorch b0 model fed ``model.frontend`` (1e-4).
+"""The service's scores for a file equal the PyTorch b0 model fed ``arinext.model.frontend`` (1e-4).
 
 This is the one service test that needs torch: it builds the real AudioRepInceptionNeXt b0
-(``model.registry``), exports it with ``model.export`` (fully re-parameterised, as served) and
-compares the served probabilities with the *train-form* torch model on the same log-mels.
-Random weights get real BN statistics and larger head weights so that the softmax is far from
-uniform and a wrong window, view or fold would show.
+(``arinext.model.registry``), exports it with ``arinext.model.export`` (fully re-parameterised, as
+served) and compares the served probabilities with the *train-form* torch model on the same
+log-mels. Random weights get real BN statistics and larger head weights so that the softmax is far
+from uniform and a wrong window, view or fold would show.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.audio_config import PRESETS
-from model.frontend import clip_view
-from model.labels import resolve_labels
-from service.predict import window_starts
+from arinext.model.audio_config import PRESETS
+from arinext.model.frontend import clip_view
+from arinext.model.labels import resolve_labels
+from arinext.service.predict import window_starts
 from tests.service.audio import encode_sf, signal
 from tests.service.conftest import isolated_settings, serve_in_process
 
 # The one dependency that may be absent (a serving install has no torch); the project's own
 # modules are imported plainly, so a broken import fails instead of skipping.
 torch = pytest.importorskip("torch", reason="compares with the PyTorch model (train extra)")
-from model import export, registry  # noqa: E402  (they import torch)
+from arinext.model import export, registry  # noqa: E402  (they import torch)
 
 PRESET = "speech_commands"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.errors import insufficient_storage
+from arinext.service.errors import insufficient_storage
 from tests.service import audio
 from tests.service.conftest import ServerProcess, run_server
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from service.dependencies import get_settings
+from arinext.service.dependencies import get_settings
 from tests.service.audio import encode_sf, signal
 
 CLIP = encode_sf(signal(1.0, 16000), 16000, "WAV", "PCM_16")

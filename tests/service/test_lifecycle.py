@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-import service.inference
-from model.manifest import MANIFEST_FILE, MODEL_FILE
-from service.app import create_app
-from service.dependencies import get_settings
-from service.errors import ApiError
-from service.inference import ModelService
-from service.metrics import Metrics
-from service.settings import Settings
+from arinext.model.manifest import MANIFEST_FILE, MODEL_FILE
+from arinext.service import inference
+from arinext.service.app import create_app
+from arinext.service.dependencies import get_settings
+from arinext.service.errors import ApiError
+from arinext.service.inference import ModelService
+from arinext.service.metrics import Metrics
+from arinext.service.settings import Settings
 from tests.service.audio import encode_sf, signal
 from tests.service.conftest import isolated_settings, serve_in_process
 
@@ -129,13 +129,13 @@ def test_readyz_is_503_while_models_load(
     speech_artifact: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = threading.Event()
-    real_load = service.inference.load_models
+    real_load = inference.load_models
 
     def slow_load(*args: object, **kwargs: object) -> object:
         assert release.wait(30)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(service.inference, "load_models", slow_load)
+    monkeypatch.setattr(inference, "load_models", slow_load)
     with serve_in_process(isolated_settings(models=[speech_artifact]), ready=False) as client:
         try:
             assert client.get("/readyz").json()["status"] == "loading"

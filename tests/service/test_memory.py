@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from service import memory
+from arinext.service import memory
 
 # Fragments 200 MB of malloc'd blocks in a worker thread's arena, as a burst of requests does,
 # keeping every 50th block so that glibc cannot give the memory back from the top of a heap.
 _FRAGMENT = """
 import threading
 from pathlib import Path
-from service.memory import release_free_memory
+from arinext.service.memory import release_free_memory
 
 def rss_mb():
     for line in Path("/proc/self/status").read_text().splitlines():

@@ -1,7 +1,7 @@
 """Schemathesis over the server's own OpenAPI document: no request it generates gets a 5xx.
 
-The document includes ``/v2``'s inference body (:mod:`service.v2_schema`), so the fuzzer sends
-requests that are valid in shape but hostile in content (huge shapes, odd parameters), and
+The document includes ``/v2``'s inference body (:mod:`arinext.service.v2_schema`), so the fuzzer
+sends requests that are valid in shape but hostile in content (huge shapes, odd parameters), and
 ones that break the schema. A bounded number of examples per operation keeps it short.
 """
 

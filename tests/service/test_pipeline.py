@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.audio_config import PRESETS
-from model.manifest import ArtifactError, read_manifest
-from service.errors import ApiError
-from service.pipeline import Classifier, prepare_clip
+from arinext.model.audio_config import PRESETS
+from arinext.model.manifest import ArtifactError, read_manifest
+from arinext.service.errors import ApiError
+from arinext.service.pipeline import Classifier, prepare_clip
 from tests.service.audio import encode_av, encode_sf, signal
 from tests.service.conftest import REPO
 

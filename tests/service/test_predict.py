@@ -11,11 +11,11 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 
-from model.audio_config import PRESETS
-from model.frontend import clip_view
-from model.manifest import MODEL_FILE, read_manifest
-from service.detection import DEFAULT_HOP_SECONDS
-from service.predict import window_starts
+from arinext.model.audio_config import PRESETS
+from arinext.model.frontend import clip_view
+from arinext.model.manifest import MODEL_FILE, read_manifest
+from arinext.service.detection import DEFAULT_HOP_SECONDS
+from arinext.service.predict import window_starts
 from tests.service.audio import encode_sf, signal
 
 

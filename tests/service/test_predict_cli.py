@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.audio_config import PRESETS
-from service.predict_cli import expand_paths, select_shard
+from arinext.model.audio_config import PRESETS
+from arinext.service.predict_cli import expand_paths, select_shard
 from tests.service.audio import encode_av, encode_sf, signal
 from tests.service.conftest import REPO, TEST_BACKEND, TEST_PRECISION
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.workers import batch_scheduling
+from arinext.service.workers import batch_scheduling
 from tests.service import audio
 from tests.service.conftest import TEST_BACKEND
 

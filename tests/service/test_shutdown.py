@@ -110,8 +110,8 @@ def test_sigterm_closes_streams_1001_shutting_down_and_exits_0_after_cleanup(
 def test_plain_uvicorn_closes_streams_1001_shutting_down_too(
     tmp_path: Path, speech_artifact: Path
 ) -> None:
-    """Under ``uvicorn --factory service.app:create_app`` (no drain) the streams close the same
-    way; uvicorn itself then re-raises SIGTERM, so that process dies by the signal."""
+    """Under ``uvicorn --factory arinext.service.app:create_app`` (no drain) the streams close the
+    same way; uvicorn itself then re-raises SIGTERM, so that process dies by the signal."""
     with run_server(tmp_path, models=speech_artifact, drain_seconds=0) as server:
         (closes, _) = asyncio.run(_stop_with_streams(server))
         status = server.process.wait(60)

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
-from model.audio_config import PRESETS
-from service.errors import ApiError
-from service.streams import session
+from arinext.model.audio_config import PRESETS
+from arinext.service.errors import ApiError
+from arinext.service.streams import session
 from tests.service.audio import encode_av, signal
 from tests.service.conftest import isolated_settings, serve_in_process
 

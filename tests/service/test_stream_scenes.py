@@ -1,8 +1,8 @@
 """The default model live: recorded keywords over recorded room noise through ``WS /stream``.
 
-Twenty-four 10 s scenes (:mod:`training.scenes`: three words by speakers held out from training,
-over held-out room noise at 15-30 dB SNR) stream at real time, all at once, through a running
-server with the stream's default settings. Measured from the client: keywords detected where
+Twenty-four 10 s scenes (:mod:`arinext.training.scenes`: three words by speakers held out from
+training, over held-out room noise at 15-30 dB SNR) stream at real time, all at once, through a
+running server with the stream's default settings. Measured from the client: keywords detected where
 they were said, wrong detections per minute of audio, and each window's lag (the chunk that
 completed the window sent -> its event received).
 
@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from service.settings import EMBEDDED_MODEL_DIR
+from arinext.service.settings import EMBEDDED_MODEL_DIR
+from arinext.training.scenes import Scene, build_scenes, match_detections
 from tests.service.conftest import REPO, ServerProcess, run_server
-from training.scenes import Scene, build_scenes, match_detections
 
 RECORDINGS = REPO.parent / "shared" / "speech_commands_subset"
 RATE = 16000

@@ -23,7 +23,7 @@ import soundfile as sf
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from service.settings import EMBEDDED_MODEL_DIR
+from arinext.service.settings import EMBEDDED_MODEL_DIR
 from tests.service.audio import signal
 from tests.service.conftest import REPO, ServerProcess, run_server
 from tests.service.speech import espeak_available, keyword_recording

@@ -10,11 +10,11 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from model.audio_config import PRESETS
-from model.audio_io import decode, resample
-from service.detection import Debouncer
-from service.streams.audio import PcmDecoder, WebmDecoder, Windower
-from service.streams.protocol import (
+from arinext.model.audio_config import PRESETS
+from arinext.model.audio_io import decode, resample
+from arinext.service.detection import Debouncer
+from arinext.service.streams.audio import PcmDecoder, WebmDecoder, Windower
+from arinext.service.streams.protocol import (
     CLOSE_INVALID_DATA,
     CLOSE_TOO_BIG,
     CLOSE_UNSUPPORTED,
@@ -96,7 +96,7 @@ def test_debouncer_detects_each_utterance_once() -> None:
 
 
 def test_a_recording_of_one_window_has_one_vote_to_give() -> None:
-    from service.detection import detect
+    from arinext.service.detection import detect
 
     probs = np.array([[0.1, 0.9]])
     (event,) = detect("speech", ["_silence_", "yes"], probs, [(0.0, 1.0)], hop=1.0, threshold=0.5,

@@ -25,10 +25,11 @@ def test_importing_the_app_module_leaves_torch_out() -> None:
         """
         import sys
         import fastapi
-        import service.app
+        import arinext.service.app
         assert "torch" not in sys.modules, "torch imported"
         assert "gradio" not in sys.modules, "importing builds nothing"
-        assert isinstance(service.app.app, fastapi.FastAPI)  # for `uvicorn service.app:app`
+        # for `uvicorn arinext.service.app:app`
+        assert isinstance(arinext.service.app.app, fastapi.FastAPI)
         assert "torch" not in sys.modules, "torch imported"
         """
     )
@@ -42,8 +43,8 @@ def test_serving_a_request_with_the_demo_leaves_torch_out(speech_artifact: Path)
         import time
         from pathlib import Path
         from fastapi.testclient import TestClient
-        from service.app import create_app
-        from service.settings import Settings
+        from arinext.service.app import create_app
+        from arinext.service.settings import Settings
         from tests.service.audio import encode_sf, signal
 
         settings = Settings(models=[Path({str(speech_artifact)!r})], demo=True)
@@ -57,8 +58,13 @@ def test_serving_a_request_with_the_demo_leaves_torch_out(speech_artifact: Path)
             response = client.post("/classify", content=wav, headers=headers)
             assert response.status_code == 200, response.text
             assert client.get("/demo/").status_code == 200
-        heavy = sorted(m for m in ("torch", "model.export", "model.registry", "model.checkpoint")
-                       if m in sys.modules)
+        modules = [
+            "torch",
+            "arinext.model.export",
+            "arinext.model.registry",
+            "arinext.model.checkpoint",
+        ]
+        heavy = sorted(m for m in modules if m in sys.modules)
         assert not heavy, heavy
         """
     )

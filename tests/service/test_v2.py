@@ -14,9 +14,9 @@ import httpx
 import numpy as np
 import pytest
 
-from model.audio_config import PRESETS, AudioConfig
-from model.frontend import clip_view
-from service.loading import load_model
+from arinext.model.audio_config import PRESETS, AudioConfig
+from arinext.model.frontend import clip_view
+from arinext.service.loading import load_model
 from tests.service.audio import encode_av, encode_sf, signal
 from tests.service.conftest import ServerProcess, isolated_settings, run_server, serve_in_process
 

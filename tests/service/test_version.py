@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from service.app import create_app
+from arinext.service.app import create_app
 from tests.service.conftest import isolated_settings
 
 

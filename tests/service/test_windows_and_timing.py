@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from model.audio_config import PRESETS
+from arinext.model.audio_config import PRESETS
 from tests.service import audio
 from tests.service.conftest import isolated_settings, serve_in_process
 

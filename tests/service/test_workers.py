@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from model.backends import cpu_threads
-from service.workers import SharedWorker, worker_pool
+from arinext.model.backends import cpu_threads
+from arinext.service.workers import SharedWorker, worker_pool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,7 +104,7 @@ def test_a_process_exits_only_after_the_running_job(tmp_path: Path) -> None:
     done = tmp_path / "done"
     script = f"""
 import threading, time
-from service.workers import SharedWorker
+from arinext.service.workers import SharedWorker
 worker = SharedWorker("exit-test")
 started = threading.Event()
 def job():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.augment import spec_augment, time_warp
-from training.config import AugmentConfig
+from arinext.training.augment import spec_augment, time_warp
+from arinext.training.config import AugmentConfig
 
 
 def test_masks_use_the_mean_and_stay_within_bounds() -> None:

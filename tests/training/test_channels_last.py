@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch.nn.modules.module import register_module_forward_pre_hook
 
-from model.inception_next import MultiScaleMixer
+from arinext.model.inception_next import MultiScaleMixer
+from arinext.training.checkpoints import load_checkpoint
 from tests.training.conftest import run_cli, tiny_overrides
-from training.checkpoints import load_checkpoint
 
 
 def _train(run: Path, root: Path, channels_last: bool) -> tuple[list[float], list[bool]]:

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch._dynamo.utils import counters
 
-from model.registry import create_model
+from arinext.model.registry import create_model
+from arinext.training.checkpoints import load_checkpoint
 from tests.training.conftest import TINY_MODEL, run_cli, tiny_overrides
-from training.checkpoints import load_checkpoint
 
 
 def test_a_compiled_run_learns_and_saves_the_modules_own_weights(

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from arinext.training.cli import register, resolve_train_config
+from arinext.training.config import ConfigError, TrainConfig, load_yaml, save_config
+from arinext.training.presets import PRESETS, preset_config
 from tests.training.conftest import run_cli
-from training.cli import register, resolve_train_config
-from training.config import ConfigError, TrainConfig, load_yaml, save_config
-from training.presets import PRESETS, preset_config
 
 
 def _args(*argv: str) -> argparse.Namespace:

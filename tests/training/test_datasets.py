@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from model.audio_config import get_preset
-from model.labels import load_labels
+from arinext.model.audio_config import get_preset
+from arinext.model.labels import load_labels
+from arinext.training.config import AugmentConfig
+from arinext.training.datasets import ClipDataset, DatasetError, read_split
+from arinext.training.datasets.base import collate_eval
+from arinext.training.datasets.epic_kitchens import timestamp_seconds
 from tests.training.conftest import make_speech_commands, write_wav
-from training.config import AugmentConfig
-from training.datasets import ClipDataset, DatasetError, read_split
-from training.datasets.base import collate_eval
-from training.datasets.epic_kitchens import timestamp_seconds
 
 RNG = np.random.default_rng(0)
 
@@ -283,7 +283,7 @@ def test_urbansound8k_folds(tmp_path: Path, caplog: pytest.LogCaptureFixture) ->
     assert not any("/fold2/" in c.path for c in train.clips)
     assert _labels_of(validation, "urbansound8k") == ["air_conditioner", "dog_bark", "street_music"]
     dataset = ClipDataset(validation, get_preset("urbansound8k"), "eval")
-    with caplog.at_level(logging.INFO, logger="training.datasets.base"):
+    with caplog.at_level(logging.INFO, logger="arinext.training.datasets.base"):
         lengths = [len(dataset.waveform(i)) for i in range(len(dataset))]
     assert lengths == [4800, 4800, 4800]  # 0.3 s at 16 kHz, from 22.05 and 44.1 kHz
     assert caplog.text.count("resampling") == 1  # logged once per dataset

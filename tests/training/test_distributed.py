@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from arinext.training.checkpoints import load_checkpoint
 from tests.training.conftest import tiny_overrides
-from training.checkpoints import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from model.frontend import log_mel_views
-from model.manifest import verify_artifact
-from service.decoding import decode_audio, resample
-from service.loading import load_model
+from arinext.model.frontend import log_mel_views
+from arinext.model.manifest import verify_artifact
+from arinext.service.decoding import decode_audio, resample
+from arinext.service.loading import load_model
+from arinext.training.checkpoints import load_run
 from tests.training.conftest import TrainedRun, run_cli
-from training.checkpoints import load_run
 
 
 @pytest.fixture(scope="module")

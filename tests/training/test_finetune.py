@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from model.registry import create_model
+from arinext.model.registry import create_model
+from arinext.training.checkpoints import initial_model, load_checkpoint
+from arinext.training.config import TrainConfig
+from arinext.training.engine import build_optimizer, freeze_batchnorm, set_train_mode
 from tests.fixtures import REFERENCE_CHECKPOINT
 from tests.training.conftest import TINY_MODEL, TrainedRun, run_cli, tiny_overrides
-from training.checkpoints import initial_model, load_checkpoint
-from training.config import TrainConfig
-from training.engine import build_optimizer, freeze_batchnorm, set_train_mode
 
 AUTHORS_CHECKPOINT = REFERENCE_CHECKPOINT
 

@@ -1,10 +1,10 @@
 """The training data path's evaluation views equal what the service computes for the same file.
 
-The service decodes uploads with ``service.decoding`` and windows them with
-``service.predict.window_starts`` before the shared ``model.frontend``; training decodes files
-with soundfile and resamples with soxr (same semantics, no serving dependencies). Both paths run
-here on the same files, including a stereo file at another rate, which exercises down-mixing
-and resampling.
+The service decodes uploads with ``arinext.service.decoding`` and windows them with
+``arinext.service.predict.window_starts`` before the shared ``arinext.model.frontend``; training
+decodes files with soundfile and resamples with soxr (same semantics, no serving dependencies). Both
+paths run here on the same files, including a stereo file at another rate, which exercises
+down-mixing and resampling.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.audio_config import get_preset
-from model.frontend import clip_view, view_starts
-from service.decoding import decode_audio, resample
-from service.predict import window_starts
-from service.prepare import features
+from arinext.model.audio_config import get_preset
+from arinext.model.frontend import clip_view, view_starts
+from arinext.service.decoding import decode_audio, resample
+from arinext.service.predict import window_starts
+from arinext.service.prepare import features
+from arinext.training.datasets import ClipDataset
+from arinext.training.datasets.base import Clip, ClipIndex
 from tests.training.conftest import write_wav
-from training.datasets import ClipDataset
-from training.datasets.base import Clip, ClipIndex
 
 
 def _service_views(path: Path, preset: str, starts_of) -> np.ndarray:

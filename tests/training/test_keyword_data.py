@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.labels import NOT_KEYWORDS, SILENCE, UNKNOWN, load_labels
-from training.synth_speech import espeak_available, synthesize_dataset, voice_hash
-from training.vocabulary import HELD_OUT_WORDS, HOMOPHONES, TRAIN_WORDS
+from arinext.model.labels import NOT_KEYWORDS, SILENCE, UNKNOWN, load_labels
+from arinext.training.synth_speech import espeak_available, synthesize_dataset, voice_hash
+from arinext.training.vocabulary import HELD_OUT_WORDS, HOMOPHONES, TRAIN_WORDS
 
 sf = pytest.importorskip("soundfile")
 KEYWORDS = load_labels("speech_commands_v2")
@@ -71,7 +71,7 @@ def test_unknown_and_silence_folders(dataset: Path) -> None:
 
 @pytest.mark.system
 def test_reader_adds_the_two_classes_only_when_asked(dataset: Path) -> None:
-    from training.datasets import read_split
+    from arinext.training.datasets import read_split
 
     plain = read_split("speech_commands", str(dataset), "train", {})
     extra = read_split("speech_commands", str(dataset), "train", {"extra_classes": True})
@@ -95,8 +95,8 @@ def test_reader_adds_the_two_classes_only_when_asked(dataset: Path) -> None:
 
 @pytest.mark.system
 def test_out_of_domain_set(tmp_path: Path) -> None:
-    from training.synth_ood import ood_voices, synthesize_ood
-    from training.waveform_augment import CONDITIONS
+    from arinext.training.synth_ood import ood_voices, synthesize_ood
+    from arinext.training.waveform_augment import CONDITIONS
 
     installed = {f"{e}:{v}" for e, v in ood_voices()}
     wanted = {"flite:slt", "festival:kal_diphone"}

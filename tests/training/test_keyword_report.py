@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.keyword_report import keyword_report, voice_of
+from arinext.training.keyword_report import keyword_report, voice_of
 
 NAMES = ["yes", "no", "_unknown_", "_silence_"]
 

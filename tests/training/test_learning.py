@@ -9,8 +9,8 @@ import json
 
 import yaml
 
+from arinext.training.checkpoints import load_checkpoint
 from tests.training.conftest import TrainedRun
-from training.checkpoints import load_checkpoint
 
 
 def test_tiny_model_learns_separable_sounds(trained_run: TrainedRun) -> None:

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score, top_k_accuracy_score
 
-from training.metrics import (
+from arinext.training.metrics import (
     action_topk,
     average_precision,
     d_prime,

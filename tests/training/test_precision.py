@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.engine import autocast_dtype, native_cpu_bf16
+from arinext.training.engine import autocast_dtype, native_cpu_bf16
 
 CPU = torch.device("cpu")
 
@@ -32,7 +32,7 @@ def test_bf16_without_the_hardware_trains_in_float32_and_says_so(
 ) -> None:
     _cpu_has(monkeypatch, amx=False, avx512_bf16=False)
     assert not native_cpu_bf16()
-    with caplog.at_level(logging.WARNING, logger="training.engine"):
+    with caplog.at_level(logging.WARNING, logger="arinext.training.engine"):
         assert autocast_dtype("bf16", CPU) is None
     assert "no AMX or AVX512-BF16" in caplog.text and "training in float32" in caplog.text
 

@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.training.conftest import SOUNDS, run_cli, tiny_overrides
-from training.datasets import read_split
-from training.datasets.recordings import (
+from arinext.training.datasets import read_split
+from arinext.training.datasets.recordings import (
     NOISE_TRAIN_FRACTION,
     RecordingsMissingError,
     list_recordings,
@@ -26,6 +25,7 @@ from training.datasets.recordings import (
     speaker_of,
     split_of,
 )
+from tests.training.conftest import SOUNDS, run_cli, tiny_overrides
 
 RATE = 16000
 
@@ -116,7 +116,7 @@ def test_missing_folder_says_where_to_get_speech_commands(tmp_path: Path) -> Non
     with pytest.raises(RecordingsMissingError, match="no <word>"):
         require_recordings(tmp_path / "empty")
     done = subprocess.run(
-        [sys.executable, "-m", "training.datasets.recordings", str(tmp_path / "absent")],
+        [sys.executable, "-m", "arinext.training.datasets.recordings", str(tmp_path / "absent")],
         capture_output=True,
         text=True,
     )

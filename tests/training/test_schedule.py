@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from arinext.training.checkpoints import load_checkpoint
+from arinext.training.engine import warmup_cosine
 from tests.training.conftest import run_cli, tiny_overrides
-from training.checkpoints import load_checkpoint
-from training.engine import warmup_cosine
 
 # speech_commands_root: 24 training clips, so 3 optimiser steps per epoch at batch 8.
 STEPS = 3

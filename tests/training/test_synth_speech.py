@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fresh_imports import heavy_imports
-from training.synth_speech import (
+from arinext.training.synth_speech import (
     espeak_available,
     list_variants,
     split_variants,
     synthesize_dataset,
     voice_hash,
 )
+from tests.fresh_imports import heavy_imports
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 
@@ -38,7 +38,7 @@ def _make(root: Path, workers: int = 2) -> None:
 
 def test_module_does_not_import_torch() -> None:
     # ``arinext`` registers this sub-command in the torch-free serving image too.
-    assert heavy_imports("import training.synth_speech", ("torch",)) == []
+    assert heavy_imports("import arinext.training.synth_speech", ("torch",)) == []
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("audiomentations")
 pytest.importorskip("pyroomacoustics")
 
-from training.waveform_augment import (
+from arinext.training.waveform_augment import (
     CONDITIONS,
     WaveformAugmenter,
     colored_noise,

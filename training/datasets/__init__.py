@@ -11,18 +11,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from training.datasets.base import ClipDataset, ClipIndex, DatasetError
+from arinext.training.datasets.base import ClipDataset, ClipIndex, DatasetError
 
 __all__ = ["READERS", "ClipDataset", "ClipIndex", "DatasetError", "read_split"]
 
 # Dataset name -> reader module (imported on use: readers pull in h5py/pandas as needed).
 READERS: dict[str, str] = {
-    "vggsound": "training.datasets.vggsound",
-    "epic_sounds": "training.datasets.epic_sounds",
-    "epic_kitchens_100": "training.datasets.epic_kitchens",
-    "speech_commands": "training.datasets.speech_commands",
-    "urbansound8k": "training.datasets.urbansound8k",
-    "nsynth": "training.datasets.nsynth",
+    "vggsound": "arinext.training.datasets.vggsound",
+    "epic_sounds": "arinext.training.datasets.epic_sounds",
+    "epic_kitchens_100": "arinext.training.datasets.epic_kitchens",
+    "speech_commands": "arinext.training.datasets.speech_commands",
+    "urbansound8k": "arinext.training.datasets.urbansound8k",
+    "nsynth": "arinext.training.datasets.nsynth",
 }
 
 

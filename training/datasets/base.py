@@ -4,8 +4,8 @@ A reader (one module per dataset) only turns the dataset's official layout into 
 :class:`ClipIndex`: where each clip's audio is (a file, or a sample range of a recording in an
 HDF5 file), its class per head, and the label names. :class:`ClipDataset` does the rest the same
 way for all of them: decode with soundfile, resample with soxr when the rate differs from the
-audio preset, then the shared front-end ``model.frontend`` (a random view while training, evenly
-spaced test views while evaluating) and SpecAugment for training only.
+audio preset, then the shared front-end ``arinext.model.frontend`` (a random view while training,
+evenly spaced test views while evaluating) and SpecAugment for training only.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from model import audio_io
-from model.audio_config import AudioConfig
-from model.frontend import clip_view, log_mel_views
-from model.labels import SILENCE
-from training.augment import spec_augment
-from training.config import AugmentConfig, UserError
-from training.waveform_augment import WaveformAugmenter, degrade
+from arinext.model import audio_io
+from arinext.model.audio_config import AudioConfig
+from arinext.model.frontend import clip_view, log_mel_views
+from arinext.model.labels import SILENCE
+from arinext.training.augment import spec_augment
+from arinext.training.config import AugmentConfig, UserError
+from arinext.training.waveform_augment import WaveformAugmenter, degrade
 
 __all__ = [
     "Clip",
@@ -120,12 +120,12 @@ def label_lookup(names: Sequence[str], dataset: str) -> dict[str, int]:
 
 
 def decode_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Mono float32 samples in [-1, 1] and the file's rate (``model.audio_io``, as serving)."""
+    """Mono float32 in [-1, 1] and the rate (``arinext.model.audio_io``, as served)."""
     return audio_io.read_file(path)
 
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """soxr's high-quality resampler (``model.audio_io``, as serving); a no-op at equal rates."""
+    """soxr's high-quality resampler (``arinext.model.audio_io``, as served); no-op at one rate."""
     return audio_io.resample(samples, rate, target)
 
 
@@ -173,8 +173,8 @@ class ClipDataset(Dataset):
         condition: str = "clean",
     ) -> None:
         self.index = index
-        # Evaluation through a channel (``training.waveform_augment.CONDITIONS``), applied to
-        # each clip as read, seeded by its position: measured without writing degraded copies.
+        # Evaluation through a channel (``arinext.training.waveform_augment.CONDITIONS``), applied
+        # to each clip as read, seeded by its position: measured without writing degraded copies.
         self.condition = condition
         self.audio = audio
         self.mode = mode

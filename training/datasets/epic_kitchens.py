@@ -26,15 +26,15 @@ from typing import Any
 
 import pandas as pd
 
-from model.labels import load_labels
-from training.datasets.base import (
+from arinext.model.labels import load_labels
+from arinext.training.datasets.base import (
     Clip,
     ClipIndex,
     DatasetError,
     find_annotations,
     read_annotation_table,
 )
-from training.datasets.epic_sounds import epic_audio_file
+from arinext.training.datasets.epic_sounds import epic_audio_file
 
 __all__ = ["read", "timestamp_seconds"]
 

@@ -10,7 +10,7 @@ Official layout (``epic-sounds-annotations`` repository + the EPIC-KITCHENS-100 
 ``start_sample``/``stop_sample`` index the video's HDF5 dataset. The ``.pkl`` versions of the
 annotation files are read when there is no CSV. The recognition test split's labels are not
 public, so the splits are train and validation. Class order: the CSVs' ``class_id``
-(``model.labels.load_labels("epic_sounds")``).
+(``arinext.model.labels.load_labels("epic_sounds")``).
 
 Options: ``annotations_dir`` (default ``ROOT``), ``hdf5`` (default
 ``ROOT/EPIC-KITCHENS-100_audio.hdf5``), ``hdf5_rate`` (default 24000).
@@ -21,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from model.labels import load_labels
-from training.datasets.base import (
+from arinext.model.labels import load_labels
+from arinext.training.datasets.base import (
     Clip,
     ClipIndex,
     DatasetError,

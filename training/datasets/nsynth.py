@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from model.labels import load_labels
-from training.datasets.base import Clip, ClipIndex, DatasetError, read_annotation_table
+from arinext.model.labels import load_labels
+from arinext.training.datasets.base import Clip, ClipIndex, DatasetError, read_annotation_table
 
 __all__ = ["HEAD", "read"]
 

@@ -20,8 +20,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.labels import SILENCE, UNKNOWN
-from training.config import UserError
+from arinext.model.labels import SILENCE, UNKNOWN
+from arinext.training.config import UserError
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -129,7 +129,7 @@ def label_of(word: str, names: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.datasets.recordings DIR``: check a folder before a long recipe."""
+    """``python -m arinext.training.datasets.recordings DIR``: check a folder before a recipe."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv

@@ -14,14 +14,14 @@ model's recipe) two classes follow the 35 words, as in the keyword-spotting use 
 
 The option ``recordings`` names a second folder in the same layout holding recorded speech (a
 Speech Commands download or a subset of it, WAV or FLAC): its clips join each split by speaker
-(:mod:`training.datasets.recordings`), repeated ``recordings_repeat`` times in the training
+(:mod:`arinext.training.datasets.recordings`), repeated ``recordings_repeat`` times in the training
 split so that a few thousand recordings weigh against tens of thousands of synthesised clips,
 and the training part of its ``_background_noise_`` joins the noise pool. ``recordings_only``
 leaves the root's own clips out (the held-out speakers alone).
 
 The authors' pickles (``SPEECH_CMD_V2_<split>.pkl``: ``video`` = file name, ``class`` = word
 folder, ``class_id``) work too, via ``data.annotations_dir``.
-Class order: ``model.labels.load_labels("speech_commands_v2")``.
+Class order: ``arinext.model.labels.load_labels("speech_commands_v2")``.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from model.labels import SILENCE, UNKNOWN, load_labels
-from training.datasets import recordings
-from training.datasets.base import (
+from arinext.model.labels import SILENCE, UNKNOWN, load_labels
+from arinext.training.datasets import recordings
+from arinext.training.datasets.base import (
     Clip,
     ClipIndex,
     DatasetError,

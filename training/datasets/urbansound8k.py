@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from model.labels import load_labels
-from training.datasets.base import Clip, ClipIndex, DatasetError, read_annotation_table
+from arinext.model.labels import load_labels
+from arinext.training.datasets.base import Clip, ClipIndex, DatasetError, read_annotation_table
 
 __all__ = ["HEAD", "read"]
 

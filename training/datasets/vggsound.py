@@ -10,7 +10,7 @@ downloaded (every copy of VGG-Sound misses some) are skipped with a warning.
 Options: ``csv`` (default ``ROOT/vggsound.csv``), ``audio_dir`` (default ``ROOT/audio`` when it
 exists, else ``ROOT``), ``annotations_dir``: the authors' pickles ``train.pkl``/``test.pkl``
 (``video`` = file stem, ``class``, ``class_id``) instead of the CSV.
-Class order: ``model.labels.load_labels("vggsound")`` (the authors' class_id order).
+Class order: ``arinext.model.labels.load_labels("vggsound")`` (the authors' class_id order).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from model.labels import load_labels
-from training.datasets.base import (
+from arinext.model.labels import load_labels
+from arinext.training.datasets.base import (
     Clip,
     ClipIndex,
     DatasetError,
