@@ -41,7 +41,8 @@ from arinext.service.middleware import (
     RelativeRedirects,
     RequestMetricsMiddleware,
 )
-from arinext.service.routers import classify, health, models, stream, v2
+from arinext.service.repository import ModelRepository
+from arinext.service.routers import classify, health, models, repository, stream, v2
 from arinext.service.routers.docs import install_docs
 from arinext.service.settings import Settings
 from arinext.service.streams.session import StreamHub
@@ -136,6 +137,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         trimming.cancel()
         await asyncio.gather(loading, trimming, return_exceptions=True)
         await service.stop(_STOP_TIMEOUT_SECONDS)
+        if app.state.repository is not None:
+            app.state.repository.close()
         blas.restore_original_limits()
         if undo_batch_scheduling is not None:
             undo_batch_scheduling()
@@ -179,7 +182,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.streams = StreamHub(settings, metrics)
     install_error_handlers(app)
     classify.add_route(app)
-    routers = (models.router, health.router, stream.router, v2.router)
+    routers = [models.router, health.router, stream.router, v2.router]
+    # Off unless configured: then the routes do not exist, so they are neither answered nor
+    # listed in the OpenAPI document.
+    app.state.repository = None
+    if settings.model_repository is not None:
+        app.state.repository = ModelRepository(settings, app.state.models)
+        routers.append(repository.router)
     for router in routers:
         app.include_router(router)
     has_gradio = importlib.util.find_spec("gradio") is not None

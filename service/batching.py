@@ -14,6 +14,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -154,6 +155,9 @@ class Batcher:
         self._shared_worker = executor
         self._executor = executor or worker_pool(f"ort-{model.name}", 1, worker_niceness)
         self._task: asyncio.Task[None] | None = None
+        self._open = 0  # admissions not yet finished (a long clip holds one between chunks)
+        # Set by close(): what a request arriving from then on is refused with.
+        self._closed: Callable[[], ApiError] | None = None
         self._depth = metrics.queue_depth.labels(model=model.name)
         self._batch_size = metrics.batch_size.labels(model=model.name)
         self._depth.set(0)
@@ -193,6 +197,8 @@ class Batcher:
 
     def refusal(self) -> ApiError | None:
         """The 503 a request arriving now would get, or None if it would be admitted."""
+        if self._closed is not None:
+            return self._closed()
         if self._admitted >= self.capacity:
             return self._refuse(f"has {self._admitted} windows queued", "queue_full")
         # A batch's run (as recent batches took) is kept free of the bound: the deadline in
@@ -221,14 +227,14 @@ class Batcher:
         if (error := self.refusal()) is not None:
             raise error
         self._admitted += 1
-        self._update_depth()
+        self.update_depth()
         return time.perf_counter()
 
     def cancel_reservation(self) -> None:
         """Give back a reservation that will not be used (the request failed before inference,
         or its windows ran with :meth:`run_if_idle`)."""
         self._admitted -= 1
-        self._update_depth()
+        self.update_depth()
         self._drained(1)
 
     def _drained(self, windows: int) -> None:
@@ -258,6 +264,8 @@ class Batcher:
         ``max_queue_ms`` after that. Otherwise a bulk chunk of up to ``bulk_chunk`` windows,
         which waits for room (only on windows already queued).
         """
+        if self._task is not None and self._task.done() and self._closed is not None:
+            raise self._closed()  # the loop is gone: the job would never run
         count = len(views)
         limit = self.chunk if reserved else self.bulk_chunk
         if not 0 < count <= limit:
@@ -269,7 +277,7 @@ class Batcher:
                 self._room.clear()
                 await self._room.wait()
             self._bulk_admitted += count
-        self._update_depth()
+        self.update_depth()
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         job = _Job(views, future, bulk=not reserved)
         if reserved and admitted_at is not None and self.max_queue:
@@ -322,7 +330,8 @@ class Batcher:
             logits = self.model.run(views)
             return logits, started, time.perf_counter() - started
 
-    def _update_depth(self) -> None:
+    def update_depth(self) -> None:
+        """Set the queue-depth gauge to this batcher's admitted windows."""
         self._depth.set(self._admitted + self._bulk_admitted)
 
     def _release(self, job: _Job) -> None:
@@ -330,7 +339,7 @@ class Batcher:
             self._bulk_admitted -= len(job.views)
         else:
             self._admitted -= len(job.views)
-        self._update_depth()
+        self.update_depth()
         self._room.set()
 
     def _fill(self, queue: deque[_Job], batch: list[_Job], size: int, most: int) -> int:
@@ -424,10 +433,18 @@ class Batcher:
                     self._release(job)
                 self._drained(len(views))
 
-    async def close(self, timeout: float) -> None:
-        """Let admitted windows finish (up to ``timeout`` seconds), then stop the loop."""
+    def stop_admitting(self, refusal: Callable[[], ApiError]) -> None:
+        """Refuse every request from now on with ``refusal()`` (what :meth:`close` does first,
+        here without waiting for the loop to run it)."""
+        self._closed = refusal
+
+    async def close(self, timeout: float, refusal: Callable[[], ApiError] = shutting_down) -> None:
+        """Refuse new requests with ``refusal()``, let the admitted ones finish (up to
+        ``timeout`` seconds; a long clip keeps its admission between chunks), then stop the
+        loop: at shutdown, and when the model is unloaded or replaced."""
+        self.stop_admitting(refusal)
         deadline = time.perf_counter() + timeout
-        while self.admitted and time.perf_counter() < deadline:
+        while (self.admitted or self._open) and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
         leftover = [*self._running, *self._urgent, *self._bulk]
         if self._task is not None:
@@ -435,7 +452,7 @@ class Batcher:
             await asyncio.gather(self._task, return_exceptions=True)
         for job in leftover:
             if not job.future.done():
-                job.future.set_exception(shutting_down())
+                job.future.set_exception(refusal())
         self._urgent.clear()
         self._bulk.clear()
         # A batch still inside ONNX Runtime finishes on its thread; nobody waits for it.
@@ -457,6 +474,8 @@ class Admission:
         self.batcher = batcher
         self.admitted_at = admitted_at
         self._reserved = True
+        self._open = True
+        batcher._open += 1
 
     async def run(self, views: np.ndarray) -> BatchResult:
         """Run ``views`` through the model's batches and wait for their logits."""
@@ -492,6 +511,14 @@ class Admission:
             self._reserved = False
             self.batcher.cancel_reservation()
 
+    def finish(self) -> None:
+        """The request is done with the model (idempotent): its reservation, if unused, is
+        given back, and a closing batcher no longer waits for it."""
+        self.release()
+        if self._open:
+            self._open = False
+            self.batcher._open -= 1
+
     async def __aenter__(self) -> Admission:
         return self
 
@@ -501,4 +528,4 @@ class Admission:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        self.release()
+        self.finish()

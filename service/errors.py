@@ -11,11 +11,12 @@ from __future__ import annotations
 import errno
 from collections.abc import Mapping
 
-__all__ = ["OIP_PREFIX", "ApiError", "insufficient_storage"]
+__all__ = ["OIP_PREFIX", "ApiError", "insufficient_storage", "model_gone"]
 
 # Default rejection reason per status; a raise site can be more specific (e.g. too_long).
 _REASONS: dict[int, str] = {
     400: "bad_audio",
+    401: "unauthorized",
     404: "bad_request",
     405: "bad_request",
     408: "timeout",
@@ -70,3 +71,18 @@ def insufficient_storage(exc: BaseException, retry_after: int) -> ApiError | Non
         "no temp space to store the upload; try again later",
         headers={"Retry-After": str(retry_after)},
     )
+
+
+def model_gone(name: str, *, replaced: bool) -> ApiError:
+    """The refusal of a request that resolved model ``name`` before the model repository
+    unloaded it (404) or replaced it with a new artifact of its name (503: a retry gets the new
+    one)."""
+    if replaced:
+        return ApiError(
+            503,
+            "model_replaced",
+            f"model {name!r} was reloaded during the request; try again",
+            reason="not_ready",
+            headers={"Retry-After": "0"},
+        )
+    return ApiError(404, "model_unloaded", f"model {name!r} was unloaded")

@@ -8,6 +8,7 @@ Loading and the registry are :mod:`arinext.service.loading`; batching and admiss
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import threading
@@ -18,8 +19,8 @@ from typing import Any, TypeVar
 from arinext.model.backends import cpu_threads
 from arinext.model.manifest import ArtifactError
 from arinext.service.batching import Batcher, shutting_down
-from arinext.service.errors import ApiError
-from arinext.service.loading import ModelRegistry, load_models
+from arinext.service.errors import ApiError, model_gone
+from arinext.service.loading import LoadedModel, ModelRegistry, load_models
 from arinext.service.metrics import Metrics
 from arinext.service.settings import Settings
 from arinext.service.workers import SharedWorker, worker_pool
@@ -28,6 +29,9 @@ __all__ = ["ModelService"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Bound on waiting for the requests an unloaded or replaced model admitted (as at shutdown).
+_RETIRE_TIMEOUT_SECONDS = 30.0
 
 
 def _freeze_startup_objects() -> None:
@@ -78,6 +82,8 @@ class ModelService:
         )
         self.worker_niceness = worker_niceness
         self._stopped = False
+        # Batchers of unloaded or replaced models, finishing what they admitted.
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def ready(self) -> bool:
@@ -146,32 +152,99 @@ class ModelService:
             self.status = "failed"
             logger.error("refusing to serve: %s; the server stays not-ready", exc)
             return
-        self.registry = registry
         if self.shared_worker is not None:
             logger.info("one CPU: the preparation thread runs the batches too")
-        for name, model in registry.models.items():
-            batcher = Batcher(
-                model,
-                self.metrics,
-                max_batch=settings.max_batch,
-                max_wait_ms=settings.max_wait_ms,
-                queue_size=settings.queue_size,
-                max_queue_ms=settings.max_queue_ms,
-                retry_after=self.retry_after,
-                worker_niceness=self.worker_niceness,
-                executor=self.shared_worker,
-            )
-            batcher.start()
-            self.batchers[name] = batcher
-            for head in model.manifest.heads:
-                self.metrics.model_info.labels(
-                    model=name, head=head.name, sha256=model.manifest.sha256
-                ).set(1)
+        self._install(
+            registry, {m.name: self._batcher(m, settings) for m in registry.models.values()}
+        )
         if threading.current_thread() is threading.main_thread():
             _freeze_startup_objects()
+        self._set_ready()
+        logger.info("ready: serving heads %s", ", ".join(registry.heads))
+
+    def _set_ready(self) -> None:
         self.status = "ready"
         self.metrics.ready.set(0 if self.draining else 1)
-        logger.info("ready: serving heads %s", ", ".join(registry.heads))
+
+    def _batcher(self, model: LoadedModel, settings: Settings) -> Batcher:
+        """A started batcher for ``model`` (not yet serving: see :meth:`_install`)."""
+        batcher = Batcher(
+            model,
+            self.metrics,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+            queue_size=settings.queue_size,
+            max_queue_ms=settings.max_queue_ms,
+            retry_after=self.retry_after,
+            worker_niceness=self.worker_niceness,
+            executor=self.shared_worker,
+        )
+        batcher.start()
+        return batcher
+
+    def _install(self, registry: ModelRegistry, batchers: dict[str, Batcher]) -> None:
+        """Serve ``registry`` from now on, in one step of the event loop (no ``await``): a
+        request resolves its heads and admits itself in one step too, so it sees either the old
+        models or the new ones, never a mix."""
+        info = self.metrics.model_info
+        for model in self.registry.models.values():
+            for head in model.manifest.heads:
+                info.remove(model.name, head.name, model.manifest.sha256)
+        self.registry = registry
+        self.batchers = batchers
+        for model in registry.models.values():
+            for head in model.manifest.heads:
+                info.labels(model=model.name, head=head.name, sha256=model.manifest.sha256).set(1)
+
+    def batcher_for(self, model: LoadedModel) -> Batcher:
+        """The batcher serving this very ``model``; refused when it was unloaded (404) or
+        replaced by another artifact of its name (503: a retry reaches the new one) after the
+        request resolved it."""
+        batcher = self.batchers.get(model.name)
+        if batcher is not None and batcher.model is model:
+            return batcher
+        raise model_gone(model.name, replaced=batcher is not None)
+
+    def put(self, model: LoadedModel, settings: Settings) -> None:
+        """Serve ``model``, in place of the served model of its name if there is one (whose
+        admitted requests finish on it); ``ArtifactError`` when its heads clash with another
+        model's. A server that had no model becomes ready."""
+        others = [m for m in self.registry.models.values() if m.name != model.name]
+        registry = ModelRegistry([*others, model])  # checks the head names
+        old = self.batchers.get(model.name)
+        batchers = {name: b for name, b in self.batchers.items() if name != model.name}
+        batchers[model.name] = self._batcher(model, settings)
+        self._install(registry, batchers)
+        if old is not None:
+            self._retire(old, functools.partial(model_gone, model.name, replaced=True))
+        if self.status != "ready":
+            self._set_ready()
+
+    def remove(self, name: str) -> None:
+        """Stop serving the model ``name`` (a ``KeyError`` if none); requests it admitted
+        finish, later ones are refused 404."""
+        old = self.batchers[name]
+        registry = ModelRegistry([m for m in self.registry.models.values() if m.name != name])
+        self._install(registry, {n: b for n, b in self.batchers.items() if n != name})
+        self._retire(old, functools.partial(model_gone, name, replaced=False))
+
+    def _retire(self, batcher: Batcher, refusal: Callable[[], ApiError]) -> None:
+        """Refuse new work on ``batcher`` now, and close it in the background once its admitted
+        work is done (bounded)."""
+        batcher.stop_admitting(refusal)
+
+        async def close() -> None:
+            await batcher.close(_RETIRE_TIMEOUT_SECONDS, refusal)
+            current = self.batchers.get(batcher.model.name)
+            if current is None:
+                self.metrics.queue_depth.remove(batcher.model.name)
+            else:  # replaced: the gauge is the new batcher's again
+                current.update_depth()
+            logger.info("retired a batcher of %s", batcher.model.name)
+
+        task = asyncio.create_task(close(), name=f"retire-{batcher.model.name}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def prepare_on_workers(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the preparation threads (:attr:`workers`), for uploads and streams
@@ -193,6 +266,6 @@ class ModelService:
     async def stop(self, timeout: float) -> None:
         """Finish admitted work (bounded by ``timeout``) and release the worker threads."""
         self.set_draining()
-        await asyncio.gather(*(b.close(timeout) for b in self.batchers.values()))
+        await asyncio.gather(*(b.close(timeout) for b in self.batchers.values()), *self._retiring)
         self._stopped = True
         self.workers.shutdown(wait=False, cancel_futures=True)

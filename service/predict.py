@@ -269,7 +269,7 @@ async def classify(
     names = resolve_heads(service.registry, heads)
     selected = [service.registry.heads[name] for name in names]
     models = list({model.name: model for model, _ in selected}.values())
-    batchers = [service.batchers[model.name] for model in models]
+    batchers = [service.batcher_for(model) for model in models]
     admissions: list[Admission] = []
     try:
         for batcher in batchers:
@@ -311,8 +311,8 @@ async def classify(
                 )
             )
     finally:
-        for admission in admissions:  # reservations the request did not get to use
-            admission.release()
+        for admission in admissions:  # and reservations the request did not get to use
+            admission.finish()
     finished = time.perf_counter()
     stage = service.metrics.stages
     for name in ("decode", "resample", "features"):

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["EMBEDDED_MODEL_DIR", "MAX_TOP_K", "Settings"]
@@ -29,6 +29,8 @@ MAX_TOP_K = 50
 
 # ARINEXT_* variables that are not settings: read by the tools that set them.
 OTHER_VARIABLES = frozenset({"ARINEXT_TORCH_FIND_LINKS", "ARINEXT_BENCH_CLIP"})
+# Shortest repository token: long enough that guessing it over HTTP is hopeless.
+_MIN_TOKEN_CHARS = 16
 # Threads per CPU this process may run on beyond which a thread count is a mistake, not a choice.
 _THREADS_PER_CPU = 4
 
@@ -57,6 +59,21 @@ class Settings(BaseSettings):
             "served when no models are configured and it exists: the embedded model (in a "
             "checkout a link to `artifacts/speech-commands-synth-b0`; the wheel carries the "
             "files)"
+        ),
+    )
+    model_repository: Path | None = Field(
+        default=None,
+        description=(
+            "a directory of artifact folders: set (with `ARINEXT_REPOSITORY_TOKEN`) to enable "
+            "the Open Inference Protocol's model repository extension, `/v2/repository`, which "
+            "loads and unloads them at run time; unset: the extension is off"
+        ),
+    )
+    repository_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "the bearer token `/v2/repository` requires (at least 16 characters); the server "
+            "refuses to start with a repository and no token"
         ),
     )
     host: str = Field(default="127.0.0.1", description="bind address")
@@ -292,6 +309,21 @@ class Settings(BaseSettings):
                 f"{most} (0: one per core)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _repository_needs_a_token(self) -> Settings:
+        """The repository loads and unloads models: never open to whoever can reach the port."""
+        if self.model_repository is None:
+            return self
+        if self.repository_token is None:
+            raise ValueError("ARINEXT_MODEL_REPOSITORY needs ARINEXT_REPOSITORY_TOKEN")
+        if len(self.repository_token.get_secret_value()) < _MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"ARINEXT_REPOSITORY_TOKEN must have at least {_MIN_TOKEN_CHARS} characters"
+            )
+        if not self.model_repository.is_dir():
+            raise ValueError(f"ARINEXT_MODEL_REPOSITORY {self.model_repository} is not a directory")
+        return self
 
     def model_dirs(self) -> list[Path]:
         """The configured artifacts, or the embedded default when none are configured."""

@@ -45,7 +45,7 @@ from pydantic import ValidationError
 from arinext.model.manifest import HeadSpec
 from arinext.model.scores import probabilities
 from arinext.service.dependencies import get_model_service, get_settings
-from arinext.service.errors import ApiError
+from arinext.service.errors import ApiError, model_gone
 from arinext.service.inference import ModelService
 from arinext.service.loading import LoadedModel
 from arinext.service.predict import classify, top_labels
@@ -284,6 +284,10 @@ async def _clip_probabilities(
     finally:
         for task in tasks:
             task.cancel()
+    if any(
+        p.model_sha256 != model.manifest.sha256 for o in outcomes for p in o.response.predictions
+    ):
+        raise model_gone(model.name, replaced=True)  # by the repository, while this waited
     out, detections = {}, {}
     for h, head in enumerate(model.manifest.heads):
         probs = np.zeros((len(clips), len(head.labels)), dtype=np.float32)
@@ -308,7 +312,7 @@ async def _window_probabilities(
     if not np.isfinite(views).all():
         raise _bad("logmel holds NaN or infinite values")
     views = np.ascontiguousarray(views, dtype=np.float32)
-    async with service.batchers[model.name].admit() as admission:
+    async with service.batcher_for(model).admit() as admission:
         results = await admission.run_all(views)
     return {
         head.name: probabilities(
@@ -402,7 +406,12 @@ def _response(
 @router.get("", summary="Server metadata")
 async def server_metadata(request: Request) -> dict[str, Any]:
     """Name, version and the protocol extensions supported."""
-    return {"name": "arinext", "version": request.app.version, "extensions": _EXTENSIONS}
+    repository = ["model_repository"] if request.app.state.repository is not None else []
+    return {
+        "name": "arinext",
+        "version": request.app.version,
+        "extensions": [*_EXTENSIONS, *repository],
+    }
 
 
 @router.get("/health/live", summary="Server liveness")

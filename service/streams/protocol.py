@@ -73,8 +73,8 @@ class StreamError(Exception):
     def from_api_error(cls, error: ApiError) -> StreamError:
         """The stream form of an HTTP refusal (503 -> 1013 try again later, else 1008)."""
         close_code = CLOSE_TRY_AGAIN if error.status == 503 else CLOSE_POLICY
-        if error.code == "shutting_down":
-            close_code = CLOSE_GOING_AWAY
+        if error.code in ("shutting_down", "model_unloaded", "model_replaced"):
+            close_code = CLOSE_GOING_AWAY  # the server, or the stream's model, is going away
         return cls(close_code, error.code, error.message, reason=error.reason)
 
 

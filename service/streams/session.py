@@ -368,6 +368,9 @@ class StreamSession:
             self.head_names = resolve_heads(service.registry, start.heads)
         except ApiError as exc:
             raise invalid_start(exc.message) from exc
+        # The stream's models, resolved once: the repository may unload or replace them while
+        # it runs, and its next window is then refused (``ModelService.batcher_for``).
+        self.selected = [service.registry.heads[name] for name in self.head_names]
         self.decoder = self._decoder()
         self.tracks: list[_ModelTrack] = []
         self._drops = _Drops()
@@ -388,8 +391,7 @@ class StreamSession:
     def _tracks(self, input_rate: int) -> list[_ModelTrack]:
         start = self.start
         by_model: dict[str, _ModelTrack] = {}
-        for name in self.head_names:
-            model, head = self.service.registry.heads[name]
+        for model, head in self.selected:
             if model.name not in by_model:
                 windower = Windower(model.manifest.frontend, input_rate, start.hop)
                 by_model[model.name] = _ModelTrack(
@@ -406,7 +408,7 @@ class StreamSession:
     def describe(self) -> dict[str, Any]:
         """The ``ready`` event: what will be scored and how."""
         names = self.head_names
-        models = {m.name: m for m in (self.service.registry.heads[n][0] for n in names)}
+        models = {model.name: model for model, _ in self.selected}
         return {
             "type": "ready",
             "format": self.start.format,
@@ -518,8 +520,8 @@ class StreamSession:
 
     async def _result(self, track: _ModelTrack, window: Window) -> Any:
         """The window's batch result, or None when the batcher refused it."""
-        batcher = self.service.batchers[track.model.name]
         try:  # admission first, as for /classify: a refused window costs no work
+            batcher = self.service.batcher_for(track.model)
             admission = batcher.admit()
         except ApiError as exc:
             if exc.code != "overloaded":
