@@ -147,8 +147,7 @@ ARINEXT = $(PY) -m arinext
 SYNTH_ARGS = synth-speech-commands $(DEFAULT_MODEL_DATA) --seed $(DEFAULT_MODEL_SEED) \
 	--per-voice 2 --unknown-per-voice 30 --silence 2000
 OOD_ARGS = synth-speech-commands $(DEFAULT_MODEL_OOD) --ood --seed $(DEFAULT_MODEL_SEED) --per-voice 2
-TRAIN_ARGS = train --preset finetune-speech-commands \
-	--config training/configs/default_model.yaml --data-root $(DEFAULT_MODEL_DATA) \
+TRAIN_ARGS = train --preset default-model --data-root $(DEFAULT_MODEL_DATA) \
 	--out $(DEFAULT_MODEL_RUN) --seed $(DEFAULT_MODEL_SEED) \
 	--set data.recordings=$(DEFAULT_MODEL_RECORDINGS)
 EVAL_ARGS = evaluate $(DEFAULT_MODEL_RUN) --split test

@@ -165,6 +165,24 @@ def test_the_wheel_installs_one_namespace(wheel: Path, fresh_venv: Path, outside
     assert found.stdout.strip() == "['arinext', 'arinext.service.pipeline']", found.stdout
 
 
+def test_the_wheel_carries_the_training_recipes(
+    wheel: Path, fresh_venv: Path, outside: Path
+) -> None:
+    """The recipes are YAML beside ``arinext.training.recipes``: the installed package finds
+    them there, not in a checkout."""
+    configs = REPO / "training" / "configs"
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {f"arinext/training/configs/{p.name}" for p in configs.glob("*.yaml")} <= names
+    probe = "from arinext.training.recipes import preset_names; print(preset_names())"
+    python = str(fresh_venv / "bin" / "python")
+    found = subprocess.run(
+        [python, "-I", "-c", probe], cwd=outside, capture_output=True, text=True, check=True
+    )
+    shipped = sorted(p.stem for p in configs.glob("*.yaml") if not p.name.startswith("_"))
+    assert found.stdout.strip() == str(shipped), found.stdout
+
+
 def test_version_predict_and_the_train_commands_message(fresh_venv: Path, outside: Path) -> None:
     version = _run(fresh_venv, "--version", cwd=outside)
     assert version.returncode == 0 and version.stdout.strip() == "arinext 0.1.0"

@@ -24,7 +24,7 @@ from arinext.training.config import (
     load_yaml,
     parse_assignments,
 )
-from arinext.training.presets import PRESETS, preset_config
+from arinext.training.recipes import load_recipe, preset_names, preset_values
 
 __all__ = ["register", "resolve_train_config"]
 
@@ -86,18 +86,23 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train or fine-tune a model with one of the paper's recipes",
+        help="train or fine-tune a model with a recipe (the paper's or the default model's)",
         description="Train a model; the resolved config is saved as RUN_DIR/config.yaml. "
         "Under torchrun (python -m torch.distributed.run ... -m arinext train ...) the run "
         "uses DistributedDataParallel across all processes.",
     )
+    presets = preset_names()
     parser.add_argument(
         "--preset",
-        choices=sorted(PRESETS),
+        choices=presets,
         metavar="NAME",
-        help=f"the paper's recipe to use: {', '.join(PRESETS)}",
+        help=f"the recipe to use (training/configs/NAME.yaml): {', '.join(presets)}",
     )
-    parser.add_argument("--config", type=Path, help="YAML file of config values (over the preset)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML file of config values over the preset ('base: NAME' builds on a recipe)",
+    )
     parser.add_argument("--data-root", help="the dataset's root folder (official layout)")
     parser.add_argument("--out", help="run directory to create (or to continue with --resume)")
     parser.add_argument(
@@ -214,24 +219,22 @@ def resolve_train_config(args: argparse.Namespace) -> TrainConfig:
         saved = Path(args.out) / CONFIG
         if not saved.is_file():
             raise ConfigError(f"--resume: {saved} does not exist")
-        base = load_yaml(saved)
+        values = load_yaml(saved)
         if args.preset:
             logger.warning("--resume: ignoring --preset, the run's saved config is used")
     else:
-        file_values = load_yaml(args.config) if args.config else {}
-        preset = args.preset or file_values.get("preset")
+        # A file may name its preset itself (``preset: NAME``), as a run's saved config does.
+        preset = args.preset or (load_yaml(args.config).get("preset") if args.config else None)
         if not preset and not args.config:
             raise ConfigError("choose a recipe with --preset NAME (or --config FILE)")
-        if preset and preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
-        base = deep_merge(preset_config(preset) if preset else {}, file_values)
-        if args.preset:
-            base["preset"] = args.preset
-    if args.resume and args.config:
-        base = deep_merge(base, load_yaml(args.config))
-    base = deep_merge(base, _flag_overrides(args))
-    base = deep_merge(base, parse_assignments(args.assignments))
-    return TrainConfig.from_dict(base)
+        values = preset_values(preset) if preset else {}
+    if args.config:
+        values = load_recipe(args.config, under=values)
+    if args.preset and not args.resume:
+        values["preset"] = args.preset
+    values = deep_merge(values, _flag_overrides(args))
+    values = deep_merge(values, parse_assignments(args.assignments))
+    return TrainConfig.from_dict(values)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -9,7 +9,8 @@ float, bool, lists, dicts) so the config can also ride inside checkpoints that a
 ``yaml`` is imported where it is used: ``arinext`` registers the training commands (which import
 this module) in the serving image too, where no YAML is needed.
 
-Precedence, lowest first: model defaults < preset < ``--config`` YAML < common flags
+Precedence, lowest first: model defaults < preset (a recipe of ``configs/``, read by
+``arinext.training.recipes``) < ``--config`` YAML < common flags
 (``--epochs`` ...) < ``--set key=value`` (dotted keys reach into ``audio``, ``model``, ``data``
 and ``augment``).
 """
@@ -271,10 +272,16 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
 
 
 def load_yaml(path: Path | str) -> dict[str, Any]:
-    """A YAML mapping from a file (safe loader: YAML config never executes code)."""
+    """A YAML mapping from a file (safe loader: YAML config never executes code); a file that
+    cannot be read or parsed is a ``ConfigError`` naming it, reported in one line."""
     import yaml
 
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

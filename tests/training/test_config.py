@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from arinext.training import recipes
 from arinext.training.cli import register, resolve_train_config
 from arinext.training.config import ConfigError, TrainConfig, load_yaml, save_config
-from arinext.training.presets import PRESETS, preset_config
+from arinext.training.recipes import CONFIGS, load_recipe, preset_names, preset_values
 from tests.training.conftest import run_cli
+
+# The paper's recipes (the other preset is the default model's).
+PAPER = [name for name in preset_names() if name != "default-model"]
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -20,9 +26,9 @@ def _args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["train", *argv])
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
-def test_every_preset_is_valid(name: str) -> None:
-    cfg = TrainConfig.from_dict(preset_config(name))
+@pytest.mark.parametrize("name", PAPER)
+def test_every_paper_preset_has_the_authors_values(name: str) -> None:
+    cfg = TrainConfig.from_dict(preset_values(name))
     assert cfg.architecture == "b1" and cfg.momentum == 0.9 and cfg.nesterov
     assert cfg.weight_decay == 1e-4 and cfg.batch_size == 32
     if name == "pretrain-vggsound":
@@ -94,3 +100,78 @@ def test_runs_saved_with_retired_options_off_still_load() -> None:
     assert TrainConfig.from_dict(saved).to_dict() == TrainConfig().to_dict()
     with pytest.raises(ConfigError, match=r"unknown config key\(s\) mixup_alpha, mixup_prob"):
         TrainConfig.from_dict({"mixup_alpha": 0.4, "mixup_prob": 0.5})
+
+
+def test_recipes_resolve_to_the_values_they_had_as_python_dicts() -> None:
+    """tests/fixtures/recipes.json holds what every recipe resolved to before recipes were YAML
+    (the default model was then finetune-speech-commands with its YAML over it, and labelled so;
+    it now has a name of its own). A recipe change must change that file on purpose."""
+    expected = json.loads(
+        (Path(__file__).parents[1] / "fixtures" / "recipes.json").read_text(encoding="utf-8")
+    )
+    assert sorted(expected) == preset_names()
+    for name in preset_names():
+        resolved = resolve_train_config(_args("--preset", name))
+        assert resolved.model_dump(mode="json") == expected[name], name
+
+
+def test_presets_are_the_configs_that_are_not_bases(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {path.stem for path in CONFIGS.glob("*.yaml")}
+    assert set(preset_names()) == {name for name in files if not name.startswith("_")}
+    assert {"_pretrain", "_finetune", "default-model", *PAPER} == files
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside a name
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    register(subparsers)
+    help_text = subparsers.choices["train"].format_help()
+    assert all(name in help_text for name in preset_names())
+
+
+def test_a_users_file_builds_on_a_recipe(tmp_path: Path) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text("base: finetune-nsynth\ninit: none\nepochs: 3\naudio:\n  hop_ms: 8\n")
+    cfg = resolve_train_config(_args("--config", str(config)))
+    expected = preset_values("finetune-nsynth")
+    assert (cfg.dataset, cfg.lr, cfg.lr_milestones) == ("nsynth", 0.001, [20, 25])
+    assert (cfg.epochs, cfg.init, cfg.preset) == (3, "none", "custom")
+    assert cfg.audio == {**expected["audio"], "hop_ms": 8}
+
+
+def test_bases_resolve_in_the_configs_folder_without_cycles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(recipes, "CONFIGS", tmp_path)
+    (tmp_path / "_a.yaml").write_text("base: _b\nepochs: 5\n")
+    (tmp_path / "_b.yaml").write_text("base: _a\nlr: 0.5\n")
+    (tmp_path / "loop.yaml").write_text("base: _a\n")
+    (tmp_path / "_bad.yaml").write_text("epochs: many\n")
+    (tmp_path / "uses-bad.yaml").write_text("base: _bad\n")
+    assert preset_names() == ["loop", "uses-bad"]
+    with pytest.raises(ConfigError, match=r"cycle \(loop.yaml -> _a.yaml -> _b.yaml -> _a.yaml\)"):
+        preset_values("loop")
+    with pytest.raises(ConfigError, match=r"_bad\.yaml: epochs: .*integer.*many"):
+        preset_values("uses-bad")
+    mine = tmp_path / "elsewhere" / "mine.yaml"
+    mine.parent.mkdir()
+    (mine.parent / "sibling.yaml").write_text("epochs: 2\n")
+    refused = rf"mine\.yaml: base .* is not a recipe of {re.escape(str(tmp_path))}"
+    for base in ("sibling", "../loop", "_a.yaml", 3):
+        mine.write_text(yaml.safe_dump({"base": base}))
+        with pytest.raises(ConfigError, match=refused):
+            load_recipe(mine)
+
+
+def test_errors_name_the_file_that_holds_them(tmp_path: Path) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text("base: _finetune\nlearning_rate: 1\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml: unknown config key\(s\) learning_rate"):
+        resolve_train_config(_args("--preset", "finetune-nsynth", "--config", str(config)))
+    config.write_text("audio:\n  name: nope\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml: unknown audio preset"):
+        load_recipe(config)
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        preset_values("nope")
+    config.write_text("epochs: [1\n")
+    with pytest.raises(ConfigError, match=r"mine\.yaml: while parsing"):
+        load_recipe(config)
+    with pytest.raises(ConfigError, match=r"missing\.yaml: .*No such file"):
+        resolve_train_config(_args("--config", str(tmp_path / "missing.yaml")))
