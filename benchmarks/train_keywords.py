@@ -4,11 +4,11 @@ Trains a keyword artifact (timed, wall clock) and measures it as the service run
 Runtime on the artifact's own front-end, one window per clip):
 
 - **out-of-domain voices**: every phrase said twice by each flite and Festival voice
-  (``training.synth_ood``: never trained on), placed in the window, clean and under each
-  degradation of ``training.waveform_augment.CONDITIONS``: top-1 over the phrases, and the
-  share of held-out words (``training.vocabulary.HELD_OUT_WORDS``) answered as a phrase;
+  (``arinext.training.synth_ood``: never trained on), placed in the window, clean and under each
+  degradation of ``arinext.training.waveform_augment.CONDITIONS``: top-1 over the phrases, and the
+  share of held-out words (``arinext.training.vocabulary.HELD_OUT_WORDS``) answered as a phrase;
 - **recorded speech**: the held-out TEST speakers of the recordings folder (speaker split of
-  ``training.datasets.recordings``): the share of their 35-word clips answered as a phrase
+  ``arinext.training.datasets.recordings``): the share of their 35-word clips answered as a phrase
   (score >= 0.5; clips of a word that is itself a phrase are left out), and, for phrases that
   are Speech Commands words, their top-1 on those speakers' clips of it.
 
@@ -31,16 +31,23 @@ from pathlib import Path
 
 import numpy as np
 
-from model.frontend import clip_view
-from model.labels import UNKNOWN
-from model.scores import probabilities
-from service.loading import LoadedModel, load_model
-from training.datasets.recordings import list_recordings, split_of
-from training.keywords import HEAD, KeywordRecipe, train_keywords
-from training.synth_ood import OodItem, _festival_batch, _flite, _read_wav, _stretch, ood_voices
-from training.synth_speech import SAMPLE_RATE, _derive_seed, _trim
-from training.vocabulary import HELD_OUT_WORDS
-from training.waveform_augment import CONDITIONS, degrade
+from arinext.model.frontend import clip_view
+from arinext.model.labels import UNKNOWN
+from arinext.model.scores import probabilities
+from arinext.service.loading import LoadedModel, load_model
+from arinext.training.datasets.recordings import list_recordings, split_of
+from arinext.training.keywords import HEAD, KeywordRecipe, train_keywords
+from arinext.training.synth_ood import (
+    OodItem,
+    _festival_batch,
+    _flite,
+    _read_wav,
+    _stretch,
+    ood_voices,
+)
+from arinext.training.synth_speech import SAMPLE_RATE, _derive_seed, _trim
+from arinext.training.vocabulary import HELD_OUT_WORDS
+from arinext.training.waveform_augment import CONDITIONS, degrade
 
 log = logging.getLogger("train_keywords")
 
@@ -115,7 +122,7 @@ def out_of_domain(model: LoadedModel, phrases: list[str], seed: int = 0) -> dict
 
 def recorded(model: LoadedModel, phrases: list[str], root: Path) -> dict:
     """Held-out TEST speakers' recordings: false accepts, and top-1 of phrases that are words."""
-    from model.audio_io import read_file, resample
+    from arinext.model.audio_io import read_file, resample
 
     clips = [c for c in list_recordings(root, "test") if not c.word.startswith("_")]
     audio = []
