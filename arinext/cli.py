@@ -1,10 +1,10 @@
 """The ``arinext`` command line: every package's sub-commands under one parser.
 
 Each package registers its own sub-commands with a ``register(subparsers)`` function (``model``:
-info, import-checkpoint; ``training``: train, evaluate, export, synth-speech-commands;
-``service``: serve). A new command is one more module in ``COMMAND_MODULES``. Registering must not
-import torch: command bodies import what they need, so ``arinext serve`` runs in the torch-free
-image.
+info, import-checkpoint; ``training``: train, evaluate, export, synth-speech-commands,
+train-keywords; ``service``: serve). A new command is one more module in ``COMMAND_MODULES``.
+Registering must not import torch: command bodies import what they need, so ``arinext serve``
+runs in the torch-free image.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ COMMAND_MODULES = (
     "arinext.model.runtime_cli",
     "arinext.training.cli",
     "arinext.training.synth_cli",
+    "arinext.training.keywords_cli",
     "arinext.service.cli",
     "arinext.service.predict_cli",
 )
 # Commands that run PyTorch, and the modules only the ``train`` extra installs: in the serving
 # environment these commands say which extra to install (exit 2) instead of a traceback.
-TRAIN_COMMANDS = ("info", "import-checkpoint", "train", "evaluate", "export")
+TRAIN_COMMANDS = ("info", "import-checkpoint", "train", "evaluate", "export", "train-keywords")
 TRAIN_EXTRA_MODULES = frozenset({"torch", "onnx", "yaml", "pandas", "h5py", "matplotlib"})
 EXIT_MISSING_EXTRA = 2
 _INSTALL_TRAIN = "install the train extra: pip install 'arinext[train]'"

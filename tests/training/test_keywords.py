@@ -1,0 +1,102 @@
+"""``arinext train-keywords``: a tiny run writes an artifact the service verifies and serves."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from arinext.model.manifest import verify_artifact
+from arinext.training.synth_speech import espeak_available, spoken
+from tests.fresh_imports import heavy_imports
+
+pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
+
+
+def test_window_follows_the_phrases() -> None:
+    from arinext.training.keywords import phrase_window
+
+    assert phrase_window([0.5, 0.6, 0.7], margin_s=0.25, minimum_s=1.0) == 1.0
+    assert phrase_window([1.4] * 20, margin_s=0.25, minimum_s=1.0) == 1.75
+
+
+def test_recordings_folder_names_the_phrases(tmp_path: Path) -> None:
+    from arinext.training.keywords_cli import read_recordings
+
+    (tmp_path / "lights_on").mkdir()
+    (tmp_path / "lights_on" / "a.wav").write_bytes(b"")
+    assert read_recordings(tmp_path, ["lights on", "next slide"]) == {
+        "lights on": [tmp_path / "lights_on" / "a.wav"]
+    }
+    (tmp_path / "lights_of").mkdir()
+    with pytest.raises(SystemExit, match="names none of the phrases"):
+        read_recordings(tmp_path, ["lights on"])
+
+
+def test_registering_imports_no_heavy_modules() -> None:
+    code = (
+        "import argparse, arinext.training.keywords_cli\n"
+        "arinext.training.keywords_cli.register(argparse.ArgumentParser().add_subparsers())"
+    )
+    assert heavy_imports(code) == []
+
+
+def test_tiny_run_writes_a_served_artifact(tmp_path: Path) -> None:
+    from arinext.service.pipeline import Classifier
+    from arinext.training.keywords import HEAD, KeywordRecipe, train_keywords
+
+    recording = tmp_path / "lights on.wav"
+    sf.write(recording, spoken("lights on", "en-us"), 16000)
+    recipe = KeywordRecipe(
+        per_phrase=3,
+        held_out_per_phrase=1,
+        vocabulary=4,
+        near_misses=1,
+        command_words=0,
+        silence=2,
+        copies=1,
+        recording_copies=2,
+        epochs=1,
+        int8=False,
+    )
+    stages: set[str] = set()
+    out = tmp_path / "kw"
+    result = train_keywords(
+        ["Lights on", "hey arinext, next slide"],
+        out,
+        recordings={"lights on": [recording]},
+        recipe=recipe,
+        workers=1,
+        progress=lambda stage, done, total: stages.add(stage),
+    )
+    assert stages == {"synthesis", "augmentation", "embedding", "training"}
+    manifest = verify_artifact(out)
+    assert manifest.head(HEAD).labels == [
+        "lights on",
+        "hey arinext next slide",
+        "_unknown_",
+        "_silence_",
+    ]
+    assert result.labels == manifest.head(HEAD).labels
+    keywords = manifest.extra["keywords"]
+    assert keywords["phrases"] == ["lights on", "hey arinext next slide"]
+    assert keywords["recipe"]["per_phrase"] == 3
+    assert keywords["clips"]["recordings"] == {"lights on": 1}
+    # The long phrase stretches the window past one second, and the front-end with it.
+    assert manifest.frontend.clip_seconds == result.window_seconds > 1.0
+    assert manifest.frontend.num_frames == 1 + (manifest.frontend.clip_samples - 1) // 320
+    assert manifest.metrics["held_out_voices"]["keyword_clips"] == 2
+    answer = Classifier.from_artifacts(out)(np.zeros(16000, dtype=np.float32), sample_rate=16000)
+    assert answer.model_dump()
+
+
+def test_cli_parses_and_refuses_unknown_recordings(tmp_path: Path) -> None:
+    from arinext.training.keywords_cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["train-keywords", "lights on", "--out", str(tmp_path / "o")])
+    assert args.phrases == ["lights on"] and args.tune == "head" and not args.fp32
