@@ -46,6 +46,7 @@ from arinext.service.routers import classify, health, models, repository, stream
 from arinext.service.routers.docs import install_docs
 from arinext.service.settings import Settings
 from arinext.service.streams.session import StreamHub
+from arinext.service.teach import Teacher
 from arinext.service.workers import batch_scheduling
 
 __all__ = ["create_app"]
@@ -136,6 +137,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading.cancel()
         trimming.cancel()
         await asyncio.gather(loading, trimming, return_exceptions=True)
+        if app.state.teacher is not None:  # first: a run ending now would serve its model
+            await app.state.teacher.close()
         await service.stop(_STOP_TIMEOUT_SECONDS)
         if app.state.repository is not None:
             app.state.repository.close()
@@ -193,6 +196,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     has_gradio = importlib.util.find_spec("gradio") is not None
     demo = settings.demo if settings.demo is not None else has_gradio
+    app.state.teacher = None
+    if settings.demo_teach:
+        if not demo:
+            raise RuntimeError(
+                "ARINEXT_DEMO_TEACH=true is a tab of the demo: set ARINEXT_DEMO=true"
+            )
+        app.state.teacher = Teacher(settings, app.state.models)
     if demo:
         if not has_gradio:
             raise RuntimeError(
@@ -201,7 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         from arinext.service.demo import mount_demo  # Gradio is heavy; only import it when used
 
-        mount_demo(app, app.state.models, settings)
+        mount_demo(app, app.state.models, settings, app.state.teacher)
     install_docs(app, home="/demo/" if demo else "/docs")
     app.add_middleware(RelativeRedirects)
     # Added last = outermost: metrics see every answer, including the body limit's 413 and the

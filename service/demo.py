@@ -25,6 +25,7 @@ from starlette.routing import Mount
 from arinext.service.decoding import resample
 from arinext.service.demo_paths import DemoPathGuard, ExampleFiles
 from arinext.service.demo_plots import display_label, spectrogram_figure, timeline_figure
+from arinext.service.demo_teach import teach_tab
 from arinext.service.demo_uploads import (
     DemoUploadGuard,
     prepare_upload_dir,
@@ -36,6 +37,7 @@ from arinext.service.errors import ApiError
 from arinext.service.inference import ModelService
 from arinext.service.predict import classify
 from arinext.service.settings import Settings
+from arinext.service.teach import Teacher
 
 __all__ = ["EXAMPLES_DIR", "build_demo", "mount_demo", "run_demo"]
 
@@ -117,10 +119,13 @@ async def run_demo(
     ]
 
 
-def build_demo(service: ModelService, settings: Settings) -> tuple[gr.Blocks, list[str]]:
+def build_demo(
+    service: ModelService, settings: Settings, teacher: Teacher | None = None
+) -> tuple[gr.Blocks, list[str]]:
     """The Blocks UI, and the files it serves for its examples (Gradio's copies of them).
 
-    Heads are filled in on page load (models load after the app is built).
+    Heads are filled in on page load (models load after the app is built). With a ``teacher``,
+    the *Teach a word* tab too (``arinext.service.demo_teach``).
     """
 
     def head_choices() -> gr.CheckboxGroup:
@@ -136,6 +141,11 @@ def build_demo(service: ModelService, settings: Settings) -> tuple[gr.Blocks, li
             "**Clip**: upload or record a clip, choose heads, and see each head's top 5, the "
             "log-mel the model reads and, for long clips, each top class's score over time. "
             "**Live microphone**: speak and watch what the model hears as you talk."
+            + (
+                " **Teach a word**: record a phrase of your own and have it heard live."
+                if teacher is not None
+                else ""
+            )
         )
         with gr.Tab("Clip", id="clip"):
             with gr.Row():
@@ -164,6 +174,8 @@ def build_demo(service: ModelService, settings: Settings) -> tuple[gr.Blocks, li
                 js_on_load=(STATIC_DIR / "live.js").read_text(encoding="utf-8"),
                 elem_id="live",
             )
+        if teacher is not None:
+            teach_tab(teacher)
         demo.load(head_choices, outputs=heads)
         button.click(
             run, inputs=[audio, heads], outputs=[heard_now, *outputs, spectrogram, timeline]
@@ -197,13 +209,15 @@ def _drop_gradio_cors(demo_app: Any) -> None:
     demo_app.user_middleware = kept
 
 
-def mount_demo(app: FastAPI, service: ModelService, settings: Settings) -> None:
+def mount_demo(
+    app: FastAPI, service: ModelService, settings: Settings, teacher: Teacher | None = None
+) -> None:
     """Mount the demo at ``/demo`` with the service's upload limit."""
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"],
         font_mono=["ui-monospace", "monospace"],
     )  # system fonts: the page fetches nothing from third-party hosts
-    demo, example_copies = build_demo(service, settings)
+    demo, example_copies = build_demo(service, settings, teacher)
     gr.mount_gradio_app(
         app,
         demo,

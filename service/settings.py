@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import difflib
 import os
+import shlex
+import string
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["EMBEDDED_MODEL_DIR", "MAX_TOP_K", "Settings"]
+__all__ = ["EMBEDDED_MODEL_DIR", "MAX_TOP_K", "TEACH_COMMAND", "TEACH_FIELDS", "Settings"]
 
 # The default model, served when no models are configured. In a checkout ``service/default_model``
 # is a link to ``artifacts/speech-commands-synth-b0`` (where ``make default-model`` writes it); the
@@ -29,6 +31,11 @@ MAX_TOP_K = 50
 
 # ARINEXT_* variables that are not settings: read by the tools that set them.
 OTHER_VARIABLES = frozenset({"ARINEXT_TORCH_FIND_LINKS", "ARINEXT_BENCH_CLIP"})
+# The demo's trainer (the ``train`` extra's command), and the fields its arguments may name.
+TEACH_COMMAND = (
+    "arinext train-keywords {phrase} --recordings {recordings} --out {out} --name {name}"
+)
+TEACH_FIELDS = frozenset({"phrase", "recordings", "out", "name"})
 # Shortest repository token: long enough that guessing it over HTTP is hopeless.
 _MIN_TOKEN_CHARS = 16
 # Threads per CPU this process may run on beyond which a thread count is a mistake, not a choice.
@@ -259,6 +266,36 @@ class Settings(BaseSettings):
             "mount the Gradio demo at `/demo`; unset: when Gradio (the `demo` extra) is installed"
         ),
     )
+    demo_teach: bool = Field(
+        default=False,
+        description=(
+            "the demo's *Teach a word* tab: type a phrase, record it 3 to 5 times, and a "
+            "keyword model for it is trained in a worker process and served beside the others; "
+            "costs CPU (minutes of every core, at low priority) while it trains; needs the demo "
+            "and, with the default command, the `train` extra"
+        ),
+    )
+    demo_teach_command: str = Field(
+        default=TEACH_COMMAND,
+        description=(
+            "the trainer the *Teach a word* tab runs, split like a shell line; `{phrase}`, "
+            "`{recordings}` (a folder per phrase of the takes), `{out}` (the artifact to "
+            "write) and `{name}` are filled in; `arinext` runs as `python -m arinext` of the "
+            "server's interpreter"
+        ),
+    )
+    demo_teach_timeout_seconds: float = Field(
+        default=900.0, gt=0, description="a teaching run still going after this long is killed"
+    )
+    demo_teach_memory_bytes: int = Field(
+        default=8_000_000_000,
+        ge=100_000_000,
+        description=(
+            "address space each process of a teaching run may map (`RLIMIT_AS`: virtual "
+            "memory, a little above what it touches); beyond it allocations fail and the run "
+            "ends"
+        ),
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="critical, error, warning, info or debug"
     )
@@ -276,6 +313,28 @@ class Settings(BaseSettings):
     def _split_comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("demo_teach_command")
+    @classmethod
+    def _a_trainer_command(cls, value: str) -> str:
+        """Checked at start, not at the first Teach: it splits, and names only known fields."""
+        try:
+            words = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot split the command: {exc}") from None
+        if not words:
+            raise ValueError("the command is empty")
+        fields = set()
+        for word in words:
+            try:
+                fields |= {name for _, name, _, _ in string.Formatter().parse(word) if name}
+            except ValueError as exc:
+                raise ValueError(f"{word!r}: {exc}") from None
+        if unknown := fields - TEACH_FIELDS:
+            raise ValueError(f"unknown fields {sorted(unknown)}; known: {sorted(TEACH_FIELDS)}")
+        if missing := {"phrase", "out"} - fields:
+            raise ValueError(f"the command must name {sorted(missing)}")
         return value
 
     @field_validator("log_level", mode="before")

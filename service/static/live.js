@@ -79,7 +79,9 @@ function onEvent(event) {
   if (event.type === "ready") {
     const model = event.models[0];
     shownModel = model.name;
-    setStatus(`Listening: ${model.name}, ${model.window} s windows every ${event.hop} s.`);
+    const others = event.models.slice(1).map((m) => m.name);
+    setStatus(`Listening: ${model.name}, ${model.window} s windows every ${event.hop} s` +
+      (others.length ? `; also ${others.join(", ")} (detections only).` : "."));
   } else if (event.type === "window" && event.model === shownModel) {
     const top = event.predictions[0].top_k;
     const scores = {};

@@ -53,6 +53,14 @@ def tiny_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where browser screenshots are kept for people to look at."""
+    directory = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO / "test-artifacts"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def speech_artifact(tiny_artifacts: dict[str, Path]) -> Path:
     """The tiny speech_commands artifact (16 kHz, 1.023 s views)."""
     return tiny_artifacts["speech_commands"]

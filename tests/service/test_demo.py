@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +31,7 @@ from arinext.service.demo import (
 )
 from arinext.service.detection import KeywordEvent, heard
 from arinext.service.settings import EMBEDDED_MODEL_DIR
-from tests.service.conftest import REPO, isolated_settings, serve_in_process
+from tests.service.conftest import isolated_settings, serve_in_process
 from tests.service.speech import YES_STOP_GO, espeak_available, keyword_recording
 
 CHROMIUM = "/usr/bin/chromium"
@@ -48,14 +47,6 @@ CHROMIUM_ARGS = [
 ]
 DEFAULT_MODEL = EMBEDDED_MODEL_DIR
 needs_chromium = pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} missing")
-
-
-@pytest.fixture(scope="session")
-def artifacts_dir() -> Path:
-    """Where browser screenshots are kept for people to look at."""
-    directory = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO / "test-artifacts"))
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory
 
 
 @pytest.fixture(scope="module")
