@@ -9,7 +9,8 @@ depthwise T-axis kernels (21, 11, 3) plus identity, then the same along F, follo
 inverted bottleneck. After training, every mixer collapses into one depthwise 21-tap conv
 (:func:`arinext.model.reparam.reparameterize_model`), which is the model the paper benchmarks.
 
-Written bottom-up: conv+BN unit -> mixer -> block -> stage -> stem -> model.
+Written bottom-up: mixer -> block -> stage -> model; the conv+BN unit, the stem and the heads
+are shared layers (:mod:`arinext.model.layers`).
 """
 
 from __future__ import annotations
@@ -17,25 +18,23 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Literal, cast
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from arinext.model.reparam import fuse_conv_bn, pad_kernel_to
+from arinext.model.layers import ConvBN, MultiHeadClassifier, Stem, load_conv, to_pair
+from arinext.model.reparam import pad_kernel_to
 
 __all__ = [
     "DEFAULT_HEADS",
     "AudioRepInceptionNeXt",
-    "ConvBN",
     "InceptionNeXtBlock",
     "InceptionNeXtStage",
     "InvertedBottleneck",
     "MultiScaleMixer",
-    "Stem",
     "authors_key_map",
-    "make_linear_heads",
 ]
 
 DEFAULT_HEADS: Mapping[str, int] = MappingProxyType({"default": 309})
@@ -43,95 +42,9 @@ DEFAULT_HEADS: Mapping[str, int] = MappingProxyType({"default": 309})
 MixerAxis = Literal["time", "freq", "both"]
 
 
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(value, int):
-        return value, value
-    first, second = value
-    return int(first), int(second)
-
-
 def _same(kernel_shape: tuple[int, int]) -> tuple[int, int]:
     """Padding that keeps T and F unchanged for an odd kernel at stride 1."""
     return kernel_shape[0] // 2, kernel_shape[1] // 2
-
-
-def _load(conv: nn.Conv2d, weight: Tensor, bias: Tensor) -> nn.Conv2d:
-    """Fill a freshly built (biased) conv with computed, detached values."""
-    if conv.bias is None:
-        raise ValueError("the fused conv must be built with a bias")
-    with torch.no_grad():
-        conv.weight.copy_(weight)
-        conv.bias.copy_(bias)
-    return conv
-
-
-class ConvBN(nn.Module):
-    """Conv2d (no bias) followed by BatchNorm2d.
-
-    It is the unit every foldable conv of the network is built from, so the full fold is a
-    local rewrite: ``reparameterize()`` replaces ``conv``+``bn`` by one biased conv named
-    ``fused``. The paper's level never calls it (BNs outside the mixers stay, which keeps the
-    paper's parameter count).
-    """
-
-    def __init__(
-        self,
-        in_chans: int,
-        out_chans: int,
-        kernel_size: int | Sequence[int] = 1,
-        stride: int | Sequence[int] = 1,
-        padding: int | Sequence[int] = 0,
-        groups: int = 1,
-        zero_init_gamma: bool = False,
-    ) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(
-            in_chans,
-            out_chans,
-            _pair(kernel_size),
-            stride=_pair(stride),
-            padding=_pair(padding),
-            groups=groups,
-            bias=False,
-        )
-        self.bn = nn.BatchNorm2d(out_chans)
-        # MSRA fill as in the reference; a zero final gamma makes each residual block start as
-        # the identity, which the reference relies on for stable early training.
-        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
-        if zero_init_gamma:
-            nn.init.zeros_(self.bn.weight)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if hasattr(self, "fused"):
-            return self.fused(x)
-        return self.bn(self.conv(x))
-
-    def fused_kernel(self) -> tuple[Tensor, Tensor]:
-        """Kernel and bias of this unit as one conv, whichever form it is in."""
-        if hasattr(self, "fused"):
-            return self.fused.weight, cast(Tensor, self.fused.bias)  # built with bias=True
-        return fuse_conv_bn(self.conv.weight, self.conv.bias, self.bn)
-
-    def reparameterize(self) -> None:
-        """Fold the BN into the conv (a no-op once folded)."""
-        if hasattr(self, "fused"):
-            return
-        weight, bias = self.fused_kernel()
-        conv = self.conv
-        fused = nn.Conv2d(
-            conv.in_channels,
-            conv.out_channels,
-            _pair(conv.kernel_size),
-            stride=_pair(conv.stride),
-            padding=_pair(cast(tuple[int, int], conv.padding)),  # numeric: set in __init__
-            dilation=_pair(conv.dilation),
-            groups=conv.groups,
-            bias=True,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        self.fused = _load(fused, weight, bias)
-        del self.conv, self.bn
 
 
 class MultiScaleMixer(nn.Module):
@@ -245,7 +158,7 @@ class MultiScaleMixer(nn.Module):
                 device=weight.device,
                 dtype=weight.dtype,
             )
-            self.fused = _load(fused, weight, bias)
+            self.fused = load_conv(fused, weight, bias)
             for k in self.kernel_sizes:
                 delattr(self, f"k{k}")
 
@@ -291,7 +204,7 @@ class InceptionNeXtBlock(nn.Module):
         freq_kernel_sizes: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if in_chans != out_chans or _pair(stride) != (1, 1):
+        if in_chans != out_chans or to_pair(stride) != (1, 1):
             self.shortcut: nn.Module = ConvBN(in_chans, out_chans, 1, stride=stride)
         else:
             self.shortcut = nn.Identity()
@@ -360,42 +273,7 @@ class InceptionNeXtStage(nn.Module):
         return self.blocks(x)
 
 
-class Stem(ConvBN):
-    """Strided conv + BN + ReLU + 3x3/2 max-pool: T and F reduced 4x before the stages.
-
-    A ``ConvBN`` subclass so that ``stem.bn`` is the stem's BN (the one BN fine-tuning keeps
-    trainable) and so that the full fold turns it into ``stem.fused``.
-    """
-
-    def __init__(self, in_chans: int, out_chans: int, kernel_size: Sequence[int] = (5, 7)) -> None:
-        kt, kf = _pair(kernel_size)
-        super().__init__(in_chans, out_chans, (kt, kf), stride=2, padding=(kt // 2, kf // 2))
-        self.act = nn.ReLU(inplace=True)
-        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.pool(self.act(super().forward(x)))
-
-
-def make_linear_heads(num_features: int, heads: Mapping[str, int], like: Tensor) -> nn.ModuleDict:
-    """One ``Linear(num_features, classes)`` per head, N(0, 0.01) weights as in the reference.
-
-    Created on ``like``'s device and dtype so that ``reset_heads`` on a moved model just works.
-    """
-    if not heads:
-        raise ValueError("at least one head is required")
-    layers = {}
-    for name, classes in heads.items():
-        if not name.isidentifier() or int(classes) < 1:
-            raise ValueError(f"bad head {name!r}: {classes!r}")
-        linear = nn.Linear(num_features, int(classes), device=like.device, dtype=like.dtype)
-        nn.init.normal_(linear.weight, std=0.01)
-        nn.init.zeros_(linear.bias)
-        layers[name] = linear
-    return nn.ModuleDict(layers)
-
-
-class AudioRepInceptionNeXt(nn.Module):
+class AudioRepInceptionNeXt(MultiHeadClassifier):
     """Stem, four stages of C, 2C, 4C, 8C channels, global average pool, dropout, linear heads.
 
     ``forward`` returns ``{head name: logits}`` in the order of ``heads`` (never softmax, also in
@@ -423,7 +301,7 @@ class AudioRepInceptionNeXt(nn.Module):
         super().__init__()
         self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
         self.mixer_kind = mixer
-        stage_strides = [_pair(s) for s in (strides or [1] + [2] * (len(depths) - 1))]
+        stage_strides = [to_pair(s) for s in (strides or [1] + [2] * (len(depths) - 1))]
         if len(stage_strides) != len(depths):
             raise ValueError(f"{len(stage_strides)} strides for {len(depths)} stages")
         if block_kernels is not None and len(block_kernels) != len(depths):
@@ -432,7 +310,7 @@ class AudioRepInceptionNeXt(nn.Module):
             "width": int(width),
             "depths": [int(d) for d in depths],
             "kernel_sizes": list(self.kernel_sizes),
-            "stem_kernel": list(_pair(stem_kernel)),
+            "stem_kernel": list(to_pair(stem_kernel)),
             "expansion": int(expansion),
             "mixer": mixer,
             "dropout": float(dropout),
@@ -464,25 +342,12 @@ class AudioRepInceptionNeXt(nn.Module):
             )
             prev = dim
         self.stages = nn.Sequential(*stages)
-        self.num_features = prev
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.head_names: list[str] = []
-        self.reset_heads(heads)
-
-    def reset_heads(self, heads: Mapping[str, int]) -> None:
-        """Replace the linear head(s) by freshly initialised ones (fine-tuning on a new task)."""
-        self.heads = make_linear_heads(self.num_features, heads, like=next(self.stem.parameters()))
-        self.head_names = list(self.heads)
+        self.init_heads(prev, heads, dropout)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Pooled embedding ``[N, 8C]`` (before dropout and heads)."""
         x = self.stages(self.stem(x))
         return self.pool(x).flatten(1)
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        features = self.dropout(self.forward_features(x))
-        return {name: head(features) for name, head in self.heads.items()}
 
 
 # --- authors' checkpoint naming -----------------------------------------------------------------

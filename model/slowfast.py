@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from arinext.model.inception_next import DEFAULT_HEADS, ConvBN, Stem, make_linear_heads
+from arinext.model.inception_next import DEFAULT_HEADS
+from arinext.model.layers import ConvBN, MultiHeadClassifier, Stem
 
 __all__ = ["AuditorySlowFast", "Bottleneck", "FastToSlowFusion", "SlowFastStage", "SlowFastStem"]
 
@@ -157,7 +158,7 @@ def _pathway_blocks(
     ]
 
 
-class AuditorySlowFast(nn.Module):
+class AuditorySlowFast(MultiHeadClassifier):
     """Auditory Slow-Fast R50 (defaults: the VGG-Sound configuration of Kazakos et al.)."""
 
     def __init__(
@@ -225,16 +226,7 @@ class AuditorySlowFast(nn.Module):
             slow_in = slow_inner * 4 + (0 if last else fast_inner * 4 * fusion_ratio)
             fast_in = fast_inner * 4
         self.stages = nn.ModuleList(stages)
-        self.num_features = slow_in + fast_in
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.head_names: list[str] = []
-        self.reset_heads(heads)
-
-    def reset_heads(self, heads: Mapping[str, int]) -> None:
-        """Replace the linear head(s) by freshly initialised ones (fine-tuning on a new task)."""
-        self.heads = make_linear_heads(self.num_features, heads, like=next(self.stem.parameters()))
-        self.head_names = list(self.heads)
+        self.init_heads(slow_in + fast_in, heads, dropout)
 
     def slow_frames(self, x: Tensor) -> Tensor:
         """The Slow pathway's input: ``T // alpha`` frames evenly spread from first to last.
@@ -252,7 +244,3 @@ class AuditorySlowFast(nn.Module):
         for stage in self.stages:
             slow, fast = stage(slow, fast)
         return torch.cat([self.pool(slow).flatten(1), self.pool(fast).flatten(1)], dim=1)
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        features = self.dropout(self.forward_features(x))
-        return {name: head(features) for name, head in self.heads.items()}

@@ -7,12 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from arinext.model.inception_next import (
-    AudioRepInceptionNeXt,
-    ConvBN,
-    MultiScaleMixer,
-    authors_key_map,
-)
+from arinext.model.inception_next import AudioRepInceptionNeXt, MultiScaleMixer, authors_key_map
+from arinext.model.layers import ConvBN
 from arinext.model.registry import ARCHITECTURES, VARIANTS, create_model
 from arinext.model.reparam import ReparamLevel, reparameterize_model
 from arinext.model.slowfast import AuditorySlowFast

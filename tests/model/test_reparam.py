@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from arinext.model import inception_next
-from arinext.model.inception_next import ConvBN, InvertedBottleneck, MultiScaleMixer
+from arinext.model.inception_next import InvertedBottleneck, MultiScaleMixer
+from arinext.model.layers import ConvBN, conv_bn
 from arinext.model.registry import create_model
 from arinext.model.reparam import ReparamLevel, fuse_conv_bn, pad_kernel_to, reparameterize_model
 
@@ -126,17 +127,17 @@ def _bn_mean_ignored(
 @pytest.mark.parametrize(
     ("target", "bug"),
     [
-        ("pad_kernel_to", _off_centre_11),
-        ("fuse_conv_bn", _bn_mean_ignored),
+        ((inception_next, "pad_kernel_to"), _off_centre_11),
+        ((conv_bn, "fuse_conv_bn"), _bn_mean_ignored),
     ],
     ids=["11-tap-off-centre", "bn-mean-ignored"],
 )
 @pytest.mark.parametrize("trained", ["b0"], indirect=True)
 def test_a_broken_fusion_fails_the_check(
-    trained: dict, target: str, bug: object, monkeypatch: pytest.MonkeyPatch
+    trained: dict, target: tuple[object, str], bug: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The equivalence check above catches a deliberately broken fusion at both levels."""
-    monkeypatch.setattr(inception_next, target, bug)
+    monkeypatch.setattr(*target, bug)
     for level in LEVELS:
         merged = reparameterize_model(trained["model"], level)
         assert _max_logit_diff(merged, trained["cases"]) > 100 * TOLERANCE, level

@@ -234,8 +234,8 @@ def test_long_high_rate_clips_are_decoded_as_a_stream_in_bounded_memory(
 
 
 def test_long_clips_in_flight_do_not_make_short_requests_fail(server: ServerProcess) -> None:
-    longs = [audio.silence_flac(599 - i, 16_000) for i in range(8)]
-    with ThreadPoolExecutor(8) as pool:
+    longs = [audio.silence_flac(599 - i, 16_000) for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
         pending = [
             pool.submit(
                 httpx.post, f"{server.url}/classify", content=data, headers=FLAC, timeout=600
@@ -251,7 +251,7 @@ def test_long_clips_in_flight_do_not_make_short_requests_fail(server: ServerProc
         answers = [future.result() for future in pending]
     assert shorts == [200] * 20
     assert in_flight > 0  # the short requests really ran while long clips were in flight
-    assert [a.status_code for a in answers] == [200] * 8
+    assert [a.status_code for a in answers] == [200] * 4
     assert all(len(a.json()["predictions"][0]["top_k"]) == 5 for a in answers)
 
 
