@@ -143,10 +143,7 @@ class ModelService:
             registry = await asyncio.to_thread(
                 load_models,
                 directories,
-                intra_op_threads=settings.intra_op_threads,
-                providers=settings.providers,
-                backend=settings.backend,
-                precision=settings.precision,
+                **settings.runtime_options(),
             )
         except ArtifactError as exc:
             self.status = "failed"

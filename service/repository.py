@@ -188,10 +188,7 @@ class ModelRepository:
         settings = self.settings
         model = load_model(
             folder,
-            intra_op_threads=settings.intra_op_threads,
-            providers=settings.providers,
-            backend=settings.backend,
-            precision=settings.precision,
+            **settings.runtime_options(),
         )
         if model.name != name:
             raise ArtifactError(

@@ -391,3 +391,13 @@ class Settings(BaseSettings):
         if self.default_model_dir.is_dir():
             return [self.default_model_dir]
         return []
+
+    def runtime_options(self) -> dict[str, Any]:
+        """How every artifact is opened (``load_model``'s keywords): at start-up, by the model
+        repository, for a taught word and by ``arinext predict`` alike."""
+        return {
+            "intra_op_threads": self.intra_op_threads,
+            "providers": self.providers,
+            "backend": self.backend,
+            "precision": self.precision,
+        }

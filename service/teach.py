@@ -347,10 +347,7 @@ class Teacher:
             model = await asyncio.to_thread(
                 load_model,
                 artifact,
-                intra_op_threads=settings.intra_op_threads,
-                providers=settings.providers,
-                backend=settings.backend,
-                precision=settings.precision,
+                **settings.runtime_options(),
             )
         except ArtifactError as exc:
             raise TeachError(f"the trained model does not verify: {exc}") from None
