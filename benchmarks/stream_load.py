@@ -162,7 +162,9 @@ def _cpus(text: str | None) -> set[int] | None:
 
 
 @contextlib.contextmanager
-def _server(model: Path, streams: int, cpus: set[int] | None) -> Iterator[tuple[str, int]]:
+def _server(
+    model: Path, streams: int, cpus: set[int] | None, backend: str = "onnxruntime"
+) -> Iterator[tuple[str, int]]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARINEXT_")}
     env.update(
@@ -171,6 +173,7 @@ def _server(model: Path, streams: int, cpus: set[int] | None) -> Iterator[tuple[
         ARINEXT_INTRA_OP_THREADS="1",
         ARINEXT_DRAIN_SECONDS="0",
         ARINEXT_STREAM_MAX_CONCURRENT=str(streams),
+        ARINEXT_BACKEND=backend,
         PYTHONPATH=str(ROOT),
     )
     command = [sys.executable, "-m", "uvicorn", "--factory", "arinext.service.app:create_app"]
@@ -229,7 +232,7 @@ def trial(args: argparse.Namespace, streams: int, server_cpus: set[int] | None) 
     """Serve ``streams`` streams at real time on a fresh server and measure them."""
     available = os.sched_getaffinity(0)
     client_cpus = _cpus(args.client_cpus) & available or None
-    with _server(args.model, streams, server_cpus) as (url, pid):
+    with _server(args.model, streams, server_cpus, args.backend) as (url, pid):
         if client_cpus:
             os.sched_setaffinity(0, client_cpus)
         server_cpu, client_cpu, began = _cpu_seconds(pid), time.process_time(), time.monotonic()
@@ -281,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         "--aligned", action="store_true", help="start every stream at once (default: one hop)"
     )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument(
+        "--backend", choices=("onnxruntime", "openvino"), default="onnxruntime", help="the server's"
+    )
     parser.add_argument("--server-cpus", default="0", help="comma-separated CPUs for the server")
     parser.add_argument("--client-cpus", default="1", help="comma-separated CPUs for the clients")
     parser.add_argument("--find", action="store_true", help="search for the largest count held")
