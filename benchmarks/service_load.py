@@ -13,6 +13,14 @@ and interleaves, round by round, the same clip through:
   tens of microseconds per request where Python clients spend 0.5 ms (http.client), 0.8 ms
   (aiohttp) or 2.4 ms (httpx) of CPU (docs/performance.md).
 
+``--servers uvicorn,granian`` serves the app with each server named (all pinned to the same core,
+idle while another is measured) and interleaves their HTTP modes in the same rounds, so each
+server's ratios to the same in-process reference come from one run. ``uvicorn`` is ``arinext
+serve``; ``granian`` is ``python -m granian --interface asgi --factory
+arinext.service.app:create_app`` (one worker, one runtime thread), a candidate measured here and
+not part of the product: it must be importable (``PYTHONPATH``), and it lacks some of ``arinext
+serve``'s limits (docs/performance.md).
+
 With ``--overload-seconds`` it then
 offers 5x the measured concurrency-16 throughput for that long (open loop, with aiohttp, over a
 bounded number of connections) and reports statuses, the time to a 503, the latency of accepted
@@ -37,13 +45,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import httpx
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a plain checkout
@@ -62,6 +71,25 @@ HEADERS = {"content-type": "application/octet-stream"}
 BATCH = 16
 # How the measured servers run: one ONNX Runtime thread, as the in-process reference.
 SERVER_ENV = {"ARINEXT_INTRA_OP_THREADS": "1", "ARINEXT_LOG_LEVEL": "warning"}
+SERVERS = ("uvicorn", "granian")
+# granian as its documentation runs an ASGI app: one worker process, one Rust runtime thread;
+# settings reach the app's factory through the ARINEXT_* environment.
+GRANIAN = [
+    "-m",
+    "granian",
+    "--interface",
+    "asgi",
+    "--factory",
+    "--workers",
+    "1",
+    "--runtime-threads",
+    "1",
+    "--log-level",
+    "warning",
+    "--host",
+    "127.0.0.1",
+    "arinext.service.app:create_app",
+]
 
 
 @dataclass
@@ -255,12 +283,21 @@ def _rss_mb(pid: int) -> float:
 
 @contextlib.contextmanager
 def _server(
-    artifact: Path, core: int | None, settings: dict[str, str], root: Path = REPO
+    artifact: Path,
+    core: int | None,
+    settings: dict[str, str],
+    root: Path = REPO,
+    server: str = "uvicorn",
 ) -> Iterator[tuple]:
-    """``arinext serve`` of checkout ``root`` with one ONNX Runtime thread: (url, pid)."""
-    command = [sys.executable, "-m", "arinext", "serve", "--no-demo", "--models", str(artifact)]
-    env = {**SERVER_ENV}
+    """``arinext serve`` (or granian, see the module's docstring) of checkout ``root`` with one
+    ONNX Runtime thread: (url, pid of the process started)."""
+    env = {**SERVER_ENV, "ARINEXT_DEMO": "false"}
     env.update({f"ARINEXT_{k.upper()}": v for k, v in settings.items()})
+    if server == "granian":
+        command = [sys.executable, *GRANIAN]
+        env["ARINEXT_MODELS"] = str(artifact)
+    else:
+        command = [sys.executable, "-m", "arinext", "serve", "--no-demo", "--models", str(artifact)]
     with _process(command, core, env, "/readyz", root) as running:
         yield running
 
@@ -281,9 +318,9 @@ def _process(
     command = [*command, "--port", str(port)]
     if core is not None:
         command = ["taskset", "-c", str(core), *command]
-    process = subprocess.Popen(
-        command, env={**os.environ, **env, "PYTHONPATH": str(root)}, cwd=root
-    )
+    # The checkout first; what PYTHONPATH already names (granian outside the venv) after it.
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    process = subprocess.Popen(command, env={**os.environ, **env, "PYTHONPATH": path}, cwd=root)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -305,27 +342,39 @@ def _process(
 
 
 def _run_rounds(
-    url, model, clip, args, server_cores, load_cores
-) -> tuple[Series, Series, WrkSeries, WrkSeries]:
-    single, batched, http1, http16 = Series(), Series(), WrkSeries(), WrkSeries()
+    urls: dict[str, str], model, clip, args, server_cores, load_cores
+) -> tuple[Series, Series, dict[str, tuple[WrkSeries, WrkSeries]]]:
+    """In-process modes, then each server's concurrency 1 and 16, round after round:
+    (single, batched, {server: (concurrency 1, concurrency 16)})."""
+    single, batched = Series(), Series()
+    http = {name: (WrkSeries(), WrkSeries()) for name in urls}
     clip_bytes = clip.read_bytes()
 
-    async def warm_up() -> None:
+    async def warm_up(url: str) -> None:
         async with _session(url, 1, 300) as client:
             for _ in range(args.warmup):
                 status, _, text, _ = await _post(client, clip_bytes)
                 if status != 200:
                     raise RuntimeError(f"warm-up request answered {status}: {text}")
 
-    asyncio.run(warm_up())
+    for url in urls.values():
+        asyncio.run(warm_up(url))
     per_round = max(1, args.requests // args.rounds)
     for _ in range(args.rounds):
         _pin(server_cores)  # the in-process pipeline runs where the server runs
         _in_process(model, clip_bytes, per_round, single, batched)
         _pin(load_cores)  # wrk inherits this affinity
-        _wrk(url, clip, 1, args.seconds, http1)
-        _wrk(url, clip, BATCH, args.seconds, http16)
-    return single, batched, http1, http16
+        for name, url in urls.items():
+            _wrk(url, clip, 1, args.seconds, http[name][0])
+            _wrk(url, clip, BATCH, args.seconds, http[name][1])
+    return single, batched, http
+
+
+def _servers(value: str) -> Sequence[str]:
+    names = [name.strip() for name in value.split(",")]
+    if not names or any(name not in SERVERS for name in names) or len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"a comma-separated list of distinct {', '.join(SERVERS)}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured requests first")
     parser.add_argument("--server-core", type=int, default=0, help="core for the server")
     parser.add_argument("--load-core", type=int, default=1, help="core for this process")
+    parser.add_argument(
+        "--servers",
+        type=_servers,
+        default=["uvicorn"],
+        help="servers to measure, interleaved: uvicorn (arinext serve), granian",
+    )
     parser.add_argument("--overload-seconds", type=float, default=0, help="5x overload phase")
     parser.add_argument("--settle-seconds", type=float, default=60, help="RSS check after it")
     parser.add_argument(
@@ -360,15 +415,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the HTTP modes need wrk (Debian: apt-get install wrk)")
     clip = args.clip.read_bytes()
     _pin(server_cores)
+    # As the server's lifespan does: on one pinned core, OpenBLAS threads spinning beside the
+    # pipeline made the in-process reference 3-20x slower on a busy machine, which flattered
+    # the ratios.
+    threadpool_limits(limits=1, user_api="blas")
     model = load_model(args.artifact, intra_op_threads=1)
+    core = args.server_core if pinned else None
     with contextlib.ExitStack() as stack:
         if args.url is None:
-            url, pid = stack.enter_context(
-                _server(args.artifact, args.server_core if pinned else None, {})
-            )
+            started = {
+                name: stack.enter_context(_server(args.artifact, core, {}, server=name))
+                for name in args.servers
+            }
+            urls = {name: url for name, (url, _) in started.items()}
+            url, pid = started[args.servers[0]]  # the first one takes the overload
         else:
+            urls = {"uvicorn": args.url}
             url, pid = args.url, None
-        s, b, h1, h16 = _run_rounds(url, model, args.clip, args, server_cores, load_cores)
+        s, b, http = _run_rounds(urls, model, args.clip, args, server_cores, load_cores)
+        h16 = http[next(iter(urls))][1]
         overload = None
         if args.overload_seconds > 0:
             _pin(load_cores)
@@ -392,28 +457,40 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"- {args.rounds} interleaved rounds: in-process {args.requests} clips per mode; HTTP "
         f"with wrk (1 thread), {args.seconds:g} s per mode and round"
+        + (f"; servers {', '.join(urls)}" if len(urls) > 1 else "")
     )
     print()
     print("| mode | items | p50 ms | p99 ms | items/s |")
     print("|---|---|---|---|---|")
+    # "HTTP" alone when only arinext serve runs, as the figures in the docs quote it.
+    labels = {name: "HTTP" if len(urls) == 1 else f"HTTP {name}" for name in urls}
     rows: list[tuple[str, Series | WrkSeries]] = [
         ("in-process, one clip per call", s),
         (f"in-process, {BATCH} clips per call", b),
-        ("HTTP, concurrency 1", h1),
-        (f"HTTP, concurrency {BATCH}", h16),
     ]
+    for name, (h1, h16) in http.items():
+        rows += [
+            (f"{labels[name]}, concurrency 1", h1),
+            (f"{labels[name]}, concurrency {BATCH}", h16),
+        ]
     for name, row in rows:
         timed = row is not b  # the batched in-process mode times whole calls, not clips
         p50 = f"{row.p(50):.2f}" if timed else "-"
         p99 = f"{row.p(99):.2f}" if timed else "-"
         print(f"| {name} | {row.items} | {p50} | {p99} | {row.rate:.1f} |")
-    print()
-    print(f"- concurrency 1: HTTP p50 / in-process p50 = {h1.p(50) / s.p(50):.2f} (target <= 1.3)")
-    print(
-        f"- concurrency {BATCH}: HTTP throughput / in-process batched = {h16.rate / b.rate:.2f} "
-        f"(target >= 0.9); HTTP p99 / p50 = {h16.p(99) / h16.p(50):.2f} (target <= 3)"
-    )
-    print(f"- non-200 answers in the measured modes: {h1.failures + h16.failures}")
+    for name, (h1, h16) in http.items():
+        label = labels[name]
+        print()
+        print(
+            f"- concurrency 1: {label} p50 / in-process p50 = {h1.p(50) / s.p(50):.2f} "
+            "(target <= 1.3)"
+        )
+        print(
+            f"- concurrency {BATCH}: {label} throughput / in-process batched = "
+            f"{h16.rate / b.rate:.2f} (target >= 0.9); {label} p99 / p50 = "
+            f"{h16.p(99) / h16.p(50):.2f} (target <= 3)"
+        )
+        print(f"- non-200 answers in the measured modes: {h1.failures + h16.failures}")
     if overload is not None:
         offered, accepted, refused, before, after, settled = overload
         codes = sorted((accepted.statuses | refused.statuses).items())
