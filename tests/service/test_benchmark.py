@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -72,22 +70,3 @@ def test_ab_benchmark_serves_a_revision_beside_the_working_tree(speech_artifact:
         ["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True, check=True
     )
     assert "arinext-ab-" not in listed.stdout  # the base checkout is removed
-
-
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk (Debian package wrk)")
-@pytest.mark.skipif(
-    importlib.util.find_spec("granian") is None, reason="needs granian (in no extra)"
-)
-def test_load_benchmark_interleaves_two_servers(speech_artifact: Path) -> None:
-    command = [sys.executable, str(REPO / "benchmarks" / "service_load.py")]
-    command += ["--artifact", str(speech_artifact), "--servers", "uvicorn,granian"]
-    command += ["--requests", "16", "--rounds", "1", "--seconds", "1", "--warmup", "1"]
-    # granian may come from PYTHONPATH rather than the environment's site-packages.
-    env = {**server_env(), "PYTHONPATH": os.pathsep.join(sys.path)}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    for server in ("uvicorn", "granian"):
-        assert f"| HTTP {server}, concurrency 16 | " in out
-        assert f"- concurrency 1: HTTP {server} p50 / in-process p50 = " in out
-    assert out.count("- non-200 answers in the measured modes: 0") == 2
