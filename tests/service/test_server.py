@@ -209,9 +209,9 @@ def test_sigterm_drains_then_finishes_in_flight_requests(
     server_factory: Callable, slow_artifact: Path
 ) -> None:
     drain = 1.5
-    # 235 windows of a slow model: seconds of work, to outlast the drain (118 finished within
-    # it on a fast enough server).
-    long_clip = audio.encode_sf(audio.signal(240.0, 16000), 16000, "WAV", "PCM_16")
+    # 237 windows (60 s at the 0.25 s hop of long clips) of a slow model: seconds of work, to
+    # outlast the drain (118 finished within it on a fast enough server).
+    long_clip = audio.encode_sf(audio.signal(60.0, 16000), 16000, "WAV", "PCM_16")
     with server_factory(models=slow_artifact, drain_seconds=drain) as server:
         outcome: dict[str, object] = {}
 
