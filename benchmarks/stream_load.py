@@ -163,7 +163,7 @@ def _cpus(text: str | None) -> set[int] | None:
 
 @contextlib.contextmanager
 def _server(
-    model: Path, streams: int, cpus: set[int] | None, backend: str = "onnxruntime"
+    model: Path, streams: int, cpus: set[int] | None, settings: dict[str, str]
 ) -> Iterator[tuple[str, int]]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ARINEXT_")}
@@ -173,9 +173,9 @@ def _server(
         ARINEXT_INTRA_OP_THREADS="1",
         ARINEXT_DRAIN_SECONDS="0",
         ARINEXT_STREAM_MAX_CONCURRENT=str(streams),
-        ARINEXT_BACKEND=backend,
         PYTHONPATH=str(ROOT),
     )
+    env.update({f"ARINEXT_{name.upper()}": value for name, value in settings.items()})
     command = [sys.executable, "-m", "uvicorn", "--factory", "arinext.service.app:create_app"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     process = subprocess.Popen(
@@ -232,7 +232,7 @@ def trial(args: argparse.Namespace, streams: int, server_cpus: set[int] | None) 
     """Serve ``streams`` streams at real time on a fresh server and measure them."""
     available = os.sched_getaffinity(0)
     client_cpus = _cpus(args.client_cpus) & available or None
-    with _server(args.model, streams, server_cpus, args.backend) as (url, pid):
+    with _server(args.model, streams, server_cpus, args.setting) as (url, pid):
         if client_cpus:
             os.sched_setaffinity(0, client_cpus)
         server_cpu, client_cpu, began = _cpu_seconds(pid), time.process_time(), time.monotonic()
@@ -285,7 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument(
-        "--backend", choices=("onnxruntime", "openvino"), default="onnxruntime", help="the server's"
+        "--setting",
+        type=lambda text: text.split("=", 1),
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting, e.g. backend=openvino or max_wait_ms=20 (repeatable)",
     )
     parser.add_argument("--server-cpus", default="0", help="comma-separated CPUs for the server")
     parser.add_argument("--client-cpus", default="1", help="comma-separated CPUs for the clients")
@@ -293,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-p99-ms", type=float, default=100.0, help="--find's lag bound")
     parser.add_argument("--max-streams", type=int, default=1024, help="--find's upper bound")
     args = parser.parse_args(argv)
+    args.setting = dict(args.setting)
     available = os.sched_getaffinity(0)
     server_cpus = _cpus(args.server_cpus) & available or None
     hop_ms = args.hop * 1000
@@ -301,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         f"server CPUs {sorted(server_cpus or available)}, client CPUs "
         f"{sorted(_cpus(args.client_cpus) & available or available)}; model {args.model.name}; "
         f"{args.seconds:g} s of audio per stream in {args.chunk_ms:g} ms messages, hop "
-        f"{args.hop:g} s, starts {'aligned' if args.aligned else 'spread over one hop'}"
+        f"{args.hop:g} s, starts {'aligned' if args.aligned else 'spread over one hop'}; "
+        f"settings {args.setting or 'default'}"
     )
     print()
     print(
