@@ -21,7 +21,7 @@ DOCS = "\n".join([README, *(page.read_text(encoding="utf-8") for page in DOC_PAG
 
 
 def _shell_blocks(text: str) -> list[str]:
-    return re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+    return re.findall(r"```(?:sh|bash|console)\n(.*?)```", text, flags=re.S)
 
 
 def _commands(text: str) -> list[str]:
