@@ -28,6 +28,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,10 +68,13 @@ class Case:
         return (self.level, self.precision, self.backend) == ("paper", "fp32", "onnxruntime")
 
 
-def cases(openvino: bool) -> list[Case]:
+ARCHITECTURES = ("b0", "b1", "slowfast_r50")
+
+
+def cases(openvino: bool, architectures: Sequence[str] = ARCHITECTURES) -> list[Case]:
     """Every row, in table order; OpenVINO rows only when it is installed."""
     rows: list[Case] = []
-    for arch in ("b0", "b1"):
+    for arch in (a for a in architectures if a != "slowfast_r50"):
         rows += [
             Case(arch, "none", "fp32", "onnxruntime"),
             Case(arch, "paper", "fp32", "onnxruntime"),
@@ -84,7 +88,8 @@ def cases(openvino: bool) -> list[Case]:
                 Case(arch, "full", "fp32", "openvino"),
                 Case(arch, "full", "int8", "openvino"),
             ]
-    rows.append(Case("slowfast_r50", "none", "fp32", "onnxruntime"))
+    if "slowfast_r50" in architectures:
+        rows.append(Case("slowfast_r50", "none", "fp32", "onnxruntime"))
     return rows
 
 
@@ -153,13 +158,18 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=cpu_threads(), help="threads at --batch (default: all)"
     )
+    parser.add_argument(
+        "--archs",
+        default=",".join(ARCHITECTURES),
+        help=f"comma-separated architectures (default {','.join(ARCHITECTURES)})",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("root").setLevel(logging.ERROR)  # the quantiser's pre-processing advice
     runs1, runs32 = (3, 1) if args.quick else (30, 10)
     big = min(args.batch, 4) if args.quick else args.batch
     frames = 128 if args.quick else 512
-    rows = cases("openvino" in available_backends())
+    rows = cases("openvino" in available_backends(), args.archs.split(","))
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="arinext-bench-") as tmp:
         graphs, manifests = build_graphs(rows, Path(tmp), frames)
@@ -206,7 +216,7 @@ def summary(rows: list[Case], single: list[Timing], batched: list[Timing], big: 
     """Per architecture: the fastest served configuration against what users of the authors'
     merged model can run (ONNX Runtime fp32; OpenVINO with its default hints)."""
     lines = []
-    for arch in ("b0", "b1"):
+    for arch in dict.fromkeys(r.architecture for r in rows if r.level == "full"):
         for label, timings in (("batch 1, 1 thread", single), (f"batch {big}", batched)):
             mine = {r: t for r, t in zip(rows, timings, strict=True) if r.architecture == arch}
             served = {r: t for r, t in mine.items() if r.level == "full"}
