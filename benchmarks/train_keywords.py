@@ -37,15 +37,8 @@ from arinext.model.scores import probabilities
 from arinext.service.loading import LoadedModel, load_model
 from arinext.training.datasets.recordings import list_recordings, split_of
 from arinext.training.keywords import HEAD, KeywordRecipe, train_keywords
-from arinext.training.synth_ood import (
-    OodItem,
-    _festival_batch,
-    _flite,
-    _read_wav,
-    _stretch,
-    ood_voices,
-)
-from arinext.training.synth_speech import SAMPLE_RATE, _derive_seed, _trim
+from arinext.training.synth_ood import OodItem, ood_voices, read_wav, speak_ood
+from arinext.training.synth_speech import SAMPLE_RATE, derive_seed, trim
 from arinext.training.vocabulary import HELD_OUT_WORDS
 from arinext.training.waveform_augment import CONDITIONS, degrade
 
@@ -83,19 +76,9 @@ def out_of_domain(model: LoadedModel, phrases: list[str], seed: int = 0) -> dict
     ]
     n = model.manifest.frontend.clip_samples
     with tempfile.TemporaryDirectory() as tmp:
-        raw = {item: Path(tmp) / f"{i}.wav" for i, item in enumerate(items)}
-        festival: dict[str, list] = {}
-        for item in items:
-            if item.engine == "flite":
-                _flite(item, _stretch(item, seed), raw[item])
-            else:
-                festival.setdefault(item.voice, []).append(
-                    (item.text, _stretch(item, seed), raw[item])
-                )
-        for voice, jobs in festival.items():
-            _festival_batch(voice, jobs)
+        raw = speak_ood(items, seed, Path(tmp))
         placed = [
-            _place(_trim(_read_wav(raw[item]), 40.0), n, np.random.default_rng(i))
+            _place(trim(read_wav(raw[item]), 40.0), n, np.random.default_rng(i))
             for i, item in enumerate(items)
         ]
     labels = model.manifest.head(HEAD).labels
@@ -104,7 +87,7 @@ def out_of_domain(model: LoadedModel, phrases: list[str], seed: int = 0) -> dict
     result = {}
     for c, condition in enumerate(CONDITIONS):
         clips = [
-            degrade(x, SAMPLE_RATE, condition, _derive_seed(seed, i, c))
+            degrade(x, SAMPLE_RATE, condition, derive_seed(seed, i, c))
             for i, x in enumerate(placed)
         ]
         probs = _scores(model, clips)

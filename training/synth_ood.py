@@ -41,13 +41,21 @@ from arinext.training.synth_speech import (
     SAMPLE_RATE,
     SILENCE,
     UNKNOWN,
-    _derive_seed,
-    _trim,
+    derive_seed,
+    trim,
     voice_hash,
 )
 from arinext.training.vocabulary import HELD_OUT_WORDS
 
-__all__ = ["FESTIVAL_VOICES", "FLITE_VOICES", "OodItem", "ood_voices", "synthesize_ood"]
+__all__ = [
+    "FESTIVAL_VOICES",
+    "FLITE_VOICES",
+    "OodItem",
+    "ood_voices",
+    "read_wav",
+    "speak_ood",
+    "synthesize_ood",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +103,11 @@ def ood_voices() -> list[tuple[str, str]]:
 def _stretch(item: OodItem, seed: int) -> float:
     if item.k == 0:
         return 1.0
-    rng = np.random.default_rng(_derive_seed(seed, "stretch", item.voice_id, item.word, item.k))
+    rng = np.random.default_rng(derive_seed(seed, "stretch", item.voice_id, item.word, item.k))
     return float(rng.uniform(0.8, 1.25))
 
 
-def _read_wav(path: Path) -> np.ndarray:
+def read_wav(path: Path) -> np.ndarray:
     from arinext.model.audio_io import read_file, resample
 
     samples, rate = read_file(path)
@@ -129,6 +137,20 @@ def _festival_batch(voice: str, jobs: Sequence[tuple[str, float, Path]]) -> None
         os.unlink(script.name)
 
 
+def speak_ood(items: Sequence[OodItem], seed: int, folder: Path) -> dict[OodItem, Path]:
+    """Every item said by its flite or Festival voice: ``folder/<i>.wav``, untrimmed."""
+    raw = {item: folder / f"{i}.wav" for i, item in enumerate(items)}
+    festival: dict[str, list[tuple[str, float, Path]]] = {}
+    for item in items:
+        if item.engine == "flite":
+            _flite(item, _stretch(item, seed), raw[item])
+        elif item.engine == "festival":
+            festival.setdefault(item.voice, []).append((item.text, _stretch(item, seed), raw[item]))
+    for voice, jobs in festival.items():
+        _festival_batch(voice, jobs)
+    return raw
+
+
 def _place(speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The trimmed word at a random offset in one second, peak at -6 to -1 dBFS."""
     speech = speech[:CLIP_SAMPLES]
@@ -148,13 +170,13 @@ def _write_conditions(args: tuple[OodItem, Path, Path, int]) -> str:
     from arinext.training.waveform_augment import CONDITIONS, degrade, non_speech
 
     item, raw, root, seed = args
-    rng = np.random.default_rng(_derive_seed(seed, "ood", item.voice_id, item.word, item.k))
+    rng = np.random.default_rng(derive_seed(seed, "ood", item.voice_id, item.word, item.k))
     if item.word == SILENCE:
         clip = non_speech(CLIP_SAMPLES, SAMPLE_RATE, rng)
     else:
-        clip = _place(_trim(_read_wav(raw), 40.0), rng)
+        clip = _place(trim(read_wav(raw), 40.0), rng)
     for n, condition in enumerate(CONDITIONS):
-        degraded = degrade(clip, SAMPLE_RATE, condition, _derive_seed(seed, item.relpath, n))
+        degraded = degrade(clip, SAMPLE_RATE, condition, derive_seed(seed, item.relpath, n))
         sf.write(root / condition / item.relpath, degraded, SAMPLE_RATE, subtype="PCM_16")
     return item.relpath
 
@@ -220,16 +242,8 @@ def synthesize_ood(
             (root / condition / word).mkdir(parents=True, exist_ok=True)
     raw_dir = root / ".raw"
     raw_dir.mkdir()
-    raw = {item: raw_dir / f"{i}.wav" for i, item in enumerate(items)}
     log.info("out-of-domain set: %d utterances from %d voices", len(items), len(voices_used))
-    festival: dict[str, list[tuple[str, float, Path]]] = {}
-    for item in items:
-        if item.engine == "flite":
-            _flite(item, _stretch(item, seed), raw[item])
-        elif item.engine == "festival":
-            festival.setdefault(item.voice, []).append((item.text, _stretch(item, seed), raw[item]))
-    for voice, jobs in festival.items():
-        _festival_batch(voice, jobs)
+    raw = speak_ood(items, seed, raw_dir)
     conditions = [(item, raw[item], root, seed) for item in items]
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         done = sum(1 for _ in pool.map(_write_conditions, conditions, chunksize=16))

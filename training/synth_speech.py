@@ -51,6 +51,7 @@ __all__ = [
     "UNKNOWN",
     "Item",
     "Recipe",
+    "derive_seed",
     "espeak_available",
     "espeak_version",
     "list_variants",
@@ -59,7 +60,9 @@ __all__ = [
     "render_item",
     "split_variants",
     "spoken",
+    "synthesize",
     "synthesize_dataset",
+    "trim",
     "voice_hash",
 ]
 
@@ -192,7 +195,7 @@ def split_variants(
     run measures unseen voices.
     """
     ordered = sorted(set(variants), key=str.lower)
-    rng = np.random.default_rng(_derive_seed(seed, "split"))
+    rng = np.random.default_rng(derive_seed(seed, "split"))
     shuffled = [ordered[i] for i in rng.permutation(len(ordered))]
     floor = 1 if len(ordered) >= 3 else 0
     n_val = max(floor, round(len(ordered) * validation_fraction))
@@ -209,7 +212,7 @@ def voice_hash(variant: str) -> str:
     return hashlib.sha1(variant.encode("utf-8")).hexdigest()[:8]
 
 
-def _derive_seed(*parts: object) -> int:
+def derive_seed(*parts: object) -> int:
     """A 64-bit seed from any parts, stable across processes and Python versions."""
     digest = hashlib.sha256("/".join(str(p) for p in parts).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "little")
@@ -239,7 +242,7 @@ def plan_items(recipe: Recipe) -> list[Item]:
     return items
 
 
-def _synthesize(text: str, voice: str, rate: int, pitch: int, amplitude: int) -> np.ndarray:
+def synthesize(text: str, voice: str, rate: int, pitch: int, amplitude: int) -> np.ndarray:
     """Run espeak-ng and return float32 samples at ``SAMPLE_RATE``."""
     from arinext.model import audio_io
 
@@ -256,7 +259,7 @@ def _synthesize(text: str, voice: str, rate: int, pitch: int, amplitude: int) ->
     return audio_io.resample(samples, rate_in, SAMPLE_RATE)
 
 
-def _trim(samples: np.ndarray, below_peak_db: float, margin: int = 160) -> np.ndarray:
+def trim(samples: np.ndarray, below_peak_db: float, margin: int = 160) -> np.ndarray:
     """Cut leading and trailing silence (espeak-ng pads every utterance) so offsets are ours."""
     peak = float(np.abs(samples).max()) if samples.size else 0.0
     if peak == 0.0:
@@ -272,7 +275,7 @@ def spoken(text: str, voice: str) -> np.ndarray:
 
     For probes that ask how a model hears a voice it was not trained on (no noise, no offset).
     """
-    return _trim(_synthesize(text, voice, 175, 50, 100), Recipe.trim_db)
+    return trim(synthesize(text, voice, 175, 50, 100), Recipe.trim_db)
 
 
 def _text_and_accents(
@@ -297,7 +300,7 @@ def render_item(item: Item, recipe: Recipe) -> np.ndarray:
     Public so tests can make fresh utterances through exactly the dataset's pipeline (with a
     different recipe seed).
     """
-    rng = np.random.default_rng(_derive_seed(recipe.seed, item.word, item.variant, item.k))
+    rng = np.random.default_rng(derive_seed(recipe.seed, item.word, item.variant, item.k))
     if item.word == SILENCE:
         from arinext.training.waveform_augment import non_speech
 
@@ -308,7 +311,7 @@ def render_item(item: Item, recipe: Recipe) -> np.ndarray:
     rate = int(rng.integers(recipe.rate_wpm[0], recipe.rate_wpm[1] + 1))
     pitch = int(rng.integers(recipe.pitch[0], recipe.pitch[1] + 1))
     amplitude = int(rng.integers(recipe.amplitude[0], recipe.amplitude[1] + 1))
-    speech = _trim(_synthesize(text, voice, rate, pitch, amplitude), recipe.trim_db)
+    speech = trim(synthesize(text, voice, rate, pitch, amplitude), recipe.trim_db)
     if speech.size > CLIP_SAMPLES:
         # A phrase longer than the window: a random one-second stretch of it.
         start = int(rng.integers(0, speech.size - CLIP_SAMPLES + 1))
