@@ -33,7 +33,8 @@ MAX_TOP_K = 50
 OTHER_VARIABLES = frozenset({"ARINEXT_TORCH_FIND_LINKS", "ARINEXT_BENCH_CLIP"})
 # The demo's trainer (the ``train`` extra's command), and the fields its arguments may name.
 TEACH_COMMAND = (
-    "arinext train-keywords {phrase} --recordings {recordings} --out {out} --name {name}"
+    "arinext train-keywords {phrase} --recordings {recordings} --out {out} --name {name} "
+    "--progress json"
 )
 TEACH_FIELDS = frozenset({"phrase", "recordings", "out", "name"})
 # Shortest repository token: long enough that guessing it over HTTP is hopeless.

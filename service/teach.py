@@ -7,11 +7,12 @@ length) and written as 16 kHz WAV files to a folder of this run, and the trainer
 command, ``ARINEXT_DEMO_TEACH_COMMAND`` (by default ``arinext train-keywords``, which imports
 torch; the server never does): through :mod:`arinext.service.teach_launcher`, at low priority
 with its address space capped, killed after ``ARINEXT_DEMO_TEACH_TIMEOUT_SECONDS`` or when the
-server stops. Its progress is read from the bars it prints (``stage:  40%|...| 48/120 [...]``,
-tqdm's format). The artifact it writes is verified as at start-up
-(:func:`arinext.service.loading.load_model`) and served with :meth:`ModelService.put`, so streams
-started from then on hear it. A run's takes are deleted when it ends; the last taught model's
-folder is kept while it is served and removed at shutdown.
+server stops. Its progress is read from the JSON lines it prints (``train-keywords --progress
+json``: ``{"event": "progress", "stage": "embedding", "done": 48, "total": 120}``). The artifact
+it writes is verified as at start-up (:func:`arinext.service.loading.load_model`) and served
+with :meth:`ModelService.put`, so streams started from then on hear it. A run's takes are
+deleted when it ends; the last taught model's folder is kept while it is served and removed at
+shutdown.
 
 One run at a time: a second request while one runs is refused with a message saying when to
 try again, not queued (a run takes minutes of every core).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import logging
 import math
 import os
@@ -79,10 +81,6 @@ MODEL_NAME = "taught"
 NICENESS = 10
 # ``arinext train-keywords``'s stages, in order; they give the share of a run done.
 STAGES = ("synthesis", "augmentation", "embedding", "training")
-# One progress bar update: "embedding:  40%|####      | 48/120 [00:05<00:07, 9.6clip/s]".
-_PROGRESS = re.compile(
-    r"(?P<stage>[A-Za-z][\w -]{0,40}?): *\d+%\|[^|]*\| *(?P<done>\d+)/(?P<total>\d+)"
-)
 _TAIL_LINES = 20
 _MAX_LINE = 4096
 
@@ -109,11 +107,20 @@ def normalise_phrase(text: str) -> str:
 
 
 def parse_progress(line: str) -> tuple[str, int, int] | None:
-    """``(stage, done, total)`` of a progress bar line, or None for any other line."""
-    match = _PROGRESS.search(line)
-    if match is None:
+    """``(stage, done, total)`` of a progress line (``{"event": "progress", "stage": ...,
+    "done": ..., "total": ...}``), or None for any other line."""
+    if not line.startswith("{"):
         return None
-    return match["stage"].strip(), int(match["done"]), int(match["total"])
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("event") != "progress":
+        return None
+    stage, done, total = event.get("stage"), event.get("done"), event.get("total")
+    if not isinstance(stage, str) or not isinstance(done, int) or not isinstance(total, int):
+        return None
+    return stage[:40], done, total
 
 
 def trainer_argv(command: str, **fields: str) -> list[str]:

@@ -1,18 +1,22 @@
 """``arinext train-keywords``: the command line of :mod:`arinext.training.keywords`.
 
 A thin wrapper: phrases and a recordings folder in, tqdm bars while it runs, a summary of the
-held-out voices at the end. Registering it imports neither torch nor the recipe.
+held-out voices at the end. ``--progress json`` prints, instead, one JSON object a line on stdout
+for programs that run it (the demo's *Teach a word* tab): ``{"event": "progress", "stage": ...,
+"done": ..., "total": ...}`` while a stage runs, then ``{"event": "result", "artifact": ...,
+...}``. Registering it imports neither torch nor the recipe.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["read_recordings", "register"]
+__all__ = ["JsonProgress", "read_recordings", "register"]
 
 _AUDIO = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -56,6 +60,27 @@ class _Bars:
             self.bar.close()
 
 
+class JsonProgress:
+    """Progress as JSON lines on stdout: each stage's start and end, and every whole percent."""
+
+    def __init__(self) -> None:
+        self.last: tuple[str, int] = ("", -1)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        if (stage, percent) != self.last or done == total:
+            self.last = (stage, percent)
+            _emit({"event": "progress", "stage": stage, "done": done, "total": total})
+
+    def close(self) -> None:
+        pass
+
+
+def _emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
 def _run(args: argparse.Namespace) -> int:
     from arinext.training.keywords import KeywordRecipe, train_keywords
 
@@ -68,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         int8=not args.fp32,
     )
-    bars = _Bars()
+    bars = JsonProgress() if args.progress == "json" else _Bars()
     try:
         result = train_keywords(
             args.phrases,
@@ -83,6 +108,19 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     held = result.held_out
+    if args.progress == "json":
+        _emit(
+            {
+                "event": "result",
+                "artifact": str(result.artifact),
+                "labels": result.labels,
+                "precision": result.precision,
+                "window_seconds": result.window_seconds,
+                "seconds": round(result.seconds, 1),
+                "held_out": held,
+            }
+        )
+        return 0
     lines = [
         f"wrote {result.artifact} ({result.precision}, {result.window_seconds:.2f} s windows) "
         f"in {result.seconds:.0f} s",
@@ -125,6 +163,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the head alone (default) or the backbone's last stage too",
     )
     p.add_argument("--fp32", action="store_true", help="do not try int8")
+    p.add_argument(
+        "--progress",
+        choices=("bars", "json"),
+        default="bars",
+        help="bars (default) or json: one JSON object a line on stdout (stage, done, total; "
+        "then the artifact and the held-out summary), for programs that run the command",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
     p.set_defaults(func=_run)

@@ -52,7 +52,8 @@ needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng (Deb
 def fake_command(seconds: float) -> str:
     """The stand-in trainer, as ``ARINEXT_DEMO_TEACH_COMMAND``."""
     return shlex.join([sys.executable, str(FAKE_TRAINER), "{phrase}"]) + (
-        f" --recordings {{recordings}} --out {{out}} --name {{name}} --seconds {seconds}"
+        f" --recordings {{recordings}} --out {{out}} --name {{name}} --progress json"
+        f" --seconds {seconds}"
     )
 
 
@@ -84,17 +85,20 @@ def test_phrases_are_words_of_letters() -> None:
             normalise_phrase(bad)
 
 
-def test_progress_is_read_from_the_trainers_bars() -> None:
-    line = "embedding:  40%|████      | 48/120 [00:05<00:07,  9.60clip/s]"
+def test_progress_is_read_from_the_trainers_json_lines() -> None:
+    line = '{"event": "progress", "stage": "embedding", "done": 48, "total": 120}'
     assert parse_progress(line) == ("embedding", 48, 120)
     assert parse_progress("2026-12-07 INFO training.keywords: wrote /tmp/x") is None
+    assert parse_progress('{"event": "result", "artifact": "/tmp/x"}') is None
+    assert parse_progress('{"event": "progress", "stage": "training"') is None  # cut short
+    assert parse_progress('{"event": "progress", "stage": 3, "done": 1, "total": 2}') is None
 
 
 def test_the_command_keeps_a_phrase_one_argument_and_runs_arinext_with_this_python() -> None:
     argv = trainer_argv(TEACH_COMMAND, phrase="lights on", recordings="/r", out="/o", name="n")
     assert argv == [
         *(sys.executable, "-m", "arinext", "train-keywords", "lights on"),
-        *("--recordings", "/r", "--out", "/o", "--name", "n"),
+        *("--recordings", "/r", "--out", "/o", "--name", "n", "--progress", "json"),
     ]
 
 

@@ -100,3 +100,29 @@ def test_cli_parses_and_refuses_unknown_recordings(tmp_path: Path) -> None:
     register(parser.add_subparsers())
     args = parser.parse_args(["train-keywords", "lights on", "--out", str(tmp_path / "o")])
     assert args.phrases == ["lights on"] and args.tune == "head" and not args.fp32
+    assert args.progress == "bars"
+
+
+def test_json_progress_is_a_line_per_stage_edge_and_percent(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from arinext.service.teach import parse_progress
+    from arinext.training.keywords_cli import JsonProgress
+
+    progress = JsonProgress()
+    for done in range(1001):
+        progress("training", done, 1000)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 101  # 0 %, 1 %, ..., 100 %
+    assert json.loads(lines[-1]) == {
+        "event": "progress",
+        "stage": "training",
+        "done": 1000,
+        "total": 1000,
+    }
+    assert [parse_progress(line) for line in lines[:2]] == [
+        ("training", 0, 1000),
+        ("training", 10, 1000),
+    ]
