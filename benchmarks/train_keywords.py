@@ -138,6 +138,13 @@ def main() -> None:
     parser.add_argument("--recordings", type=Path, default=Path("../shared/speech_commands_subset"))
     parser.add_argument("--user-recordings", default=None, metavar="WORD:SPEAKER:N")
     parser.add_argument("--tune", choices=("head", "last-stage"), default="head")
+    parser.add_argument(
+        "--head",
+        choices=("temporal", "linear"),
+        default=KeywordRecipe.head,
+        help="linear: the first version's head (global pooling on the last stage, 120 phrase "
+        "renditions, 240 words, 3 copies)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=KeywordRecipe.epochs)
     parser.add_argument("--no-ood", action="store_true")
@@ -156,12 +163,15 @@ def main() -> None:
         if len(paths) < int(count) or split_of(speaker) != "train":
             raise SystemExit(f"{speaker} has {len(paths)} training recordings of {word}")
         user = {word: paths}
+    first: dict = {}
+    if args.head == "linear":
+        first = {"head": "linear", "stages": 4, "per_phrase": 120, "vocabulary": 240, "copies": 3}
     start = time.perf_counter()
     result = train_keywords(
         args.phrases,
         args.out,
         recordings=user,
-        recipe=KeywordRecipe(seed=args.seed, tune=args.tune, epochs=args.epochs),
+        recipe=KeywordRecipe(seed=args.seed, tune=args.tune, epochs=args.epochs, **first),
         overwrite=True,
     )
     wall = time.perf_counter() - start
@@ -174,6 +184,7 @@ def main() -> None:
         ),
         "user_recordings": {k: [p.name for p in v] for k, v in (user or {}).items()},
         "tune": args.tune,
+        "head": args.head,
         "epochs": args.epochs,
         "precision": result.precision,
         "window_seconds": result.window_seconds,

@@ -85,14 +85,12 @@ def _run(args: argparse.Namespace) -> int:
     from arinext.training.keywords import KeywordRecipe, train_keywords
 
     recordings = read_recordings(args.recordings, args.phrases) if args.recordings else None
-    recipe = KeywordRecipe(
-        seed=args.seed,
-        per_phrase=args.per_phrase,
-        copies=args.copies,
-        tune=args.tune,
-        epochs=args.epochs,
-        int8=not args.fp32,
-    )
+    chosen = {
+        k: getattr(args, k) for k in ("per_phrase", "copies", "epochs", "head") if getattr(args, k)
+    }
+    if args.head == "linear":
+        chosen["stages"] = 4
+    recipe = KeywordRecipe(seed=args.seed, tune=args.tune, int8=not args.fp32, **chosen)
     bars = JsonProgress() if args.progress == "json" else _Bars()
     try:
         result = train_keywords(
@@ -153,9 +151,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default="keywords", help="the artifact's name (default keywords)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-phrase", type=int, default=120, help="espeak-ng renditions per phrase")
-    p.add_argument("--copies", type=int, default=3, help="augmented views of each clip")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--per-phrase", type=int, help="espeak-ng renditions per phrase (default 240)")
+    p.add_argument("--copies", type=int, help="augmented views of each clip (default 2)")
+    p.add_argument("--epochs", type=int, help="passes over the cached features (default 60)")
+    p.add_argument(
+        "--head",
+        choices=("temporal", "linear"),
+        help="temporal (default): a convolution over time on the backbone's third stage; "
+        "linear: global pooling and a linear layer on its last stage (the default model's head)",
+    )
     p.add_argument(
         "--tune",
         choices=("head", "last-stage"),

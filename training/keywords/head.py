@@ -1,11 +1,13 @@
 """The keyword head, the network the artifact holds, and their training on cached features.
 
-Two heads read the backbone's last feature map ``[N, C, T', F']``:
+Two heads read a backbone stage's feature map ``[N, C, T', F']`` (by default the third stage's,
+whose time steps are 16 frames, 0.32 s: twice as fine as the last stage's):
 
 - ``linear``: global average pooling then a linear layer (the default model's own head form);
 - ``temporal``: average over frequency only, a small convolution over time (each step sees its
   neighbours, so "lights" then "on" differs from "lights" then "off" even where the pooled
-  features blur them), max and mean over time, then a linear layer.
+  features blur them), max and mean over time, with the plain average beside them, then a
+  linear layer.
 """
 
 from __future__ import annotations

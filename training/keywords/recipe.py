@@ -13,7 +13,7 @@ __all__ = ["HEAD", "HeadKind", "KeywordRecipe", "KeywordResult", "ProgressCallba
 HEAD = "keywords"
 # Called as (stage, done, total) while a stage runs: synthesis, augmentation, embedding, training.
 ProgressCallback = Callable[[str, int, int], None]
-# The head on the backbone's last feature map (:class:`arinext.training.keywords.head.KeywordHead`).
+# The head on a stage's feature map (:class:`arinext.training.keywords.head.KeywordHead`).
 HeadKind = Literal["linear", "temporal"]
 
 
@@ -22,20 +22,20 @@ class KeywordRecipe:
     """Every knob of a keyword run; recorded in the artifact's manifest."""
 
     seed: int = 0
-    per_phrase: int = 120  # espeak-ng renditions of each phrase by training voices
+    per_phrase: int = 240  # espeak-ng renditions of each phrase by training voices
     held_out_per_phrase: int = 16  # ... by held-out voice variants, for the summary
-    vocabulary: int = 240  # _unknown_: ordinary words and short phrases
+    vocabulary: int = 160  # _unknown_: ordinary words and short phrases
     near_misses: int = 40  # _unknown_ per phrase: its words alone, or one word swapped
     command_words: int = 2  # renditions of each of the 35 Speech Commands words, as _unknown_
     silence: int = 80  # non-speech clips
-    copies: int = 3  # augmented views of every synthesised clip
+    copies: int = 2  # augmented views of every synthesised clip
     recording_copies: int = 40  # augmented views of every recording of the user
-    head: HeadKind = "linear"
-    stages: int = 4  # backbone stages the head reads the output of (the shipped model has 4)
+    head: HeadKind = "temporal"
+    stages: int = 3  # backbone stages the head reads the output of (the shipped model has 4)
     hidden: int = 128  # channels of the temporal head's convolution
     dropout: float = 0.5
     tune: Literal["head", "last-stage"] = "head"  # last-stage: also the last of ``stages``
-    epochs: int = 30
+    epochs: int = 60
     lr: float = 3e-3
     stage_lr: float = 3e-4
     label_smoothing: float = 0.1
