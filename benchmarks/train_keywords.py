@@ -143,10 +143,17 @@ def main() -> None:
         choices=("temporal", "linear"),
         default=KeywordRecipe.head,
         help="linear: the first version's head (global pooling on the last stage, 120 phrase "
-        "renditions, 240 words, 3 copies)",
+        "renditions; give --epochs 30 for its training)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=KeywordRecipe.epochs)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="any other KeywordRecipe knob, e.g. --set per_phrase=480 (repeatable)",
+    )
     parser.add_argument("--no-ood", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -165,7 +172,10 @@ def main() -> None:
         user = {word: paths}
     first: dict = {}
     if args.head == "linear":
-        first = {"head": "linear", "stages": 4, "per_phrase": 120, "vocabulary": 240, "copies": 3}
+        first = {"head": "linear", "stages": 4, "per_phrase": 120}
+    defaults = KeywordRecipe()
+    for knob, _, value in (item.partition("=") for item in args.set):
+        first[knob] = type(getattr(defaults, knob))(value)
     start = time.perf_counter()
     result = train_keywords(
         args.phrases,
@@ -185,6 +195,7 @@ def main() -> None:
         "user_recordings": {k: [p.name for p in v] for k, v in (user or {}).items()},
         "tune": args.tune,
         "head": args.head,
+        "recipe": {k: v for k, v in first.items() if k not in ("head", "stages")},
         "epochs": args.epochs,
         "precision": result.precision,
         "window_seconds": result.window_seconds,

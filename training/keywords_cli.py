@@ -151,9 +151,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default="keywords", help="the artifact's name (default keywords)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--per-phrase", type=int, help="espeak-ng renditions per phrase (default 240)")
-    p.add_argument("--copies", type=int, help="augmented views of each clip (default 2)")
-    p.add_argument("--epochs", type=int, help="passes over the cached features (default 60)")
+    p.add_argument("--per-phrase", type=int, help="espeak-ng renditions per phrase (default 480)")
+    p.add_argument("--copies", type=int, help="augmented views of each clip (default 3)")
+    p.add_argument("--epochs", type=int, help="passes over the cached features (default 40)")
     p.add_argument(
         "--head",
         choices=("temporal", "linear"),

@@ -22,20 +22,20 @@ class KeywordRecipe:
     """Every knob of a keyword run; recorded in the artifact's manifest."""
 
     seed: int = 0
-    per_phrase: int = 240  # espeak-ng renditions of each phrase by training voices
+    per_phrase: int = 480  # espeak-ng renditions of each phrase by training voices
     held_out_per_phrase: int = 16  # ... by held-out voice variants, for the summary
-    vocabulary: int = 160  # _unknown_: ordinary words and short phrases
+    vocabulary: int = 240  # _unknown_: ordinary words and short phrases
     near_misses: int = 40  # _unknown_ per phrase: its words alone, or one word swapped
     command_words: int = 2  # renditions of each of the 35 Speech Commands words, as _unknown_
     silence: int = 80  # non-speech clips
-    copies: int = 2  # augmented views of every synthesised clip
+    copies: int = 3  # augmented views of every synthesised clip
     recording_copies: int = 40  # augmented views of every recording of the user
     head: HeadKind = "temporal"
     stages: int = 3  # backbone stages the head reads the output of (the shipped model has 4)
     hidden: int = 128  # channels of the temporal head's convolution
     dropout: float = 0.5
     tune: Literal["head", "last-stage"] = "head"  # last-stage: also the last of ``stages``
-    epochs: int = 60
+    epochs: int = 40
     lr: float = 3e-3
     stage_lr: float = 3e-4
     label_smoothing: float = 0.1
