@@ -98,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
             args.out,
             recordings=recordings,
             recipe=recipe,
-            name=args.name,
+            name=args.name or args.out.name,
             workers=args.workers,
             progress=bars,
             overwrite=args.overwrite,
@@ -149,7 +149,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="your recordings: DIR/<phrase>/*.wav, a folder per phrase (lights_on or 'lights on')",
     )
-    p.add_argument("--name", default="keywords", help="the artifact's name (default keywords)")
+    p.add_argument(
+        "--name",
+        help="the artifact's name (default: the --out folder's, as the model repository wants)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-phrase", type=int, help="espeak-ng renditions per phrase (default 480)")
     p.add_argument("--copies", type=int, help="augmented views of each clip (default 3)")

@@ -216,7 +216,7 @@ def test_the_browser_teaches_a_word_and_the_live_tab_hears_it(
             models=EMBEDDED_MODEL_DIR,
             demo="true",
             demo_teach="true",
-            demo_teach_command=fake_command(8),
+            demo_teach_command=fake_command(20),  # long enough to press Teach again under load
         ) as server,
         _demo_page(server.url, height=1400, extra_args=fake_microphone) as page,
     ):
@@ -233,7 +233,7 @@ def test_the_browser_teaches_a_word_and_the_live_tab_hears_it(
         page.click("#teach-button")
         status = page.locator("#teach-status")
         expect(status).to_contain_text(f"Teaching '{PHRASE}'", timeout=30_000)
-        expect(status).to_contain_text("/", timeout=30_000)  # a stage's progress: done/total
+        expect(status).to_contain_text("/", timeout=60_000)  # a stage's progress: done/total
         page.click("#teach-button")
         expect(page.get_by_text(f"busy: teaching '{PHRASE}', try again in")).to_be_visible(
             timeout=15_000
