@@ -36,7 +36,7 @@ from arinext.model.labels import UNKNOWN
 from arinext.model.scores import probabilities
 from arinext.service.loading import LoadedModel, load_model
 from arinext.training.datasets.recordings import list_recordings, split_of
-from arinext.training.keywords import HEAD, KeywordRecipe, train_keywords
+from arinext.training.keywords import KeywordRecipe, train_keywords
 from arinext.training.synth_ood import OodItem, ood_voices, read_wav, speak_ood
 from arinext.training.synth_speech import SAMPLE_RATE, derive_seed, trim
 from arinext.training.vocabulary import HELD_OUT_WORDS
@@ -48,7 +48,10 @@ log = logging.getLogger("train_keywords")
 def _scores(model: LoadedModel, clips: list[np.ndarray]) -> np.ndarray:
     cfg = model.manifest.frontend
     views = np.stack([clip_view(c.astype(np.float32), 0, cfg) for c in clips])[:, None]
-    logits = np.concatenate([model.run(views[s : s + 64])[HEAD] for s in range(0, len(views), 64)])
+    (head,) = model.manifest.heads
+    logits = np.concatenate(
+        [model.run(views[s : s + 64])[head.name] for s in range(0, len(views), 64)]
+    )
     return probabilities(logits, "softmax")
 
 
@@ -81,7 +84,8 @@ def out_of_domain(model: LoadedModel, phrases: list[str], seed: int = 0) -> dict
             _place(trim(read_wav(raw[item]), 40.0), n, np.random.default_rng(i))
             for i, item in enumerate(items)
         ]
-    labels = model.manifest.head(HEAD).labels
+    (head,) = model.manifest.heads
+    labels = head.labels
     truth = np.array([labels.index(item.word) for item in items])
     said = np.array([item.word in phrases for item in items])
     result = {}

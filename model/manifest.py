@@ -236,7 +236,10 @@ def verify_artifact(directory: Path | str) -> Manifest:
     model_path = Path(directory) / MODEL_FILE
     if not model_path.is_file():
         raise ArtifactError(f"{model_path}: missing")
-    actual = sha256_file(model_path)
+    try:
+        actual = sha256_file(model_path)
+    except OSError as exc:  # unreadable (permissions, a volume gone): not servable, say why
+        raise ArtifactError(f"{model_path}: cannot be read: {exc.strerror or exc}") from None
     if actual != manifest.sha256:
         raise ArtifactError(
             f"{model_path}: sha256 {actual} does not match the manifest's {manifest.sha256}"

@@ -276,6 +276,8 @@ class Batcher:
             while self._bulk_admitted + count > self.capacity:
                 self._room.clear()
                 await self._room.wait()
+                if self._task is not None and self._task.done() and self._closed is not None:
+                    raise self._closed()  # closed while this waited: nothing will make room
             self._bulk_admitted += count
         self.update_depth()
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
@@ -455,6 +457,7 @@ class Batcher:
                 job.future.set_exception(refusal())
         self._urgent.clear()
         self._bulk.clear()
+        self._room.set()  # wake bulk submits waiting for room: they find the batcher closed
         # A batch still inside ONNX Runtime finishes on its thread; nobody waits for it.
         if self._shared_worker is None:  # a shared pool is its owner's to stop
             self._executor.shutdown(wait=False, cancel_futures=True)

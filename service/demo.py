@@ -105,7 +105,10 @@ async def run_demo(
         for prediction in response.predictions[:MAX_HEADS_SHOWN]
     ]
     labels += [gr.Label(value=None, visible=False)] * (MAX_HEADS_SHOWN - len(labels))
-    cfg = service.registry.heads[response.predictions[0].head][0].manifest.frontend
+    served = service.registry.heads.get(response.predictions[0].head)
+    if served is None:  # unloaded by the model repository since this request ran
+        raise gr.Error(f"model {response.predictions[0].model!r} was unloaded; try again")
+    cfg = served[0].manifest.frontend
     audio = outcome.audio
     samples = await asyncio.to_thread(resample, audio.samples, audio.sample_rate, cfg.sample_rate)
     marks = shown[0].detections if long_clip else []

@@ -82,26 +82,35 @@ class ModelRepository:
                 f"digit; got {name[:80]!r}",
             )
         folder = self.root / name
-        resolved = folder.resolve()
-        inside = resolved.is_relative_to(self.root) and resolved != self.root
-        if not inside or not resolved.is_dir():
-            raise ApiError(404, "unknown_model", f"the repository has no model {name!r}")
-        for file in (MANIFEST_FILE, MODEL_FILE):
-            if (folder / file).exists() and not (folder / file).resolve().is_relative_to(self.root):
-                raise ApiError(
-                    400, "load_failed", f"model {name!r}: {file} leads outside the repository"
-                )
+        try:  # a link loop raises RuntimeError, an unreadable folder OSError
+            resolved = folder.resolve()
+            inside = resolved.is_relative_to(self.root) and resolved != self.root
+            if not inside or not resolved.is_dir():
+                raise ApiError(404, "unknown_model", f"the repository has no model {name!r}")
+            for file in (MANIFEST_FILE, MODEL_FILE):
+                path = folder / file
+                if path.exists() and not path.resolve().is_relative_to(self.root):
+                    raise ApiError(
+                        400, "load_failed", f"model {name!r}: {file} leads outside the repository"
+                    )
+        except (OSError, RuntimeError):
+            raise ApiError(404, "unknown_model", f"the repository has no model {name!r}") from None
         return resolved
 
     def index(self, *, ready_only: bool = False) -> list[RepositoryEntry]:
         """The repository's folders, and the models served from elsewhere (``ARINEXT_MODELS``),
         by name."""
         served = self.service.registry.models
-        names = {
-            path.name
-            for path in itertools.islice(self.root.iterdir(), _MAX_ENTRIES)
-            if NAME_PATTERN.fullmatch(path.name) and path.is_dir()
-        }
+        try:
+            names = {
+                path.name
+                for path in itertools.islice(self.root.iterdir(), _MAX_ENTRIES)
+                if NAME_PATTERN.fullmatch(path.name) and path.is_dir()
+            }
+        except OSError as exc:  # unmounted or unreadable since start-up
+            raise ApiError(
+                503, "repository_unavailable", f"the model repository cannot be read: {exc}"
+            ) from None
         entries = []
         for name in sorted(names | set(served)):
             if name in served:
@@ -137,7 +146,11 @@ class ModelRepository:
         async def run() -> T:
             async with self._lock:
                 self._waiting -= 1
-                self._check_serving()
+                try:
+                    self._check_serving()
+                except ApiError:
+                    operation.close()  # never started: no "never awaited" warning
+                    raise
                 return await operation
 
         task = asyncio.ensure_future(run())

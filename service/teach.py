@@ -221,6 +221,7 @@ class Teacher:
         self._process: asyncio.subprocess.Process | None = None
         self._root: Path | None = None
         self._served: Path | None = None  # the run folder of the model served now
+        self._closed = False
 
     def busy_message(self) -> str | None:
         """What a request arriving now is told, or None when it may start a run."""
@@ -240,6 +241,8 @@ class Teacher:
         )
         if busy := self.busy_message():  # another run began while these were decoded
             raise TeachBusyError(busy)
+        if self._closed:
+            raise TeachError("The server is stopping.")
         job = TeachJob(phrase, self.settings.demo_teach_timeout_seconds)
         self.job = job
         self._task = asyncio.create_task(self._run(job, wavs), name="teach")
@@ -298,8 +301,15 @@ class Teacher:
         command = launcher_argv(
             argv, memory_bytes=self.settings.demo_teach_memory_bytes, niceness=NICENESS
         )
+        # Its temporary files (clips of the takes among them) go in the run folder, which is
+        # deleted however the run ends, and it gets none of the server's secrets.
+        scratch = folder / "tmp"
+        scratch.mkdir()
+        env = {k: v for k, v in os.environ.items() if k != "ARINEXT_REPOSITORY_TOKEN"}
+        env.update(TMPDIR=str(scratch), TEMP=str(scratch), TMP=str(scratch))
         process = await asyncio.create_subprocess_exec(
             *command,
+            env=env,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -369,7 +379,8 @@ class Teacher:
 
     async def close(self) -> None:
         """Kill a run in progress and delete every file of this teacher (at shutdown)."""
-        if self._process is not None:
+        self._closed = True
+        if self._process is not None and self.job is not None and self.job.running:
             _kill(self._process)
         if self._task is not None:
             self._task.cancel()
@@ -379,8 +390,8 @@ class Teacher:
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
-    """SIGKILL the run's process group (the trainer and any workers it started)."""
-    if process.returncode is not None:
-        return
+    """SIGKILL the run's process group (the trainer and any workers it started), even when the
+    trainer itself has ended: its workers may outlive it. Linux does not reuse the number of a
+    process group that still has members."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)

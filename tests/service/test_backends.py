@@ -93,7 +93,7 @@ def test_a_backend_that_cannot_load_keeps_the_server_not_ready_and_says_why(
 ) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if the extra were not installed
     with (
-        caplog.at_level(logging.ERROR, logger="service"),
+        caplog.at_level(logging.ERROR, logger="arinext.service"),
         serve_in_process(
             isolated_settings(models=[speech_artifact], **settings), ready=False
         ) as client,

@@ -146,14 +146,14 @@ def test_a_run_is_served_refuses_a_second_meanwhile_and_leaves_no_takes(
         time.sleep(0.05)
     assert job.state == "done", job.message
     assert {"synthesis", "training"} <= stages
-    assert f"model `{MODEL_NAME}` (head keywords) is served now" in job.describe()
+    assert f"model `{MODEL_NAME}` (head {MODEL_NAME}) is served now" in job.describe()
     heads = {h["head"]: h for h in teach_client.get("/models").json()["heads"]}
-    assert heads["keywords"]["labels"][0] == PHRASE
+    assert heads[MODEL_NAME]["labels"][0] == PHRASE
     run_folders = [p for p in teacher._root.iterdir()]  # type: ignore[union-attr]
     assert len(run_folders) == 1 and not (run_folders[0] / "recordings").exists()
     # The served model hears the phrase (the tones) once, and not the quiet around it.
     answer = teach_client.post(
-        "/classify?heads=keywords",
+        f"/classify?heads={MODEL_NAME}",
         content=take(pad_s=1.5),
         headers={"content-type": "audio/wav"},
     ).json()

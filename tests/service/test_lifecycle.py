@@ -61,7 +61,7 @@ def _assert_not_ready(client: TestClient) -> None:
 def test_no_models_starts_not_ready_with_a_clear_log_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="service")
+    caplog.set_level(logging.ERROR, logger="arinext.service")
     with serve_in_process(isolated_settings(), ready=False) as client:
         _wait_status(client, "no_models")
         _assert_not_ready(client)
@@ -74,7 +74,7 @@ def test_tampered_model_fails_verification_and_keeps_the_server_not_ready(
     artifact = _copy(speech_artifact, tmp_path)
     with (artifact / MODEL_FILE).open("ab") as fh:
         fh.write(b"\0")
-    caplog.set_level(logging.ERROR, logger="service")
+    caplog.set_level(logging.ERROR, logger="arinext.service")
     with serve_in_process(isolated_settings(models=[artifact]), ready=False) as client:
         _wait_status(client, "failed")
         _assert_not_ready(client)
@@ -96,7 +96,7 @@ def test_broken_artifacts_are_refused(
 ) -> None:
     artifact = _copy(speech_artifact, tmp_path)
     damage(artifact)  # type: ignore[operator]
-    caplog.set_level(logging.ERROR, logger="service")
+    caplog.set_level(logging.ERROR, logger="arinext.service")
     with serve_in_process(isolated_settings(models=[artifact]), ready=False) as client:
         _wait_status(client, "failed")
     assert any("refusing to serve" in r.getMessage() for r in caplog.records)
@@ -150,7 +150,7 @@ def test_readyz_is_503_while_models_load(
 def test_an_execution_provider_this_build_lacks_keeps_the_server_not_ready(
     speech_artifact: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="service")
+    caplog.set_level(logging.ERROR, logger="arinext.service")
     settings = isolated_settings(
         models=[speech_artifact], providers=["NoSuchExecutionProvider", "CPUExecutionProvider"]
     )

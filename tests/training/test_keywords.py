@@ -46,7 +46,7 @@ def test_registering_imports_no_heavy_modules() -> None:
 
 def test_tiny_run_writes_a_served_artifact(tmp_path: Path) -> None:
     from arinext.service.pipeline import Classifier
-    from arinext.training.keywords import HEAD, KeywordRecipe, train_keywords
+    from arinext.training.keywords import KeywordRecipe, head_name, train_keywords
 
     recording = tmp_path / "lights on.wav"
     sf.write(recording, spoken("lights on", "en-us"), 16000)
@@ -74,13 +74,13 @@ def test_tiny_run_writes_a_served_artifact(tmp_path: Path) -> None:
     )
     assert stages == {"synthesis", "augmentation", "embedding", "training"}
     manifest = verify_artifact(out)
-    assert manifest.head(HEAD).labels == [
+    assert manifest.head(head_name(manifest.name)).labels == [
         "lights on",
         "hey arinext next slide",
         "_unknown_",
         "_silence_",
     ]
-    assert result.labels == manifest.head(HEAD).labels
+    assert result.labels == manifest.head(head_name(manifest.name)).labels
     keywords = manifest.extra["keywords"]
     assert keywords["phrases"] == ["lights on", "hey arinext next slide"]
     assert keywords["recipe"]["per_phrase"] == 3

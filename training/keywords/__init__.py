@@ -20,19 +20,19 @@ user, when given), learns them on two CPU cores in minutes. The run, one module 
 """
 
 from arinext.training.keywords.recipe import (
-    HEAD,
     KeywordRecipe,
     KeywordResult,
     ProgressCallback,
+    head_name,
 )
 from arinext.training.keywords.run import train_keywords
 from arinext.training.keywords.views import phrase_window
 
 __all__ = [
-    "HEAD",
     "KeywordRecipe",
     "KeywordResult",
     "ProgressCallback",
+    "head_name",
     "phrase_window",
     "train_keywords",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from arinext.training.keywords.backbone import BATCH, backbone_manifest
-from arinext.training.keywords.recipe import HEAD, KeywordRecipe
+from arinext.training.keywords.recipe import KeywordRecipe
 from arinext.training.synth_speech import SAMPLE_RATE
 
 __all__ = ["held_out_summary", "publish"]
@@ -71,7 +71,7 @@ def publish(
             name=name,
             architecture=manifest.architecture,
             frontend=frontend,
-            labels={HEAD: classes},
+            labels={net.head_names[0]: classes},
             level=manifest.reparameterized,
             provenance=default_provenance("arinext train-keywords"),
             extra=extra,
@@ -111,16 +111,18 @@ def held_out_summary(
     """The written artifact (ONNX Runtime) on the held-out voices' log-mel ``views``: top-1 on
     the phrases, false alarms of the rest, per phrase."""
     from arinext.model.backends import open_session
+    from arinext.model.manifest import read_manifest
     from arinext.model.scores import probabilities
     from arinext.training.keyword_report import keyword_report
 
+    (head,) = read_manifest(artifact).heads
     session = open_session(
         artifact / "model.onnx", backend="onnxruntime", precision="auto", threads=threads
     )
     batches = views[:, None]
     logits = np.concatenate(
         [
-            session.run([f"logits_{HEAD}"], {"logmel": batches[s : s + BATCH]})[0]
+            session.run([head.output], {"logmel": batches[s : s + BATCH]})[0]
             for s in range(0, len(batches), BATCH)
         ]
     )

@@ -65,7 +65,7 @@ def _session(output: str) -> Any:
     del graph.graph.output[:]
     graph.graph.output.append(onnx.ValueInfoProto(name=output))
     options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
+    options.intra_op_num_threads = len(os.sched_getaffinity(0))  # the CPUs this process may use
     return ort.InferenceSession(
         graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )

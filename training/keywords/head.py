@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from arinext.training.keywords.backbone import BATCH
-from arinext.training.keywords.recipe import HEAD, HeadKind, KeywordRecipe, ProgressCallback
+from arinext.training.keywords.recipe import HeadKind, KeywordRecipe, ProgressCallback
 
 __all__ = ["KeywordHead", "KeywordNet", "fit"]
 
@@ -56,20 +56,20 @@ class KeywordHead(nn.Module):
 class KeywordNet(nn.Module):
     """The artifact's network: the backbone's stem and first ``stages`` stages, then the head.
 
-    ``forward`` maps log-mel windows ``[N, 1, frames, mels]`` to ``{HEAD: logits}``, like every
+    ``forward`` maps log-mel windows ``[N, 1, frames, mels]`` to ``{head: logits}``, like every
     network :func:`arinext.model.export.export_artifact` exports.
     """
 
-    def __init__(self, backbone: Any, stages: int, head: KeywordHead) -> None:
+    def __init__(self, backbone: Any, stages: int, head: KeywordHead, name: str) -> None:
         super().__init__()
         self.stem = backbone.stem
         self.stages = backbone.stages[:stages]
         self.head = head
-        self.head_names = [HEAD]
+        self.head_names = [name]
         self.architecture_params = dict(backbone.architecture_params)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        return {HEAD: self.head(self.stages(self.stem(x)))}
+        return {self.head_names[0]: self.head(self.stages(self.stem(x)))}
 
 
 def fit(

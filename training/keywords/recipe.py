@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["HEAD", "HeadKind", "KeywordRecipe", "KeywordResult", "ProgressCallback"]
+__all__ = ["HeadKind", "KeywordRecipe", "KeywordResult", "ProgressCallback", "head_name"]
 
-# The artifact's one head: its labels are the phrases, _unknown_ and _silence_.
-HEAD = "keywords"
 # Called as (stage, done, total) while a stage runs: synthesis, augmentation, embedding, training.
 ProgressCallback = Callable[[str, int, int], None]
 # The head on a stage's feature map (:class:`arinext.training.keywords.head.KeywordHead`).
@@ -58,3 +57,11 @@ class KeywordResult:
     precision: str
     seconds: float
     held_out: dict[str, Any] = field(default_factory=dict)
+
+
+def head_name(artifact_name: str) -> str:
+    """The artifact's one head (the phrases, ``_unknown_`` and ``_silence_``), named after the
+    artifact: the server refuses two heads of one name, so two keyword models can serve side by
+    side only if their heads differ."""
+    name = re.sub(r"\W", "_", artifact_name)
+    return name if name.isidentifier() else f"keywords_{name}"

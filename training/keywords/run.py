@@ -31,7 +31,12 @@ from arinext.training.keywords.backbone import (
     stage_input,
 )
 from arinext.training.keywords.head import KeywordHead, KeywordNet, fit
-from arinext.training.keywords.recipe import KeywordRecipe, KeywordResult, ProgressCallback
+from arinext.training.keywords.recipe import (
+    KeywordRecipe,
+    KeywordResult,
+    ProgressCallback,
+    head_name,
+)
 from arinext.training.keywords.speech import normalise_phrase, plan_speech, read_recording, speak
 from arinext.training.keywords.views import (
     ViewJob,
@@ -74,7 +79,7 @@ def train_keywords(
     start = time.perf_counter()
     recipe = recipe or KeywordRecipe()
     report = progress or (lambda stage, done, total: None)
-    workers = workers or os.cpu_count() or 1
+    workers = workers or len(os.sched_getaffinity(0))
     phrases = list(dict.fromkeys(normalise_phrase(p) for p in phrases))
     if not phrases:
         raise ValueError("give at least one phrase")
@@ -131,7 +136,7 @@ def train_keywords(
     backbone = backbone_network()
     channels = backbone.num_features // 2 ** (len(backbone.stages) - recipe.stages)
     head = KeywordHead(recipe.head, channels, len(classes), recipe.hidden, recipe.dropout)
-    net = KeywordNet(backbone, recipe.stages, head)
+    net = KeywordNet(backbone, recipe.stages, head, head_name(name))
     fit(net, cached, y_train, recipe, report)
 
     rng = np.random.default_rng(derive_seed(recipe.seed, "calibration"))
