@@ -34,6 +34,7 @@ __all__ = [
     "Verification",
     "arinext_version",
     "read_manifest",
+    "read_verified_model",
     "sha256_file",
     "verify_artifact",
     "write_manifest",
@@ -240,8 +241,31 @@ def verify_artifact(directory: Path | str) -> Manifest:
         actual = sha256_file(model_path)
     except OSError as exc:  # unreadable (permissions, a volume gone): not servable, say why
         raise ArtifactError(f"{model_path}: cannot be read: {exc.strerror or exc}") from None
+    _check_sha256(model_path, actual, manifest)
+    return manifest
+
+
+def read_verified_model(directory: Path | str) -> tuple[Manifest, bytes]:
+    """The manifest and the graph's bytes, read once and checked against the manifest's sha256.
+
+    What is checked is what gets served: no file swapped between the check and the load, and no
+    external-data file beside the graph (a graph opened from bytes cannot reach one).
+    """
+    manifest = read_manifest(directory)
+    model_path = Path(directory) / MODEL_FILE
+    try:
+        graph = model_path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{model_path}: missing") from None
+    except OSError as exc:
+        raise ArtifactError(f"{model_path}: cannot be read: {exc.strerror or exc}") from None
+    actual = hashlib.sha256(graph).hexdigest()
+    _check_sha256(model_path, actual, manifest)
+    return manifest, graph
+
+
+def _check_sha256(model_path: Path, actual: str, manifest: Manifest) -> None:
     if actual != manifest.sha256:
         raise ArtifactError(
             f"{model_path}: sha256 {actual} does not match the manifest's {manifest.sha256}"
         )
-    return manifest

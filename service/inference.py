@@ -67,6 +67,7 @@ class ModelService:
         self.retry_after = retry_after
         self.status = "loading"
         self.draining = False
+        self._loading_configured = False  # start() installs its own registry when done
         self.registry = ModelRegistry([])
         self.batchers: dict[str, Batcher] = {}
         # Decode, resample and log-mel of requests (arinext.service.workers explains the pool's size
@@ -139,6 +140,7 @@ class ModelService:
                 settings.default_model_dir,
             )
             return
+        self._loading_configured = True
         try:
             registry = await asyncio.to_thread(
                 load_models,
@@ -149,6 +151,8 @@ class ModelService:
             self.status = "failed"
             logger.error("refusing to serve: %s; the server stays not-ready", exc)
             return
+        finally:
+            self._loading_configured = False
         if self.shared_worker is not None:
             logger.info("one CPU: the preparation thread runs the batches too")
         self._install(
@@ -205,7 +209,10 @@ class ModelService:
     def put(self, model: LoadedModel, settings: Settings) -> None:
         """Serve ``model``, in place of the served model of its name if there is one (whose
         admitted requests finish on it); ``ArtifactError`` when its heads clash with another
-        model's. A server that had no model becomes ready."""
+        model's. A server that had no model becomes ready. Refused while the configured models
+        load: their registry, installed next, would drop this one without stopping its batcher."""
+        if self._loading_configured:
+            raise ArtifactError("the configured models are still loading; try again shortly")
         others = [m for m in self.registry.models.values() if m.name != model.name]
         registry = ModelRegistry([*others, model])  # checks the head names
         old = self.batchers.get(model.name)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from arinext.model.backends import BackendError, Session, open_session
-from arinext.model.manifest import MODEL_FILE, ArtifactError, HeadSpec, Manifest, verify_artifact
+from arinext.model.manifest import ArtifactError, HeadSpec, Manifest, read_verified_model
 
 __all__ = ["LoadedModel", "ModelRegistry", "load_model", "load_models"]
 
@@ -57,10 +57,10 @@ def load_model(
     ``backend`` and ``precision`` pick the runtime (``arinext.model.backends``); a backend that is
     not installed or cannot load the graph is refused the same way.
     """
-    manifest = verify_artifact(directory)
+    manifest, graph = read_verified_model(directory)
     try:
         session = open_session(
-            Path(directory) / MODEL_FILE,
+            graph,
             backend=backend,
             precision=precision,
             threads=intra_op_threads,
