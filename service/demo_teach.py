@@ -10,6 +10,7 @@ any page) gets a busy message at once, never a place in a queue.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from arinext.service.teach import (
 )
 
 __all__ = ["teach_tab"]
+
+logger = logging.getLogger(__name__)
 
 # How often the page is told how far a run got.
 PROGRESS_SECONDS = 1.0
@@ -60,6 +63,7 @@ async def teach(teacher: Teacher, phrase: str, *paths: str | None) -> AsyncItera
         yield gr.skip()
         return
     except TeachError as exc:
+        logger.info("teach refused: %s", exc)
         raise gr.Error(str(exc)) from None
     for path in chosen:
         release(path)
