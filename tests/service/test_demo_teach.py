@@ -194,7 +194,6 @@ def test_the_launcher_bounds_memory_and_priority_then_runs_the_command() -> None
 
 
 @pytest.mark.system
-@pytest.mark.alone  # the takes are recorded in real time: a busy machine can cut them short
 @needs_chromium
 @needs_espeak
 def test_the_browser_teaches_a_word_and_the_live_tab_hears_it(
