@@ -157,6 +157,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def _cpus(text: str | None) -> set[int] | None:
     return {int(c) for c in text.split(",")} if text else None
 
@@ -286,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument(
         "--setting",
-        type=lambda text: text.split("=", 1),
+        type=_setting,
         action="append",
         default=[],
         metavar="NAME=VALUE",

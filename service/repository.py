@@ -198,11 +198,7 @@ class ModelRepository:
 
     def _verified(self, folder: Path, name: str) -> LoadedModel:
         """:func:`load_model` (start-up's checks), and the manifest's name is the folder's."""
-        settings = self.settings
-        model = load_model(
-            folder,
-            **settings.runtime_options(),
-        )
+        model = load_model(folder, **self.settings.runtime_options())
         if model.name != name:
             raise ArtifactError(
                 f"folder {name!r} holds model {model.name!r}: name the folder after the model"
