@@ -27,6 +27,7 @@ __all__ = [
     "log_mel_views",
     "mel_filterbank",
     "view_starts",
+    "window_start",
 ]
 
 
@@ -131,6 +132,22 @@ def clip_view(samples: np.ndarray, start: int, cfg: AudioConfig) -> np.ndarray:
     else:
         spec = log_mel(samples[start : start + clip - 1], cfg)
     return fit_frames(spec, cfg.num_frames)
+
+
+def window_start(index: int, hop: int, cfg: AudioConfig) -> int:
+    """Start sample of window ``index`` of a scan with a window every ``hop`` samples.
+
+    Starts fall on the front-end's frame grid (``index * hop`` rounded to the nearest whole
+    frame hop), so overlapping windows share every frame they cover and a stream computes only
+    the frames a hop adds (:class:`IncrementalViews`): at a hop of 12.5 frames (0.25 s at a
+    20 ms frame hop) windows alternate steps of 13 and 12 frames, half the frames of windows
+    cut at exact multiples of the hop, and still 4 a second. A hop shorter than a frame hop is
+    kept exact.
+    """
+    step = cfg.hop_length
+    if hop < step:
+        return index * hop
+    return (index * hop + step // 2) // step * step
 
 
 class IncrementalViews:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arinext.model.audio_config import AudioConfig
-from arinext.model.frontend import clip_view
+from arinext.model.frontend import clip_view, window_start
 from arinext.service.decoding import decode_resampled
 from arinext.service.detection import DEFAULT_HOP_SECONDS
 from arinext.service.errors import ApiError
@@ -39,14 +39,17 @@ __all__ = [
 def window_starts(
     num_samples: int, cfg: AudioConfig, hop_seconds: float | None = None
 ) -> list[int]:
-    """Start samples of the windows covering a clip of ``num_samples`` at the model's rate."""
+    """Start samples of the windows covering a clip of ``num_samples`` at the model's rate
+    (every ``hop_seconds`` on the front-end's frame grid, :func:`window_start`, as a stream's)."""
     clip = cfg.clip_samples
     if num_samples <= clip:
         return [0]
     if hop_seconds is None:
         hop_seconds = DEFAULT_HOP_SECONDS
     hop = max(1, round(hop_seconds * cfg.sample_rate))
-    starts = list(range(0, num_samples - clip + 1, hop))
+    starts = []
+    while (start := window_start(len(starts), hop, cfg)) + clip <= num_samples:
+        starts.append(start)
     if starts[-1] + clip < num_samples:
         starts.append(num_samples - clip)
     return starts

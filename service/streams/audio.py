@@ -21,6 +21,7 @@ import soxr
 
 from arinext.model.audio_config import AudioConfig
 from arinext.model.audio_io import planar_float
+from arinext.model.frontend import window_start
 from arinext.service.errors import ApiError
 from arinext.service.streams.protocol import (
     CLOSE_TOO_BIG,
@@ -260,7 +261,9 @@ class Window:
 class Windower:
     """Cuts one model's windows out of the stream, one every ``hop`` seconds.
 
-    Window ``k`` covers ``[k * hop, k * hop + view)`` at the model's rate. At the end of the
+    Window ``k`` covers ``[s, s + view)`` at the model's rate, ``s`` being ``k * hop`` on the
+    front-end's frame grid (:func:`~arinext.model.frontend.window_start`, as ``/classify``
+    cuts a long clip). At the end of the
     stream one more window ends exactly at the end of the audio (the whole stream, padded as
     ``/classify`` pads, when it is shorter than one view), so every sample is scored.
     """
@@ -277,6 +280,7 @@ class Windower:
         self._blocks: list[np.ndarray] = []  # joined only when a window is cut
         self._buffer = np.zeros(0, dtype=np.float32)
         self._offset = 0  # stream position of _buffer[0]
+        self._index = 0  # of the next window
         self._next_end = self.view
         self._last_end = 0
         self.total = 0
@@ -294,7 +298,8 @@ class Windower:
         windows = []
         while self.total >= self._next_end:
             windows.append(self._cut(self._next_end - self.view, self._next_end))
-            self._next_end += self.hop
+            self._index += 1
+            self._next_end = window_start(self._index, self.hop, self.cfg) + self.view
         if last and self.total > self._last_end:
             windows.append(self._cut(max(0, self.total - self.view), self.total))
         # The next window starts after total - view; the closing one would start there.

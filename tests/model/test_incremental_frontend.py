@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 from arinext.model.audio_config import PRESETS, AudioConfig
-from arinext.model.frontend import IncrementalViews, clip_view
+from arinext.model.frontend import IncrementalViews, clip_view, window_start
 
 # The embedded default model's front-end (32 ms windows, 20 ms hop), beside the paper's presets.
 DEFAULT_MODEL = AudioConfig(
@@ -59,3 +61,36 @@ def test_frames_behind_the_window_are_forgotten() -> None:
     for start in range(0, len(stream) - cfg.clip_samples + 1, cfg.sample_rate // 4):
         incremental.view(stream[start : start + cfg.clip_samples], start)
     assert len(incremental._frames) <= 2 * cfg.num_frames  # a window's worth per phase, not 60 s
+
+
+@pytest.mark.parametrize("hop_seconds", [0.25, 0.37, 0.1])
+def test_window_starts_fall_on_the_frame_grid_and_keep_the_hop(hop_seconds: float) -> None:
+    cfg = DEFAULT_MODEL  # 20 ms frame hop: 0.25 s is 12.5 frames, 0.37 s 18.5
+    hop = round(hop_seconds * cfg.sample_rate)
+    starts = [window_start(k, hop, cfg) for k in range(400)]
+    assert all(s % cfg.hop_length == 0 for s in starts)
+    assert max(abs(s - k * hop) for k, s in enumerate(starts)) <= cfg.hop_length // 2
+    assert all(b > a for a, b in itertools.pairwise(starts))
+
+
+def test_a_hop_of_half_frames_computes_only_the_frames_it_adds() -> None:
+    """At hop 0.25 s (12.5 frame hops) a window computes 13 or 14 frames, not 26 (issue #37)."""
+    cfg = DEFAULT_MODEL
+    hop = cfg.sample_rate // 4
+    stream = np.random.default_rng(2).normal(0, 0.1, 20 * cfg.sample_rate).astype(np.float32)
+    incremental = IncrementalViews(cfg)
+    windows = 0
+    while (start := window_start(windows, hop, cfg)) + cfg.clip_samples <= len(stream):
+        window = stream[start : start + cfg.clip_samples]
+        got = incremental.view(window, start)
+        assert np.abs(got - clip_view(window, 0, cfg)).max() <= 1e-6
+        windows += 1
+    after_first = incremental.computed - cfg.num_frames
+    assert after_first / (windows - 1) <= 14
+
+
+def test_paper_presets_keep_exact_hops() -> None:
+    """Hops that are whole frame hops are not moved (0.25 s is 25 of the presets' 10 ms hops)."""
+    for cfg in PRESETS.values():
+        hop = round(0.25 * cfg.sample_rate)
+        assert [window_start(k, hop, cfg) for k in range(8)] == [k * hop for k in range(8)]
