@@ -47,7 +47,7 @@ def window_starts(
     if hop_seconds is None:
         hop_seconds = DEFAULT_HOP_SECONDS
     hop = max(1, round(hop_seconds * cfg.sample_rate))
-    starts = []
+    starts: list[int] = []
     while (start := window_start(len(starts), hop, cfg)) + clip <= num_samples:
         starts.append(start)
     if starts[-1] + clip < num_samples:
