@@ -56,12 +56,15 @@ class PcmDecoder:
         usable = len(data) - len(data) % self.frame_bytes
         self._pending = data[usable:]
         frames = np.frombuffer(data[:usable], dtype=self.dtype).reshape(-1, self.channels)
-        if self.dtype.kind == "f":
-            if not np.isfinite(frames).all():
-                raise invalid_audio("the audio contains NaN or infinite samples")
-            block = frames.mean(axis=1, dtype=np.float32)
+        if self.dtype.kind == "f" and not np.isfinite(frames).all():
+            raise invalid_audio("the audio contains NaN or infinite samples")
+        # Mono (the usual microphone) is a plain conversion, a fifth of the cost of a mean.
+        if self.channels == 1:
+            block = frames[:, 0].astype(np.float32)
         else:
-            block = frames.mean(axis=1, dtype=np.float32) / np.float32(32768.0)
+            block = frames.mean(axis=1, dtype=np.float32)
+        if self.dtype.kind != "f":
+            block *= np.float32(1 / 32768)  # a power of two: exact, as the division
         return block
 
     async def finish(self) -> np.ndarray:
