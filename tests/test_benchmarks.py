@@ -35,6 +35,11 @@ def _rows(table: str) -> list[list[str]]:
 
 def test_frontend_speed_prints_a_row_per_preset_and_function() -> None:
     rows = _rows(_run("frontend_speed.py", "--runs", "3", timeout=120))
+    stream = {r[0]: r for r in rows if len(r) == 4 and r[0] != "windows"}
+    rows = [r for r in rows if len(r) == 7]
+    assert set(stream) == {"frame grid (served)", "exact 0.25 s", "whole windows"}
+    # The served grid computes the frames a hop adds (12.5 on average, plus the padded first).
+    assert float(stream["frame grid (served)"][1]) <= 14 < float(stream["exact 0.25 s"][1])
     assert {(r[0], r[3]) for r in rows if r[0] != "preset"} == {
         (preset, fn)
         for preset in ("vggsound", "speech_commands", "epic_sounds")
