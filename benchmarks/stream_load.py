@@ -38,6 +38,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a plain checkout
@@ -220,6 +221,7 @@ class Trial:
     worst: float
     server_cpu: float
     client_cpu: float
+    mean_batch: float
     refused: tuple[int | None, str]
     early: Counter
     examples: dict[str, str]
@@ -249,6 +251,7 @@ def trial(args: argparse.Namespace, streams: int, server_cpus: set[int] | None) 
         wall = time.monotonic() - began
         server_cpu = _cpu_seconds(pid) - server_cpu
         client_cpu = time.process_time() - client_cpu
+        mean_batch = _mean_batch(url)
     os.sched_setaffinity(0, available)
     lags = np.concatenate([r.lags for r in results] + [np.zeros(0)]) * 1000
     lags = lags if len(lags) else np.full(1, np.nan)
@@ -268,16 +271,32 @@ def trial(args: argparse.Namespace, streams: int, server_cpus: set[int] | None) 
         float(np.nanmax(lags)),
         100 * server_cpu / wall,
         100 * client_cpu / wall,
+        mean_batch,
         refused,
         early,
         examples,
     )
 
 
+def _mean_batch(stream_url: str) -> float:
+    """Windows per model run over the trial, from the server's ``arinext_batch_size``."""
+    base = stream_url.replace("ws://", "http://", 1).removesuffix("/stream")
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    totals = {"sum": 0.0, "count": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name == "arinext_batch_size":
+            for sample in family.samples:
+                kind = sample.name.rsplit("_", 1)[-1]
+                if kind in totals:
+                    totals[kind] += sample.value
+    return totals["sum"] / totals["count"] if totals["count"] else float("nan")
+
+
 def _row(t: Trial, hop_ms: float) -> str:
     return (
         f"| {t.streams} | {t.completed} | {t.windows} | {t.dropped} | {t.p50:.0f} | {t.p99:.0f} "
-        f"| {t.worst:.0f} | {t.worst / hop_ms:.2f} | {t.server_cpu:.0f} | {t.client_cpu:.0f} |"
+        f"| {t.worst:.0f} | {t.worst / hop_ms:.2f} | {t.mean_batch:.1f} | {t.server_cpu:.0f} "
+        f"| {t.client_cpu:.0f} |"
     )
 
 
@@ -286,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per stream")
     parser.add_argument("--hop", type=float, default=0.25)
-    parser.add_argument("--chunk-ms", type=float, default=20.0)
+    parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message (100)")
     parser.add_argument(
         "--aligned", action="store_true", help="start every stream at once (default: one hop)"
     )
@@ -320,9 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         "| streams | completed | windows | dropped | lag p50 ms | lag p99 ms | lag max ms "
-        "| max in hops | server CPU % | client CPU % |"
+        "| max in hops | windows per model run | server CPU % | client CPU % |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     if not args.find:
         t = trial(args, args.streams, server_cpus)
         print(_row(t, hop_ms))

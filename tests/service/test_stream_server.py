@@ -246,6 +246,7 @@ def test_stream_load_benchmark_prints_its_table(speech_artifact: Path) -> None:
     streams, completed, windows = (int(cell) for cell in row[:3])
     assert streams == 3 and 0 <= completed <= 3  # a loaded machine may refuse some (reported)
     assert windows >= 5 * completed  # 5 windows in 2 s for each completed stream
+    assert float(row[8]) >= 1  # windows per model run, from the server's metrics
     assert ("closed early: " in done.stdout) == (completed < 3)
     assert "stream 4: closed with 1013 (too_many_streams: 3 streams are open" in done.stdout
 
