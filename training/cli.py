@@ -131,8 +131,8 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
         help="measure a run's or an exported artifact's metrics on a dataset split",
         description="Multi-view evaluation (softmax averaged over the preset's test views). "
         "TARGET is a run directory (its best checkpoint, in PyTorch) or an artifact directory "
-        "(model.onnx through ONNX Runtime, as served). Prints the metrics and saves them as "
-        "JSON (default TARGET/eval_<split>.json).",
+        "(model.onnx through ONNX Runtime, or --backend, as served). Prints the metrics and "
+        "saves them as JSON (default TARGET/eval_<split>.json).",
     )
     parser.add_argument("target", type=Path, help="run directory or artifact directory")
     parser.add_argument("--data-root", help="dataset root (default: the run's)")
@@ -151,6 +151,18 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-workers", type=int)
     parser.add_argument("--device", help="auto (default), cpu or cuda (run directories)")
     parser.add_argument("--output", type=Path, help="where to save the metrics JSON")
+    parser.add_argument(
+        "--backend",
+        choices=("onnxruntime", "openvino"),
+        default="onnxruntime",
+        help="artifacts: the runtime that scores them, as ARINEXT_BACKEND serves them",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "f32", "bf16"),
+        default="auto",
+        help="artifacts on OpenVINO: as ARINEXT_PRECISION (auto: bf16 where the CPU has it)",
+    )
     parser.add_argument(
         "--ood",
         type=Path,
@@ -302,7 +314,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         source: dict[str, Any] = {"checkpoint": args.checkpoint, "epoch": payload["epoch"]}
     else:
         cfg = _artifact_config(target, args)
-        source = {"artifact": str(target)}
+        source = {"artifact": str(target), "backend": args.backend}
+        if args.backend == "openvino":
+            source["precision"] = args.precision
     cfg = apply_overrides(cfg, _eval_overrides(args))
     if args.ood and args.recordings:
         raise ConfigError("--ood and --recordings are separate evaluations: give one")
@@ -336,7 +350,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                     model.to(ctx.device)
                     scorer = torch_scorer(model, ctx.device)
                 else:
-                    scorer, _ = onnx_scorer(target, index.heads, threads=torch.get_num_threads())
+                    scorer, _ = onnx_scorer(
+                        target,
+                        index.heads,
+                        threads=torch.get_num_threads(),
+                        backend=args.backend,
+                        precision=args.precision,
+                    )
             probs, labels = predict(
                 scorer,
                 dataset,

@@ -74,9 +74,15 @@ def _label_permutation(
 
 
 def onnx_scorer(
-    artifact_dir: Path | str, dataset_heads: Mapping[str, Sequence[str]], threads: int = 0
+    artifact_dir: Path | str,
+    dataset_heads: Mapping[str, Sequence[str]],
+    threads: int = 0,
+    *,
+    backend: str = "onnxruntime",
+    precision: str = "auto",
 ) -> tuple[Scorer, Manifest]:
-    """Scorer running an artifact's ``model.onnx`` on ONNX Runtime, as the service does.
+    """Scorer running an artifact's ``model.onnx`` on ONNX Runtime (or ``backend``, with
+    OpenVINO's ``precision``), as the service does.
 
     Artifact heads are matched to dataset heads by name (or one-to-one when both have a single
     head) and their columns reordered by label name, so an artifact whose outputs are in another
@@ -95,7 +101,9 @@ def onnx_scorer(
         head: _label_permutation(spec.labels, dataset_heads[head], head)
         for head, spec in pairs.items()
     }
-    session = open_session(Path(artifact_dir) / MODEL_FILE, threads=threads)
+    session = open_session(
+        Path(artifact_dir) / MODEL_FILE, backend=backend, precision=precision, threads=threads
+    )
     outputs = [spec.output for spec in pairs.values()]
 
     def score(inputs: torch.Tensor) -> dict[str, np.ndarray]:

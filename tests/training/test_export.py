@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from arinext.model.backends import available_backends
 from arinext.model.frontend import log_mel_views
 from arinext.model.manifest import verify_artifact
 from arinext.service.decoding import decode_audio, resample
@@ -69,4 +70,28 @@ def test_evaluate_run_and_artifact_agree(
     for key in ("top1", "top5", "mAP", "AUC", "num_clips"):
         assert artifact_report["metrics"][key] == pytest.approx(
             run_report["metrics"][key], abs=1e-6
+        ), key
+    assert artifact_report["backend"] == "onnxruntime"
+
+
+@pytest.mark.skipif("openvino" not in available_backends(), reason="needs the openvino extra")
+def test_evaluate_an_artifact_on_openvino(
+    artifact: Path, learnable_root: Path, tmp_path: Path
+) -> None:
+    """`--backend openvino` scores the artifact as `ARINEXT_BACKEND=openvino` serves it."""
+    reports = {}
+    for backend, precision in (("onnxruntime", "auto"), ("openvino", "f32")):
+        output = tmp_path / f"{backend}.json"
+        code = run_cli(
+            "evaluate", artifact, "--data-root", learnable_root, "--split", "test",
+            "--output", output, "--num-workers", 0, "--backend", backend,
+            "--precision", precision,
+        )  # fmt: skip
+        assert code == 0
+        reports[backend] = json.loads(output.read_text())
+    assert reports["openvino"]["backend"] == "openvino"
+    assert reports["openvino"]["precision"] == "f32"
+    for key in ("top1", "top5", "num_clips"):
+        assert reports["openvino"]["metrics"][key] == pytest.approx(
+            reports["onnxruntime"]["metrics"][key], abs=1e-6
         ), key
