@@ -22,6 +22,7 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -69,9 +70,9 @@ def main() -> None:
             clip = cfg.clip_samples
             wave = (0.1 * rng.standard_normal(clip)).astype(np.float32)
             seconds = clip / cfg.sample_rate
-            calls = {
-                "log_mel": lambda w=wave, c=cfg, n=clip: log_mel(w[: n - 1], c),
-                "clip_view": lambda w=wave, c=cfg: clip_view(w, 0, c),
+            calls: dict[str, Callable[[], object]] = {
+                "log_mel": partial(log_mel, wave[: clip - 1], cfg),
+                "clip_view": partial(clip_view, wave, 0, cfg),
             }
             for label, fn in calls.items():
                 median, p95 = time_calls(fn, args.runs)

@@ -118,7 +118,8 @@ def build_graphs(rows: list[Case], tmp: Path, frames: int) -> tuple[dict, dict]:
             print(f"  exported {row.architecture} {row.level}", file=sys.stderr, flush=True)
         if row.precision == "int8" and (*key, "int8") not in graphs:
             views = synthetic_views(manifests[key].frontend, CALIBRATION_VIEWS, seed=0).views
-            graphs[(*key, "int8")] = quantize_graph(graphs[(*key, "fp32")], INPUT_NAME, views)
+            fp32 = tmp / f"{row.architecture}-{row.level}" / MODEL_FILE
+            graphs[(*key, "int8")] = quantize_graph(fp32, INPUT_NAME, views)
             print(f"  quantised {row.architecture} {row.level}", file=sys.stderr, flush=True)
     return graphs, manifests
 

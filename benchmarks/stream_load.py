@@ -165,8 +165,9 @@ def _setting(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _cpus(text: str | None) -> set[int] | None:
-    return {int(c) for c in text.split(",")} if text else None
+def _cpus(text: str | None) -> set[int]:
+    """The CPUs of a comma-separated list (none: an empty set, which means any)."""
+    return {int(c) for c in text.split(",")} if text else set()
 
 
 @contextlib.contextmanager

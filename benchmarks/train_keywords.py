@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def out_of_domain(model: LoadedModel, phrases: list[str], seed: int = 0) -> dict
     labels = head.labels
     truth = np.array([labels.index(item.word) for item in items])
     said = np.array([item.word in phrases for item in items])
-    result = {}
+    result: dict[str, Any] = {}
     for c, condition in enumerate(CONDITIONS):
         clips = [
             degrade(x, SAMPLE_RATE, condition, derive_seed(seed, i, c))

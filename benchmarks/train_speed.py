@@ -19,6 +19,7 @@ import argparse
 import logging
 import statistics
 import time
+from typing import Any
 
 import torch
 
@@ -39,7 +40,7 @@ def _nhwc_copy(model: torch.nn.Module, arch: str) -> torch.nn.Module:
     """A second network with ``model``'s weights, in channels-last as the engine sets it."""
     twin = create_model(arch, heads=HEADS).train()
     twin.load_state_dict(model.state_dict())
-    return twin.to(memory_format=torch.channels_last)
+    return twin.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def _step(model: torch.nn.Module, x: torch.Tensor, bf16: bool) -> float:
@@ -68,7 +69,7 @@ def main() -> None:
     x = torch.randn(args.batch, 1, args.frames, 128)
     x_nhwc = x.contiguous(memory_format=torch.channels_last)
     # name -> (network, transposed, bf16, input)
-    ways: dict[str, tuple[torch.nn.Module, bool, bool, torch.Tensor]] = {
+    ways: dict[str, tuple[Any, bool, bool, torch.Tensor]] = {
         "plain 1 x k": (model, False, False, x),
         "transposed": (model, True, False, x),
         "transposed + bf16": (model, True, True, x),
