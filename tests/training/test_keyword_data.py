@@ -131,3 +131,28 @@ def test_out_of_domain_set(tmp_path: Path) -> None:
     assert not np.allclose(clean, phone)
     with pytest.raises(FileExistsError):
         synthesize_ood(tmp_path, voices=sorted(wanted))
+
+
+@pytest.mark.system
+def test_keyword_runs_hold_out_the_backbones_held_out_voices() -> None:
+    """A keyword run's held-out voices are the backbone's held-out ones, whatever its own seed."""
+    if not espeak_available():
+        pytest.skip("espeak-ng is not installed")
+    from arinext.training.keywords import KeywordRecipe
+    from arinext.training.keywords.backbone import backbone_voice_seed
+    from arinext.training.keywords.speech import plan_speech
+    from arinext.training.synth_speech import PLAIN_VARIANT, list_variants, split_variants
+
+    seed = backbone_voice_seed()
+    backbone = split_variants(list_variants(), seed, 0.1, 0.1)
+    unheard = set(backbone["validation"] + backbone["test"])
+
+    def variant(voice: str) -> str:
+        return voice.split("+", 1)[1] if "+" in voice else PLAIN_VARIANT
+
+    for run_seed in (0, 1, 7):
+        plan = plan_speech(["lights on"], KeywordRecipe(seed=run_seed, per_phrase=8), seed)
+        held = {variant(u.voice) for u in plan if u.held_out and u.voice}
+        trained = {variant(u.voice) for u in plan if not u.held_out and u.voice}
+        assert held and held <= unheard
+        assert trained and not trained & unheard

@@ -20,6 +20,7 @@ __all__ = [
     "BATCH",
     "backbone_manifest",
     "backbone_network",
+    "backbone_voice_seed",
     "features",
     "stage_input",
 ]
@@ -39,6 +40,13 @@ def backbone_manifest() -> Any:
     from arinext.model.manifest import verify_artifact
 
     return verify_artifact(_backbone_dir())
+
+
+def backbone_voice_seed() -> int:
+    """The seed the backbone's espeak-ng voices were split with (``make default-model``'s,
+    recorded in its manifest; 0, the recipe's default, when the manifest does not say)."""
+    extra = backbone_manifest().extra or {}
+    return int(extra.get("default_model", {}).get("seed", 0))
 
 
 def _graph() -> Any:

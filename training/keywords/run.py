@@ -27,6 +27,7 @@ from arinext.training.keywords.artifact import held_out_summary, publish
 from arinext.training.keywords.backbone import (
     backbone_manifest,
     backbone_network,
+    backbone_voice_seed,
     features,
     stage_input,
 )
@@ -92,7 +93,7 @@ def train_keywords(
     classes = [*phrases, UNKNOWN, SILENCE]
     index = {label: i for i, label in enumerate(classes)}
 
-    plan = plan_speech(phrases, recipe)
+    plan = plan_speech(phrases, recipe, backbone_voice_seed())
     spoken = map_in_processes(speak, plan, workers, "synthesis", report)
     durations = [
         s.size / SAMPLE_RATE for u, s in zip(plan, spoken, strict=True) if u.label in phrases

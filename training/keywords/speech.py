@@ -67,9 +67,16 @@ def _contains(text: str, phrase: str) -> bool:
     return f" {phrase} " in f" {' '.join(_words(text))} "
 
 
-def plan_speech(phrases: Sequence[str], recipe: KeywordRecipe) -> list[Utterance]:
-    """Every synthesised clip of the run, reproducible from the recipe's seed."""
-    voices = split_variants(list_variants(), recipe.seed, 0.1, 0.1)
+def plan_speech(
+    phrases: Sequence[str], recipe: KeywordRecipe, voice_seed: int = 0
+) -> list[Utterance]:
+    """Every synthesised clip of the run, reproducible from the recipe's seed.
+
+    Voice variants are split with ``voice_seed``, the seed the backbone's own data was split
+    with: the variants held out here are then ones the backbone never heard either, whatever
+    the run's seed.
+    """
+    voices = split_variants(list_variants(), voice_seed, 0.1, 0.1)
     train, held = voices["train"], voices["validation"] + voices["test"]
     rng = np.random.default_rng(derive_seed(recipe.seed, "keywords", *phrases))
     vocabulary = [w for w in TRAIN_WORDS if not any(_contains(w, p) for p in phrases)]
