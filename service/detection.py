@@ -78,36 +78,38 @@ class Debouncer:
     debounce: float
     votes: int = DEFAULT_VOTES
     _last_vote: dict[str, float] = field(default_factory=dict)
-    _run: list[tuple[str, float, float, float]] = field(default_factory=list)
+    # The current run, in constant space however long it lasts (a sound the model keeps
+    # calling one word, for an hour): its word, first window, votes and best score.
+    _run_label: str | None = None
+    _run_first: tuple[float, float] = (0.0, 0.0)
+    _run_votes: int = 0
+    _run_best: float = 0.0
     _run_detected: bool = False
     _run_repeats: bool = False
 
     def update(self, label: str, score: float, start: float, end: float) -> Detection | None:
         """Feed the next window's winner; a :class:`Detection` when a new utterance begins."""
         if not is_keyword(label):
-            self._run = []
+            self._run_label = None
             return None
-        if not self._run or self._run[0][0] != label:
+        if self._run_label != label:
             previous = self._last_vote.get(label)
             # Seconds of windows since that vote (consecutive windows are one hop apart).
             self._run_repeats = (
                 previous is not None and end - previous - self.hop < self.debounce - 1e-9
             )
-            self._run, self._run_detected = [], False
-        self._run.append((label, score, start, end))
-        if self._run_repeats:
+            self._run_label, self._run_first = label, (start, end)
+            self._run_votes, self._run_best, self._run_detected = 0, score, False
+        self._run_votes += 1
+        self._run_best = max(self._run_best, score)
+        if self._run_repeats or self._run_detected:
             self._last_vote[label] = end  # the utterance goes on
             return None
-        if self._run_detected:
-            self._last_vote[label] = end
-            return None
-        best = max(vote[1] for vote in self._run)
-        if len(self._run) < self.votes or best < self.threshold:
+        if self._run_votes < self.votes or self._run_best < self.threshold:
             return None
         self._run_detected = True
         self._last_vote[label] = end
-        _, _, first_start, first_end = self._run[0]
-        return Detection(self.head, label, best, first_start, first_end)
+        return Detection(self.head, label, self._run_best, *self._run_first)
 
 
 def detect(

@@ -235,3 +235,14 @@ def test_webm_refuses_garbage_other_codecs_and_a_wrong_declared_rate() -> None:
     with pytest.raises(StreamError, match="Opus or Vorbis") as error:
         _run(feed(flac))
     assert error.value.close_code == CLOSE_UNSUPPORTED
+
+
+def test_a_run_that_never_ends_costs_the_same_every_window() -> None:
+    """A sound the model keeps calling one word below the threshold (an hour of windows) keeps
+    the debouncer's state constant: no list of votes grows with the run."""
+    d = Debouncer("speech", hop=0.25, threshold=0.99, debounce=1.0, votes=2)
+    for i in range(14_400):  # an hour at hop 0.25 s
+        assert d.update("up", 0.6, i * 0.25, i * 0.25 + 1.0) is None
+    assert all(not isinstance(value, list) for value in vars(d).values())
+    found = d.update("up", 0.995, 3600.0, 3601.0)  # the run finally crosses the threshold
+    assert found is not None and (found.start, found.end, found.score) == (0.0, 1.0, 0.995)
