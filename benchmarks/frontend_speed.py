@@ -5,8 +5,9 @@ prints a markdown table (median and p95 over ``--runs`` calls); then a live stre
 embedded default model (``IncrementalViews``, every frame a hop adds computed once) at a hop on the
 front-end's frame grid (``window_start``, what the service cuts) and at exact multiples of 0.25 s
 (12.5 frame hops, where windows share frames only with the window two hops back), against
-computing each window whole. Thread pools are pinned to one thread before numpy is imported,
-because a server runs one request per core.
+computing each window whole; and a 10 s upload's windows (``features``, frames shared the same
+way) against each window computed whole. Thread pools are pinned to one thread before numpy is
+imported, because a server runs one request per core.
 
     python benchmarks/frontend_speed.py [--runs 200] [--model service/default_model]
 """
@@ -36,6 +37,7 @@ from machine import cpu_model  # noqa: E402
 from arinext.model.audio_config import get_preset  # noqa: E402
 from arinext.model.frontend import IncrementalViews, clip_view, log_mel, window_start  # noqa: E402
 from arinext.model.manifest import read_manifest  # noqa: E402
+from arinext.service.prepare import features, window_starts  # noqa: E402
 
 PRESETS = ("vggsound", "speech_commands", "epic_sounds")
 WARMUP = 5
@@ -82,6 +84,34 @@ def main() -> None:
                     f"{seconds * 1e3 / median:.0f} |"
                 )
         stream_windows(args.model, args.hop, args.runs)
+        long_clip(args.model, args.hop, args.runs)
+
+
+def long_clip(model: Path, hop_seconds: float, runs: int) -> None:
+    """A 10 s upload's windows (``/classify?windows=true``): shared frames against whole views."""
+    configs = {"default model": read_manifest(model).frontend}
+    configs.update({name: get_preset(name) for name in PRESETS})
+    print(
+        f"\nA 10 s clip's windows every {hop_seconds:g} s (`features`, as /classify cuts them):\n"
+    )
+    print("| front-end | windows | shared frames ms | whole windows ms | speed-up |")
+    print("|---|---:|---:|---:|---:|")
+    rounds = max(1, runs // 40)
+    for name, cfg in configs.items():
+        wave = (0.1 * np.random.default_rng(2).standard_normal(10 * cfg.sample_rate)).astype(
+            np.float32
+        )
+        starts = window_starts(len(wave), cfg, hop_seconds)
+        shared, whole = [], []
+        for _ in range(rounds):
+            began = time.perf_counter()
+            features(wave, starts, cfg)
+            shared.append(time.perf_counter() - began)
+            began = time.perf_counter()
+            np.stack([clip_view(wave, s, cfg) for s in starts])
+            whole.append(time.perf_counter() - began)
+        a, b = float(np.median(shared)) * 1e3, float(np.median(whole)) * 1e3
+        print(f"| {name} | {len(starts)} | {a:.1f} | {b:.1f} | {b / a:.2f}x |")
 
 
 def stream_windows(model: Path, hop_seconds: float, runs: int) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arinext.model.audio_config import AudioConfig
-from arinext.model.frontend import clip_view, window_start
+from arinext.model.frontend import IncrementalViews, clip_view, window_start
 from arinext.service.decoding import decode_resampled
 from arinext.service.detection import DEFAULT_HOP_SECONDS
 from arinext.service.errors import ApiError
@@ -56,9 +56,20 @@ def window_starts(
 
 
 def features(samples: np.ndarray, starts: Sequence[int], cfg: AudioConfig) -> np.ndarray:
-    """Log-mel views ``(len(starts), 1, num_frames, n_mels)``; 400 when samples overflow them."""
+    """Log-mel views ``(len(starts), 1, num_frames, n_mels)``; 400 when samples overflow them.
+
+    Overlapping windows of a long clip share their frames as a stream's do
+    (:class:`~arinext.model.frontend.IncrementalViews`: each frame computed once, the same
+    numbers as each window computed whole).
+    """
     with np.errstate(over="ignore", invalid="ignore"):  # absurd amplitudes are refused below
-        views = np.stack([clip_view(samples, start, cfg) for start in starts])[:, None]
+        if len(samples) < cfg.clip_samples:
+            views = np.stack([clip_view(samples, start, cfg) for start in starts])[:, None]
+        else:
+            shared = IncrementalViews(cfg)
+            views = np.stack(
+                [shared.view(samples[start : start + cfg.clip_samples], start) for start in starts]
+            )[:, None]
     if not np.isfinite(views).all():
         raise ApiError(400, "invalid_audio", "sample values are out of range (features overflow)")
     return views

@@ -36,7 +36,9 @@ def _rows(table: str) -> list[list[str]]:
 def test_frontend_speed_prints_a_row_per_preset_and_function() -> None:
     rows = _rows(_run("frontend_speed.py", "--runs", "3", timeout=120))
     stream = {r[0]: r for r in rows if len(r) == 4 and r[0] != "windows"}
+    clips = {r[0]: r for r in rows if len(r) == 5 and r[0] != "front-end"}
     rows = [r for r in rows if len(r) == 7]
+    assert set(clips) == {"default model", "vggsound", "speech_commands", "epic_sounds"}
     assert set(stream) == {"frame grid (served)", "exact 0.25 s", "whole windows"}
     # The served grid computes the frames a hop adds (12.5 on average, plus the padded first).
     assert float(stream["frame grid (served)"][1]) <= 14 < float(stream["exact 0.25 s"][1])

@@ -16,6 +16,7 @@ from arinext.model.frontend import clip_view
 from arinext.model.manifest import MODEL_FILE, read_manifest
 from arinext.service.detection import DEFAULT_HOP_SECONDS
 from arinext.service.predict import window_starts
+from arinext.service.prepare import features
 from tests.service.audio import encode_sf, signal
 
 
@@ -71,3 +72,15 @@ def test_scores_equal_frontend_plus_onnx_runtime(
     assert len(prediction["windows"]) == len(per_window)
     for window, expected in zip(prediction["windows"], per_window, strict=True):
         np.testing.assert_allclose(_scores(window["top_k"], 35), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("hop", [0.25, 0.37])
+def test_a_long_clips_windows_share_frames_and_equal_whole_windows(preset: str, hop: float) -> None:
+    """`features` computes each frame of overlapping windows once (as a stream does), and gives
+    exactly the views of each window computed whole."""
+    cfg = PRESETS[preset]
+    samples = signal(3.3 * cfg.clip_samples / cfg.sample_rate, cfg.sample_rate)[:, 0]
+    starts = window_starts(len(samples), cfg, hop)
+    whole = np.stack([clip_view(samples, s, cfg) for s in starts])[:, None]
+    np.testing.assert_array_equal(features(samples, starts, cfg), whole)
