@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from arinext.model.audio_config import AudioConfig
-from arinext.model.frontend import IncrementalViews, clip_view, window_start
+from arinext.model.frontend import IncrementalViews, window_start
 from arinext.service.decoding import decode_resampled
 from arinext.service.detection import DEFAULT_HOP_SECONDS
 from arinext.service.errors import ApiError
@@ -63,13 +63,10 @@ def features(samples: np.ndarray, starts: Sequence[int], cfg: AudioConfig) -> np
     numbers as each window computed whole).
     """
     with np.errstate(over="ignore", invalid="ignore"):  # absurd amplitudes are refused below
-        if len(samples) < cfg.clip_samples:
-            views = np.stack([clip_view(samples, start, cfg) for start in starts])[:, None]
-        else:
-            shared = IncrementalViews(cfg)
-            views = np.stack(
-                [shared.view(samples[start : start + cfg.clip_samples], start) for start in starts]
-            )[:, None]
+        shared = IncrementalViews(cfg)  # a clip shorter than a view: padded, as clip_view does
+        views = np.stack(
+            [shared.view(samples[start : start + cfg.clip_samples], start) for start in starts]
+        )[:, None]
     if not np.isfinite(views).all():
         raise ApiError(400, "invalid_audio", "sample values are out of range (features overflow)")
     return views

@@ -126,6 +126,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
+    from arinext.model.backends import BACKENDS, PRECISION_HINTS
+
     parser = subparsers.add_parser(
         "evaluate",
         help="measure a run's or an exported artifact's metrics on a dataset split",
@@ -153,13 +155,13 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, help="where to save the metrics JSON")
     parser.add_argument(
         "--backend",
-        choices=("onnxruntime", "openvino"),
+        choices=BACKENDS,
         default="onnxruntime",
         help="artifacts: the runtime that scores them, as ARINEXT_BACKEND serves them",
     )
     parser.add_argument(
         "--precision",
-        choices=("auto", "f32", "bf16"),
+        choices=PRECISION_HINTS,
         default="auto",
         help="artifacts on OpenVINO: as ARINEXT_PRECISION (auto: bf16 where the CPU has it)",
     )
