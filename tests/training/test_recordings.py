@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 
 from arinext.training.datasets import read_split
+from arinext.training.datasets.base import DatasetError
 from arinext.training.datasets.recordings import (
     NOISE_TRAIN_FRACTION,
     RecordingsMissingError,
@@ -25,7 +26,7 @@ from arinext.training.datasets.recordings import (
     speaker_of,
     split_of,
 )
-from tests.training.conftest import SOUNDS, run_cli, tiny_overrides
+from tests.training.conftest import SOUNDS, make_speech_commands, run_cli, tiny_overrides
 
 RATE = 16000
 
@@ -92,6 +93,21 @@ def test_reader_adds_recordings_by_speaker_and_repeats_training_clips(recordings
     names = train.heads["speech_commands"]
     by_word = {names[c.labels[0]] for c in train.clips}
     assert {"yes", "no", "up", "_silence_"} <= by_word
+
+
+def test_withheld_words_leave_every_split_and_keep_their_class(
+    recordings: Path, tmp_path: Path
+) -> None:
+    synthesised = make_speech_commands(tmp_path / "synth")
+    options = {"extra_classes": True, "recordings": str(recordings), "withhold_words": ["up"]}
+    for split in ("train", "validation", "test"):
+        index = read_split("speech_commands", synthesised, split, options)
+        names = index.heads["speech_commands"]
+        words = {names[c.labels[0]] for c in index.clips if c.labels}
+        assert "up" not in words and {"yes", "no"} <= words
+        assert "up" in names
+    with pytest.raises(DatasetError, match="not Speech Commands words"):
+        read_split("speech_commands", synthesised, "train", {**options, "withhold_words": ["xyz"]})
 
 
 def test_background_noise_trains_on_its_first_part_and_tests_on_the_rest(

@@ -19,6 +19,10 @@ split so that a few thousand recordings weigh against tens of thousands of synth
 and the training part of its ``_background_noise_`` joins the noise pool. ``recordings_only``
 leaves the root's own clips out (the held-out speakers alone).
 
+``withhold_words`` (a list of the 35 words) leaves every clip of those words out of every split,
+synthesised and recorded: a backbone that never heard them, for measuring what a few recordings
+of a new word add (``arinext train-keywords --backbone``). Their classes stay in the head.
+
 The authors' pickles (``SPEECH_CMD_V2_<split>.pkl``: ``video`` = file name, ``class`` = word
 folder, ``class_id``) work too, via ``data.annotations_dir``.
 Class order: ``arinext.model.labels.load_labels("speech_commands_v2")``.
@@ -69,7 +73,8 @@ def read(root: Path, split: str, options: dict[str, Any]) -> ClipIndex:
 
     Options: ``annotations_dir`` (folder with the authors' pickles) instead of the lists;
     ``extra_classes`` (add ``_unknown_`` and ``_silence_``); ``recordings``,
-    ``recordings_repeat`` and ``recordings_only`` (recorded speech, see the module's docstring).
+    ``recordings_repeat`` and ``recordings_only`` (recorded speech) and ``withhold_words``
+    (see the module's docstring).
     """
     if split not in ("train", "validation", "test"):
         raise DatasetError(f"speech_commands has train, validation and test splits, not {split!r}")
@@ -81,6 +86,7 @@ def read(root: Path, split: str, options: dict[str, Any]) -> ClipIndex:
     if extra:
         names = [*names, *EXTRA_CLASSES]
     lookup = label_lookup(names, "speech_commands")
+    withheld = _withheld(options.get("withhold_words") or [], names)
     clips: list[Clip] = []
     if not options.get("recordings_only"):
         clips = _official_split(root, split, lookup, extra)
@@ -96,7 +102,21 @@ def read(root: Path, split: str, options: dict[str, Any]) -> ClipIndex:
                 Clip(c.path, (lookup[SILENCE],), start=c.start, stop=c.stop)
                 for c in _background(folder, train=False)
             ]
+    if withheld:
+        before = len(clips)
+        clips = [c for c in clips if not set(c.labels) & withheld]
+        logger.info(
+            "speech_commands/%s: %d clips of withheld words left out", split, before - len(clips)
+        )
     return ClipIndex("speech_commands", split, clips, {HEAD: names}, noise=noise)
+
+
+def _withheld(words: list[str], names: list[str]) -> set[int]:
+    """Class indices of ``withhold_words``, which must be among the 35 words."""
+    unknown = sorted(set(words) - set(names[:35]))
+    if unknown:
+        raise DatasetError(f"withhold_words: not Speech Commands words: {unknown}")
+    return {names.index(word) for word in words}
 
 
 def _official_split(root: Path, split: str, lookup: dict[str, int], extra: bool) -> list[Clip]:
