@@ -13,7 +13,8 @@ Runtime on the artifact's own front-end, one window per clip):
   are Speech Commands words, their top-1 on those speakers' clips of it.
 
 ``--user-recordings WORD:SPEAKER:N`` adds N recordings of WORD by SPEAKER (a training speaker)
-as the user's own recordings, for the "a few recordings help" measurement.
+as the user's own recordings, for the "a few recordings help" measurement; ``--backbone DIR``
+builds on another artifact (one trained with ``data.withhold_words``, for that measurement).
 
     .venv/bin/python benchmarks/train_keywords.py --out /tmp/kw "lights on" "lights off" \
         "next slide" [--recordings ../shared/speech_commands_subset] [--json out.json]
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--recordings", type=Path, default=Path("../shared/speech_commands_subset"))
     parser.add_argument("--user-recordings", default=None, metavar="WORD:SPEAKER:N")
+    parser.add_argument("--backbone", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--tune", choices=("head", "last-stage"), default="head")
     parser.add_argument(
         "--head",
@@ -188,6 +190,7 @@ def main() -> None:
         recordings=user,
         recipe=KeywordRecipe(seed=args.seed, tune=args.tune, epochs=args.epochs, **first),
         overwrite=True,
+        backbone=args.backbone,
     )
     wall = time.perf_counter() - start
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -198,6 +201,7 @@ def main() -> None:
             (line.split(":", 1)[1].strip() for line in cpu.splitlines() if "Model name" in line), ""
         ),
         "user_recordings": {k: [p.name for p in v] for k, v in (user or {}).items()},
+        "backbone": str(args.backbone or "shipped default model"),
         "tune": args.tune,
         "head": args.head,
         "recipe": {k: v for k, v in first.items() if k not in ("head", "stages")},

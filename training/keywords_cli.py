@@ -102,6 +102,7 @@ def _run(args: argparse.Namespace) -> int:
             workers=args.workers,
             progress=bars,
             overwrite=args.overwrite,
+            backbone=args.backbone,
         )
     finally:
         bars.close()
@@ -168,6 +169,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("head", "last-stage"),
         default="head",
         help="train the head alone (default) or the backbone's last stage too",
+    )
+    p.add_argument(
+        "--backbone",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the speech artifact to build on (default: the shipped default model), e.g. one "
+        "trained by `make default-model` on a full Speech Commands download",
     )
     p.add_argument("--fp32", action="store_true", help="do not try int8")
     p.add_argument(

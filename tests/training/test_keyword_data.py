@@ -139,11 +139,11 @@ def test_keyword_runs_hold_out_the_backbones_held_out_voices() -> None:
     if not espeak_available():
         pytest.skip("espeak-ng is not installed")
     from arinext.training.keywords import KeywordRecipe
-    from arinext.training.keywords.backbone import backbone_voice_seed
+    from arinext.training.keywords.backbone import load_backbone
     from arinext.training.keywords.speech import plan_speech
     from arinext.training.synth_speech import PLAIN_VARIANT, list_variants, split_variants
 
-    seed = backbone_voice_seed()
+    seed = load_backbone().voice_seed()
     backbone = split_variants(list_variants(), seed, 0.1, 0.1)
     unheard = set(backbone["validation"] + backbone["test"])
 

@@ -93,6 +93,30 @@ def test_tiny_run_writes_a_served_artifact(tmp_path: Path) -> None:
     assert answer.model_dump()
 
 
+def test_a_tampered_backbone_is_refused_before_any_work(tmp_path: Path) -> None:
+    import shutil
+
+    from arinext.model.manifest import ArtifactError
+    from arinext.service.settings import EMBEDDED_MODEL_DIR
+    from arinext.training.keywords import train_keywords
+
+    backbone = tmp_path / "backbone"
+    shutil.copytree(EMBEDDED_MODEL_DIR, backbone)
+    model = backbone / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[-100] ^= 1
+    model.write_bytes(bytes(data))
+    stages: set[str] = set()
+    with pytest.raises(ArtifactError):
+        train_keywords(
+            ["lights on"],
+            tmp_path / "kw",
+            backbone=backbone,
+            progress=lambda stage, done, total: stages.add(stage),
+        )
+    assert not stages and not (tmp_path / "kw").exists()
+
+
 def test_cli_parses_and_refuses_unknown_recordings(tmp_path: Path) -> None:
     from arinext.training.keywords_cli import register
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from arinext.training.keywords.backbone import BATCH, backbone_manifest
+from arinext.training.keywords.backbone import BATCH
 from arinext.training.keywords.recipe import KeywordRecipe
 from arinext.training.synth_speech import SAMPLE_RATE
 
@@ -44,6 +44,7 @@ def publish(
     net: Any,
     out: Path,
     name: str,
+    backbone: Any,
     frontend: Any,
     classes: list[str],
     recipe: KeywordRecipe,
@@ -55,24 +56,24 @@ def publish(
     """Export fp32, quantise to int8 when the quantiser's guards hold, and publish to ``out``.
 
     ``calibration`` are placed clips with their labels; those whose index is in ``check`` check
-    the int8 network, the others calibrate it. Returns the written manifest.
+    the int8 network, the others calibrate it. ``backbone`` is the backbone's manifest (its
+    architecture and re-parameterisation). Returns the written manifest.
     """
     from arinext.model.export import default_provenance, export_artifact
     from arinext.model.manifest import MODEL_FILE, read_manifest
     from arinext.model.publish import publish_artifact
     from arinext.model.quantize import QuantizeError, quantize_artifact
 
-    manifest = backbone_manifest()
     with tempfile.TemporaryDirectory(prefix="arinext-keywords-") as tmp:
         fp32 = Path(tmp) / "fp32"
         export_artifact(
             net,
             fp32,
             name=name,
-            architecture=manifest.architecture,
+            architecture=backbone.architecture,
             frontend=frontend,
             labels={net.head_names[0]: classes},
-            level=manifest.reparameterized,
+            level=backbone.reparameterized,
             provenance=default_provenance("arinext train-keywords"),
             extra=extra,
         )

@@ -24,13 +24,7 @@ import numpy as np
 
 from arinext.model.labels import SILENCE, UNKNOWN
 from arinext.training.keywords.artifact import held_out_summary, publish
-from arinext.training.keywords.backbone import (
-    backbone_manifest,
-    backbone_network,
-    backbone_voice_seed,
-    features,
-    stage_input,
-)
+from arinext.training.keywords.backbone import load_backbone
 from arinext.training.keywords.head import KeywordHead, KeywordNet, fit
 from arinext.training.keywords.recipe import (
     KeywordRecipe,
@@ -65,12 +59,14 @@ def train_keywords(
     workers: int | None = None,
     progress: ProgressCallback | None = None,
     overwrite: bool = False,
+    backbone: Path | str | None = None,
 ) -> KeywordResult:
     """Train a keyword artifact for ``phrases`` and write it to ``out_dir``.
 
     ``recordings`` maps a phrase to the user's recordings of it (a few each are enough; they are
     augmented ``recipe.recording_copies`` times). ``progress`` is called as (stage, done, total);
-    the function logs, never prints, so a server can run it in a worker process.
+    the function logs, never prints, so a server can run it in a worker process. ``backbone``
+    is the artifact to build on (default: the shipped default model).
     """
     import torch
 
@@ -93,13 +89,15 @@ def train_keywords(
     classes = [*phrases, UNKNOWN, SILENCE]
     index = {label: i for i, label in enumerate(classes)}
 
-    plan = plan_speech(phrases, recipe, backbone_voice_seed())
+    base = load_backbone(Path(backbone) if backbone is not None else None)
+    manifest = base.manifest
+    plan = plan_speech(phrases, recipe, base.voice_seed())
     spoken = map_in_processes(speak, plan, workers, "synthesis", report)
     durations = [
         s.size / SAMPLE_RATE for u, s in zip(plan, spoken, strict=True) if u.label in phrases
     ]
     window = phrase_window(durations, recipe.margin_s, recipe.min_window_s)
-    frontend = window_frontend(window)
+    frontend = window_frontend(manifest.frontend, window)
     log.info(
         "phrases last %.2f s (median) to %.2f s (95th percentile): %.2f s windows",
         np.median(durations),
@@ -132,12 +130,12 @@ def train_keywords(
     y_train = np.concatenate([np.full(len(clip_views[i]), index[clips[i][1]]) for i in train])
 
     tuned = recipe.stages - (recipe.tune == "last-stage")
-    cached = features(x_train, stage_input(tuned), report, "embedding")
+    cached = base.features(x_train, base.stage_input(tuned), report, "embedding")
     torch.set_num_threads(workers)
-    backbone = backbone_network()
-    channels = backbone.num_features // 2 ** (len(backbone.stages) - recipe.stages)
+    network = base.network()
+    channels = network.num_features // 2 ** (len(network.stages) - recipe.stages)
     head = KeywordHead(recipe.head, channels, len(classes), recipe.hidden, recipe.dropout)
-    net = KeywordNet(backbone, recipe.stages, head, head_name(name))
+    net = KeywordNet(network, recipe.stages, head, head_name(name))
     fit(net, cached, y_train, recipe, report)
 
     rng = np.random.default_rng(derive_seed(recipe.seed, "calibration"))
@@ -147,7 +145,6 @@ def train_keywords(
     ]
     calibration += [(placed_clip(clips[i][0], clips[i][1], frontend, i), clips[i][1]) for i in held]
     check = set(range(len(picked), len(calibration)))
-    manifest = backbone_manifest()
     extra = {
         "keywords": {
             "phrases": phrases,
@@ -169,7 +166,7 @@ def train_keywords(
         }
     }
     written = publish(
-        net, out, name, frontend, classes, recipe, calibration, check, extra, overwrite
+        net, out, name, manifest, frontend, classes, recipe, calibration, check, extra, overwrite
     )
     summary = held_out_summary(
         out,

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from arinext.model.labels import SILENCE
-from arinext.training.keywords.backbone import backbone_manifest
 from arinext.training.keywords.recipe import ProgressCallback
 from arinext.training.synth_speech import SAMPLE_RATE, derive_seed
 
@@ -44,11 +43,10 @@ def phrase_window(durations: Sequence[float], margin_s: float, minimum_s: float)
     return max(minimum_s, float(np.ceil(longest / _WINDOW_STEP_S - 1e-9) * _WINDOW_STEP_S))
 
 
-def window_frontend(window_s: float) -> Any:
-    """The default model's front-end with the window stretched to ``window_s``."""
+def window_frontend(base: Any, window_s: float) -> Any:
+    """The backbone's front-end ``base`` with the window stretched to ``window_s``."""
     from arinext.model.audio_config import AudioConfig
 
-    base = backbone_manifest().frontend
     samples = round(base.sample_rate * window_s)
     frames = 1 + (samples - 1) // base.hop_length
     settings = {**base.model_dump(), "clip_seconds": window_s, "num_frames": frames}
