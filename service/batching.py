@@ -63,6 +63,7 @@ class _Job:
     bulk: bool
     enqueued: float = field(default_factory=time.perf_counter)
     deadline: float = math.inf  # refused (503) instead of run when its batch starts later
+    hold: float = 0.0  # seconds it may wait for others to fill its batch
 
 
 class _Ewma:
@@ -81,7 +82,11 @@ class Batcher:
 
     Adaptive batching (as Triton's dynamic batcher with no queue delay): an idle model runs what
     is queued at once; while a batch runs, arrivals pile up and form the next one, up to
-    ``max_batch`` windows. ``max_wait_ms`` > 0 additionally holds a batch that long to fill it.
+    ``max_batch`` windows. ``max_wait_ms`` > 0 additionally holds a batch that long to fill it,
+    and a submission may ask for a hold of its own (a stream window, whose answer is due a hop
+    later, not at once): a batch is held until it is full or until the earliest of its jobs'
+    holds runs out. Fewer, fuller runs cost less CPU per window: each run pays for the weights
+    coming back into the caches the work between runs evicted.
 
     Two classes of work keep long clips from starving short ones: a request's submission
     (``reserved=True``; all the windows of an ordinary clip) is *urgent*; a long clip (more
@@ -254,7 +259,12 @@ class Batcher:
         self._drain_mark = now if self.admitted else None
 
     async def submit(
-        self, views: np.ndarray, *, reserved: bool, admitted_at: float | None = None
+        self,
+        views: np.ndarray,
+        *,
+        reserved: bool,
+        admitted_at: float | None = None,
+        hold: float | None = None,
     ) -> asyncio.Future:
         """Queue windows; the future resolves to a :class:`BatchResult`.
 
@@ -262,7 +272,8 @@ class Batcher:
         uses the reservation made by :meth:`reserve` and never waits; given ``admitted_at`` (what
         :meth:`reserve` returned), it fails with a 503 if its batch has not started
         ``max_queue_ms`` after that. Otherwise a bulk chunk of up to ``bulk_chunk`` windows,
-        which waits for room (only on windows already queued).
+        which waits for room (only on windows already queued). ``hold``: seconds the job may
+        wait for others to fill its batch (default ``max_wait_ms``).
         """
         if self._task is not None and self._task.done() and self._closed is not None:
             raise self._closed()  # the loop is gone: the job would never run
@@ -281,7 +292,7 @@ class Batcher:
             self._bulk_admitted += count
         self.update_depth()
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        job = _Job(views, future, bulk=not reserved)
+        job = _Job(views, future, bulk=not reserved, hold=self.max_wait if hold is None else hold)
         if reserved and admitted_at is not None and self.max_queue:
             job.deadline = admitted_at + self.max_queue
         (self._urgent if reserved else self._bulk).append(job)
@@ -375,10 +386,12 @@ class Batcher:
         return sum(len(job.views) for job in (*self._urgent, *self._bulk))
 
     async def _fill_window(self) -> None:
-        """Hold the batch until it is full or its oldest job has waited ``max_wait_ms``."""
-        oldest = min(job.enqueued for job in (*self._urgent, *self._bulk))
-        deadline = oldest + self.max_wait
-        while self._waiting() < self.max_batch and (left := deadline - time.perf_counter()) > 0:
+        """Hold the batch until it is full or the earliest of its jobs' holds has run out (a job
+        that arrives meanwhile with a shorter hold shortens it)."""
+        while self._waiting() < self.max_batch:
+            queued = (*self._urgent, *self._bulk)
+            if not queued or (left := min(job.enqueued + job.hold for job in queued) - time.perf_counter()) <= 0:
+                return
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), left)
@@ -391,8 +404,7 @@ class Batcher:
             if not (self._urgent or self._bulk):
                 self._arrived.clear()
                 await self._arrived.wait()
-            if self.max_wait > 0:
-                await self._fill_window()
+            await self._fill_window()
             # On a shared worker, let the preparations queued before this batch join it.
             if self._shared_worker is not None:
                 try:
@@ -480,15 +492,16 @@ class Admission:
         self._open = True
         batcher._open += 1
 
-    async def run(self, views: np.ndarray) -> BatchResult:
-        """Run ``views`` through the model's batches and wait for their logits."""
+    async def run(self, views: np.ndarray, hold: float | None = None) -> BatchResult:
+        """Run ``views`` through the model's batches and wait for their logits; ``hold``: how
+        long they may wait for others to fill their batch (default ``max_wait_ms``)."""
         batcher = self.batcher
         urgent = self._reserved and len(views) <= batcher.chunk
         if self._reserved and not urgent:
             self.release()  # too many for one submission: it runs as bulk chunks
         self._reserved = False
         future = await batcher.submit(
-            views, reserved=urgent, admitted_at=self.admitted_at if urgent else None
+            views, reserved=urgent, admitted_at=self.admitted_at if urgent else None, hold=hold
         )
         try:
             return await future

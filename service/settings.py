@@ -256,6 +256,12 @@ class Settings(BaseSettings):
         description="a window whose event would be sent later than this after its audio "
         "arrived is dropped instead (counted, and reported in a dropped event)",
     )
+    stream_batch_hold_ms: float = Field(
+        default=20.0,
+        ge=0,
+        description="how long a stream's window may wait for others to fill its batch: fewer, "
+        "fuller model runs cost less CPU per window, for up to this much more lag; 0: none",
+    )
     stream_allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="browser origins (scheme://host:port) that may open streams besides the "

@@ -542,7 +542,7 @@ class StreamSession:
             self.service.metrics.stages["features"].observe(time.perf_counter() - began)
             batcher.observe_prepare(cpu, 1)  # the admission's estimate of a window's cost
             try:
-                return await admission.run(views)
+                return await admission.run(views, self.settings.stream_batch_hold_ms / 1000)
             except ApiError as exc:
                 if exc.code != "overloaded":
                     raise StreamError.from_api_error(exc) from exc

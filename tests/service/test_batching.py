@@ -94,6 +94,30 @@ def test_max_wait_is_an_optional_hold_that_default_settings_do_not_use() -> None
     assert not asyncio.run(scenario(60_000.0))  # a deliberate hold really holds
 
 
+def test_a_held_job_waits_for_company_and_a_job_without_a_hold_cuts_it_short() -> None:
+    async def scenario() -> None:
+        model = EchoModel()
+        batcher = _batcher(model, max_batch=4)
+        futures = []
+        for value in (1.0, 2.0):  # a stream's windows: they may wait a minute for a fuller batch
+            batcher.reserve()
+            futures.append(await batcher.submit(_views(value), reserved=True, hold=60.0))
+        done, _ = await asyncio.wait(futures, timeout=0.3)
+        assert not done and model.batches == []
+        batcher.reserve()  # a request that may not wait: the batch runs now, with all three
+        futures.append(await batcher.submit(_views(3), reserved=True, hold=0.0))
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert model.batches == [[1.0, 2.0, 3.0]]
+        for value in (4.0, 5.0, 6.0, 7.0):  # a full batch runs without waiting out its hold
+            batcher.reserve()
+            futures.append(await batcher.submit(_views(value), reserved=True, hold=60.0))
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert model.batches[1:] == [[4.0, 5.0, 6.0, 7.0]]
+        await batcher.close(0)
+
+    asyncio.run(scenario())
+
+
 def test_multi_window_submissions_are_split_back_in_order_with_shares_of_the_batch() -> None:
     async def scenario() -> None:
         model = EchoModel()
