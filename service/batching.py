@@ -390,7 +390,10 @@ class Batcher:
         that arrives meanwhile with a shorter hold shortens it)."""
         while self._waiting() < self.max_batch:
             queued = (*self._urgent, *self._bulk)
-            if not queued or (left := min(job.enqueued + job.hold for job in queued) - time.perf_counter()) <= 0:
+            if not queued:
+                return
+            left = min(job.enqueued + job.hold for job in queued) - time.perf_counter()
+            if left <= 0:
                 return
             self._arrived.clear()
             try:
