@@ -109,16 +109,27 @@ def out_of_domain(model: LoadedModel, phrases: list[str], seed: int = 0) -> dict
     return result
 
 
-def recorded(model: LoadedModel, phrases: list[str], root: Path) -> dict:
-    """Held-out TEST speakers' recordings: false accepts, and top-1 of phrases that are words."""
+def _read(clips: list) -> list[np.ndarray]:
     from arinext.model.audio_io import read_file, resample
 
-    clips = [c for c in list_recordings(root, "test") if not c.word.startswith("_")]
     audio = []
     for clip in clips:
         samples, rate = read_file(clip.path)
         audio.append(resample(samples, rate, SAMPLE_RATE))
-    probs = _scores(model, audio)
+    return audio
+
+
+def recorded(
+    model: LoadedModel, phrases: list[str], root: Path, unheard_except: str | None = None
+) -> dict:
+    """Held-out TEST speakers' recordings: false accepts, and top-1 of phrases that are words.
+
+    ``unheard_except`` (a speaker): the backbone never heard the phrases' words (trained with
+    ``data.withhold_words``), so every speaker of every split but this one (the user) is new
+    to the phrases, and their top-1 is measured on all of them as well.
+    """
+    clips = [c for c in list_recordings(root, "test") if not c.word.startswith("_")]
+    probs = _scores(model, _read(clips))
     top = probs.argmax(axis=1)
     accepted = (top < len(phrases)) & (probs.max(axis=1) >= 0.5)
     other = np.array([c.word not in phrases for c in clips])
@@ -134,6 +145,28 @@ def recorded(model: LoadedModel, phrases: list[str], root: Path) -> dict:
                 "top1": float((top[mine] == i).mean()),
                 "clips": int(mine.sum()),
             }
+    if unheard_except is not None:
+        others = [
+            c for c in list_recordings(root) if c.word in phrases and c.speaker != unheard_except
+        ]
+        top = _scores(model, _read(others)).argmax(axis=1)
+        for i, phrase in enumerate(phrases):
+            mine = np.array([c.word == phrase for c in others])
+            said = [c.speaker for c in others if c.word == phrase]
+            right = (top[mine] == i).tolist()
+            result.setdefault("phrase_top1_every_other_speaker", {})[phrase] = {
+                "top1": float(np.mean(right)),
+                "clips": len(said),
+                "speakers": len(set(said)),
+                # per speaker [right, clips]: runs with different users compare on shared clips
+                "by_speaker": {
+                    who: [
+                        sum(r for w, r in zip(said, right, strict=True) if w == who),
+                        said.count(who),
+                    ]
+                    for who in sorted(set(said))
+                },
+            }
     return result
 
 
@@ -144,6 +177,12 @@ def main() -> None:
     parser.add_argument("--recordings", type=Path, default=Path("../shared/speech_commands_subset"))
     parser.add_argument("--user-recordings", default=None, metavar="WORD:SPEAKER:N")
     parser.add_argument("--backbone", type=Path, default=None, help="default: the shipped model")
+    parser.add_argument(
+        "--unheard",
+        action="store_true",
+        help="the backbone never heard the phrases (data.withhold_words): also measure their "
+        "top-1 on every speaker but --user-recordings' one, in every split",
+    )
     parser.add_argument("--tune", choices=("head", "last-stage"), default="head")
     parser.add_argument(
         "--head",
@@ -214,7 +253,12 @@ def main() -> None:
     model = load_model(args.out)
     if not args.no_ood:
         report["out_of_domain"] = out_of_domain(model, result.labels[: len(args.phrases)])
-    report["recorded"] = recorded(model, result.labels[: len(args.phrases)], args.recordings)
+    unheard = None
+    if args.unheard:
+        unheard = args.user_recordings.split(":")[1] if args.user_recordings else ""
+    report["recorded"] = recorded(
+        model, result.labels[: len(args.phrases)], args.recordings, unheard
+    )
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
