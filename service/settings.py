@@ -259,8 +259,9 @@ class Settings(BaseSettings):
     stream_batch_hold_ms: float = Field(
         default=20.0,
         ge=0,
-        description="how long a stream's window may wait for others to fill its batch: fewer, "
-        "fuller model runs cost less CPU per window, for up to this much more lag; 0: none",
+        description="how long a stream's window may wait for other streams' windows to fill its "
+        "batch while several are open: fewer, fuller model runs cost less CPU per window, for "
+        "up to this much more lag; 0: none",
     )
     stream_allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -542,11 +542,16 @@ class StreamSession:
             self.service.metrics.stages["features"].observe(time.perf_counter() - began)
             batcher.observe_prepare(cpu, 1)  # the admission's estimate of a window's cost
             try:
-                return await admission.run(views, self.settings.stream_batch_hold_ms / 1000)
+                return await admission.run(views, self._batch_hold())
             except ApiError as exc:
                 if exc.code != "overloaded":
                     raise StreamError.from_api_error(exc) from exc
                 return None
+
+    def _batch_hold(self) -> float:
+        """How long the window may wait for other streams' windows to fill its batch: none
+        when this is the only stream (nobody else's window will come)."""
+        return self.settings.stream_batch_hold_ms / 1000 if self.hub.open > 1 else 0.0
 
     async def _score(self, track: _ModelTrack, window: Window, arrived: float) -> None:
         model = track.model

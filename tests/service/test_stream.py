@@ -286,3 +286,27 @@ def test_a_stream_open_while_the_service_stops_is_closed_going_away(
         "type": "error",
         "error": {"code": "shutting_down", "message": "the server is shutting down"},
     }
+
+
+def test_windows_wait_for_company_only_while_other_streams_are_open(speech_artifact: Path) -> None:
+    """A batch hold of a minute: a lone stream's windows never wait for it; with a second stream
+    open, windows wait for company that does not come and are dropped as late (1 s) instead."""
+    settings = isolated_settings(
+        models=[speech_artifact],
+        stream_batch_hold_ms=60_000.0,
+        stream_max_lag_seconds=1.0,
+        stream_max_speed=1000.0,
+        stream_burst_seconds=1000.0,
+        stream_idle_timeout_seconds=600.0,
+    )
+    pcm = _pcm16(2.0).tobytes()
+    with serve_in_process(settings) as client:
+        events, code = _stream(client, _start(hop=0.5), pcm)
+        assert code == 1000 and [e["type"] for e in events].count("window") == 3
+        assert not [e for e in events if e["type"] == "dropped"]
+        with client.websocket_connect("/stream") as other:
+            other.send_text(_start(hop=0.5))
+            assert other.receive_json()["type"] == "ready"
+            events, code = _stream(client, _start(hop=0.5), pcm)
+        assert code == 1000 and not [e for e in events if e["type"] == "window"]
+        assert [e for e in events if e["type"] == "dropped"]
