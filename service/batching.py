@@ -64,6 +64,7 @@ class _Job:
     enqueued: float = field(default_factory=time.perf_counter)
     deadline: float = math.inf  # refused (503) instead of run when its batch starts later
     hold: float = 0.0  # seconds it may wait for others to fill its batch
+    company: float = math.inf  # once this many windows are queued, no more will come to join
 
 
 class _Ewma:
@@ -265,6 +266,7 @@ class Batcher:
         reserved: bool,
         admitted_at: float | None = None,
         hold: float | None = None,
+        company: int | None = None,
     ) -> asyncio.Future:
         """Queue windows; the future resolves to a :class:`BatchResult`.
 
@@ -273,7 +275,9 @@ class Batcher:
         :meth:`reserve` returned), it fails with a 503 if its batch has not started
         ``max_queue_ms`` after that. Otherwise a bulk chunk of up to ``bulk_chunk`` windows,
         which waits for room (only on windows already queued). ``hold``: seconds the job may
-        wait for others to fill its batch (default ``max_wait_ms``).
+        wait for others to fill its batch (default ``max_wait_ms``; at most half its time to
+        the deadline); ``company``: how many windows can be queued at most while it waits (one from
+        each stream on the model), so that none waits for windows that cannot come.
         """
         if self._task is not None and self._task.done() and self._closed is not None:
             raise self._closed()  # the loop is gone: the job would never run
@@ -292,7 +296,13 @@ class Batcher:
             self._bulk_admitted += count
         self.update_depth()
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        job = _Job(views, future, bulk=not reserved, hold=self.max_wait if hold is None else hold)
+        job = _Job(
+            views,
+            future,
+            bulk=not reserved,
+            hold=self.max_wait if hold is None else hold,
+            company=math.inf if company is None else company,
+        )
         if reserved and admitted_at is not None and self.max_queue:
             job.deadline = admitted_at + self.max_queue
         (self._urgent if reserved else self._bulk).append(job)
@@ -382,17 +392,21 @@ class Batcher:
         self._fill(self._bulk, batch, size, most=len(self._bulk))
         return batch
 
-    def _waiting(self) -> int:
-        return sum(len(job.views) for job in (*self._urgent, *self._bulk))
-
     async def _fill_window(self) -> None:
-        """Hold the batch until it is full or the earliest of its jobs' holds has run out (a job
-        that arrives meanwhile with a shorter hold shortens it)."""
-        while self._waiting() < self.max_batch:
-            queued = (*self._urgent, *self._bulk)
-            if not queued:
+        """Hold the batch until it is full, or holds all the company its jobs can get, or the
+        earliest of its jobs' holds has run out (a job that arrives meanwhile with a shorter
+        hold shortens it). A hold takes at most half of a job's time to its deadline, so that
+        a held batch still starts in time."""
+        while True:
+            # A job whose caller gave up will be skipped: it is no company, and has no hold.
+            queued = [j for j in (*self._urgent, *self._bulk) if not j.future.cancelled()]
+            waiting = sum(len(job.views) for job in queued)
+            if not queued or waiting >= min(self.max_batch, *(j.company for j in queued)):
                 return
-            left = min(job.enqueued + job.hold for job in queued) - time.perf_counter()
+            until = min(
+                job.enqueued + min(job.hold, (job.deadline - job.enqueued) / 2) for job in queued
+            )
+            left = until - time.perf_counter()
             if left <= 0:
                 return
             self._arrived.clear()
@@ -495,16 +509,23 @@ class Admission:
         self._open = True
         batcher._open += 1
 
-    async def run(self, views: np.ndarray, hold: float | None = None) -> BatchResult:
-        """Run ``views`` through the model's batches and wait for their logits; ``hold``: how
-        long they may wait for others to fill their batch (default ``max_wait_ms``)."""
+    async def run(
+        self, views: np.ndarray, hold: float | None = None, company: int | None = None
+    ) -> BatchResult:
+        """Run ``views`` through the model's batches and wait for their logits; ``hold`` and
+        ``company``: how long they may wait for others to fill their batch (default
+        ``max_wait_ms``), and how many windows at most can come (:meth:`Batcher.submit`)."""
         batcher = self.batcher
         urgent = self._reserved and len(views) <= batcher.chunk
         if self._reserved and not urgent:
             self.release()  # too many for one submission: it runs as bulk chunks
         self._reserved = False
         future = await batcher.submit(
-            views, reserved=urgent, admitted_at=self.admitted_at if urgent else None, hold=hold
+            views,
+            reserved=urgent,
+            admitted_at=self.admitted_at if urgent else None,
+            hold=hold,
+            company=company,
         )
         try:
             return await future

@@ -259,9 +259,10 @@ class Settings(BaseSettings):
     stream_batch_hold_ms: float = Field(
         default=20.0,
         ge=0,
-        description="how long a stream's window may wait for other streams' windows to fill its "
-        "batch while several are open: fewer, fuller model runs cost less CPU per window, for "
-        "up to this much more lag; 0: none",
+        description="how long a stream's window may wait for windows of other streams on its "
+        "model to fill its batch (until every such stream has one queued; at most half the "
+        "max_queue_ms bound): fewer, fuller model runs cost less CPU per window, for up to this "
+        "much more lag; 0: none",
     )
     stream_allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -110,6 +110,7 @@ class StreamHub:
         self.settings = settings
         self.limit = settings.stream_max_concurrent
         self.open = 0
+        self._scoring: dict[str, int] = {}  # open streams by the models they are scored on
         self.metrics = StreamMetrics(metrics)
         self._ids = 0
         self._stopping = asyncio.Event()
@@ -156,6 +157,24 @@ class StreamHub:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._no_handlers.wait()
+
+    @contextlib.contextmanager
+    def scoring(self, models: list[str]) -> Iterator[None]:
+        """Count a stream as scored on ``models`` while it runs (:meth:`company`)."""
+        for name in models:
+            self._scoring[name] = self._scoring.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            for name in models:
+                self._scoring[name] -= 1
+                if not self._scoring[name]:
+                    del self._scoring[name]
+
+    def company(self, model: str) -> int:
+        """Open streams scored on ``model``: each has at most one window queued at a time, so
+        no batch of that model's stream windows can hold more."""
+        return self._scoring.get(model, 0)
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[int]:
@@ -428,6 +447,10 @@ class StreamSession:
 
     async def run(self) -> None:
         """Until the client's ``end`` (every window scored) or a :class:`StreamError`."""
+        with self.hub.scoring(sorted({model.name for model, _ in self.selected})):
+            await self._run()
+
+    async def _run(self) -> None:
         if isinstance(self.decoder, PcmDecoder):
             self.tracks = self._tracks(self.decoder.sample_rate)
         receiver = asyncio.create_task(self._receive_loop(), name="stream-receive")
@@ -542,16 +565,17 @@ class StreamSession:
             self.service.metrics.stages["features"].observe(time.perf_counter() - began)
             batcher.observe_prepare(cpu, 1)  # the admission's estimate of a window's cost
             try:
-                return await admission.run(views, self._batch_hold())
+                company = self.hub.company(track.model.name)
+                return await admission.run(views, self._batch_hold(company), company)
             except ApiError as exc:
                 if exc.code != "overloaded":
                     raise StreamError.from_api_error(exc) from exc
                 return None
 
-    def _batch_hold(self) -> float:
+    def _batch_hold(self, company: int) -> float:
         """How long the window may wait for other streams' windows to fill its batch: none
-        when this is the only stream (nobody else's window will come)."""
-        return self.settings.stream_batch_hold_ms / 1000 if self.hub.open > 1 else 0.0
+        when this is the only stream on its model (nobody else's window will come)."""
+        return self.settings.stream_batch_hold_ms / 1000 if company > 1 else 0.0
 
     async def _score(self, track: _ModelTrack, window: Window, arrived: float) -> None:
         model = track.model

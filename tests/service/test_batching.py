@@ -118,6 +118,45 @@ def test_a_held_job_waits_for_company_and_a_job_without_a_hold_cuts_it_short() -
     asyncio.run(scenario())
 
 
+def test_a_held_job_stops_waiting_once_all_the_company_it_can_get_is_queued() -> None:
+    async def scenario() -> None:
+        model = EchoModel()
+        batcher = _batcher(model, max_batch=8)
+        futures = []
+        batcher.reserve()  # one of two streams' windows: only the other one's can still come
+        futures.append(await batcher.submit(_views(1), reserved=True, hold=60.0, company=2))
+        done, _ = await asyncio.wait(futures, timeout=0.3)
+        assert not done and model.batches == []
+        batcher.reserve()
+        futures.append(await batcher.submit(_views(2), reserved=True, hold=60.0, company=2))
+        await asyncio.wait_for(asyncio.gather(*futures), 10)  # not after the minute's hold
+        assert model.batches == [[1.0, 2.0]]
+        batcher.reserve()  # the only stream on its model: nobody's window can join it
+        await asyncio.wait_for(
+            await batcher.submit(_views(3), reserved=True, hold=60.0, company=1), 10
+        )
+        assert model.batches[1:] == [[3.0]]
+        await batcher.close(0)
+
+    asyncio.run(scenario())
+
+
+def test_a_hold_takes_at_most_half_the_time_to_the_queue_deadline() -> None:
+    async def scenario() -> None:
+        model = EchoModel()
+        batcher = _batcher(model, max_batch=8, max_queue_ms=400.0)
+        started = time.perf_counter()
+        future = await batcher.submit(
+            _views(1), reserved=True, admitted_at=batcher.reserve(), hold=60.0
+        )
+        result = await asyncio.wait_for(future, 10)  # run, not refused at its deadline
+        assert float(result.logits["head"][0, 0]) == 1
+        assert 0.15 < time.perf_counter() - started < 0.4  # held about 0.2 s of the 0.4
+        await batcher.close(0)
+
+    asyncio.run(scenario())
+
+
 def test_multi_window_submissions_are_split_back_in_order_with_shares_of_the_batch() -> None:
     async def scenario() -> None:
         model = EchoModel()

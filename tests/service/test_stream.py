@@ -288,25 +288,37 @@ def test_a_stream_open_while_the_service_stops_is_closed_going_away(
     }
 
 
-def test_windows_wait_for_company_only_while_other_streams_are_open(speech_artifact: Path) -> None:
-    """A batch hold of a minute: a lone stream's windows never wait for it; with a second stream
-    open, windows wait for company that does not come and are dropped as late (1 s) instead."""
+def test_windows_wait_for_company_only_while_other_streams_are_open_on_their_model(
+    tiny_artifacts: dict[str, Path],
+) -> None:
+    """A batch hold of a minute: a lone stream's windows never wait for it, nor do they for a
+    stream on another model; with a second stream open on theirs, they wait for company that does
+    not come and are dropped as late (1 s) instead."""
     settings = isolated_settings(
-        models=[speech_artifact],
+        models=[tiny_artifacts["speech_commands"], tiny_artifacts["urbansound8k"]],
         stream_batch_hold_ms=60_000.0,
+        max_queue_ms=0.0,  # no queue deadline to cut the hold short
         stream_max_lag_seconds=1.0,
         stream_max_speed=1000.0,
         stream_burst_seconds=1000.0,
         stream_idle_timeout_seconds=600.0,
     )
     pcm = _pcm16(2.0).tobytes()
+    start = _start(hop=0.5, heads=["speech_commands"])
+    late = 'arinext_stream_windows_dropped_total{reason="late"}'
     with serve_in_process(settings) as client:
-        events, code = _stream(client, _start(hop=0.5), pcm)
+        events, code = _stream(client, start, pcm)
         assert code == 1000 and [e["type"] for e in events].count("window") == 3
-        assert not [e for e in events if e["type"] == "dropped"]
         with client.websocket_connect("/stream") as other:
-            other.send_text(_start(hop=0.5))
+            other.send_text(_start(hop=0.5, heads=["urbansound8k"]))
             assert other.receive_json()["type"] == "ready"
-            events, code = _stream(client, _start(hop=0.5), pcm)
+            events, code = _stream(client, start, pcm)
+        assert code == 1000 and [e["type"] for e in events].count("window") == 3
+        assert late not in client.get("/metrics").text
+        with client.websocket_connect("/stream") as other:
+            other.send_text(start)
+            assert other.receive_json()["type"] == "ready"
+            events, code = _stream(client, start, pcm)
         assert code == 1000 and not [e for e in events if e["type"] == "window"]
         assert [e for e in events if e["type"] == "dropped"]
+        assert f"{late} 3.0" in client.get("/metrics").text
