@@ -37,7 +37,7 @@ from arinext.model.frontend import clip_view
 from arinext.model.labels import UNKNOWN
 from arinext.model.scores import probabilities
 from arinext.service.loading import LoadedModel, load_model
-from arinext.training.datasets.recordings import list_recordings, split_of
+from arinext.training.datasets.recordings import RecordedClip, list_recordings, split_of
 from arinext.training.keywords import KeywordRecipe, train_keywords
 from arinext.training.synth_ood import OodItem, ood_voices, read_wav, speak_ood
 from arinext.training.synth_speech import SAMPLE_RATE, derive_seed, trim
@@ -109,7 +109,7 @@ def out_of_domain(model: LoadedModel, phrases: list[str], seed: int = 0) -> dict
     return result
 
 
-def _read(clips: list) -> list[np.ndarray]:
+def _read(clips: list[RecordedClip]) -> list[np.ndarray]:
     from arinext.model.audio_io import read_file, resample
 
     audio = []
@@ -120,13 +120,18 @@ def _read(clips: list) -> list[np.ndarray]:
 
 
 def recorded(
-    model: LoadedModel, phrases: list[str], root: Path, unheard_except: str | None = None
+    model: LoadedModel,
+    phrases: list[str],
+    root: Path,
+    unheard: bool = False,
+    user: str | None = None,
 ) -> dict:
     """Held-out TEST speakers' recordings: false accepts, and top-1 of phrases that are words.
 
-    ``unheard_except`` (a speaker): the backbone never heard the phrases' words (trained with
-    ``data.withhold_words``), so every speaker of every split but this one (the user) is new
-    to the phrases, and their top-1 is measured on all of them as well.
+    ``unheard``: the backbone never heard the phrases' words (trained with
+    ``data.withhold_words``), so every speaker of every split but the ``user`` (whose
+    recordings were trained on) is new to the phrases, and their top-1 is measured on all of
+    them as well.
     """
     clips = [c for c in list_recordings(root, "test") if not c.word.startswith("_")]
     probs = _scores(model, _read(clips))
@@ -145,14 +150,15 @@ def recorded(
                 "top1": float((top[mine] == i).mean()),
                 "clips": int(mine.sum()),
             }
-    if unheard_except is not None:
-        others = [
-            c for c in list_recordings(root) if c.word in phrases and c.speaker != unheard_except
-        ]
+    listed = list_recordings(root) if unheard else []
+    others = [c for c in listed if c.word in phrases and c.speaker != user]
+    if unheard and others:
         top = _scores(model, _read(others)).argmax(axis=1)
         for i, phrase in enumerate(phrases):
             mine = np.array([c.word == phrase for c in others])
             said = [c.speaker for c in others if c.word == phrase]
+            if not said:  # not a recorded word
+                continue
             right = (top[mine] == i).tolist()
             result.setdefault("phrase_top1_every_other_speaker", {})[phrase] = {
                 "top1": float(np.mean(right)),
@@ -203,6 +209,8 @@ def main() -> None:
     parser.add_argument("--no-ood", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.unheard and args.backbone is None:
+        parser.error("--unheard needs --backbone: the shipped model heard every recorded word")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     user = None
@@ -253,11 +261,9 @@ def main() -> None:
     model = load_model(args.out)
     if not args.no_ood:
         report["out_of_domain"] = out_of_domain(model, result.labels[: len(args.phrases)])
-    unheard = None
-    if args.unheard:
-        unheard = args.user_recordings.split(":")[1] if args.user_recordings else ""
+    speaker = args.user_recordings.split(":")[1] if args.user_recordings else None
     report["recorded"] = recorded(
-        model, result.labels[: len(args.phrases)], args.recordings, unheard
+        model, result.labels[: len(args.phrases)], args.recordings, args.unheard, speaker
     )
     print(json.dumps(report, indent=2))
     if args.json:

@@ -117,6 +117,31 @@ def test_a_tampered_backbone_is_refused_before_any_work(tmp_path: Path) -> None:
     assert not stages and not (tmp_path / "kw").exists()
 
 
+def test_an_artifact_without_the_networks_input_is_refused_as_a_backbone(tmp_path: Path) -> None:
+    import hashlib
+    import shutil
+
+    import onnx
+
+    from arinext.model.manifest import ArtifactError, read_manifest, write_manifest
+    from arinext.service.settings import EMBEDDED_MODEL_DIR
+    from arinext.training.keywords.backbone import load_backbone
+
+    other = tmp_path / "other"
+    shutil.copytree(EMBEDDED_MODEL_DIR, other)
+    graph = onnx.load(other / "model.onnx")
+    graph.graph.input[0].name = "audio"  # a properly signed artifact, but not of this network
+    for node in graph.graph.node:
+        node.input[:] = ["audio" if name == "logmel" else name for name in node.input]
+    data = graph.SerializeToString()
+    (other / "model.onnx").write_bytes(data)
+    manifest = read_manifest(other)
+    write_manifest(other, manifest.model_copy(update={"sha256": hashlib.sha256(data).hexdigest()}))
+    with pytest.raises(ArtifactError, match="not a backbone for keywords"):
+        load_backbone(other).voice_seed()
+    assert load_backbone(str(EMBEDDED_MODEL_DIR)) is load_backbone()  # one per directory
+
+
 def test_cli_parses_and_refuses_unknown_recordings(tmp_path: Path) -> None:
     from arinext.training.keywords_cli import register
 

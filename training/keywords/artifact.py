@@ -12,13 +12,16 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from arinext.training.keywords.backbone import BATCH
 from arinext.training.keywords.recipe import KeywordRecipe
 from arinext.training.synth_speech import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from arinext.model.manifest import Manifest
 
 __all__ = ["held_out_summary", "publish"]
 
@@ -44,7 +47,7 @@ def publish(
     net: Any,
     out: Path,
     name: str,
-    backbone: Any,
+    backbone_manifest: Manifest,
     frontend: Any,
     classes: list[str],
     recipe: KeywordRecipe,
@@ -56,8 +59,8 @@ def publish(
     """Export fp32, quantise to int8 when the quantiser's guards hold, and publish to ``out``.
 
     ``calibration`` are placed clips with their labels; those whose index is in ``check`` check
-    the int8 network, the others calibrate it. ``backbone`` is the backbone's manifest (its
-    architecture and re-parameterisation). Returns the written manifest.
+    the int8 network, the others calibrate it; the backbone's manifest gives the architecture
+    and re-parameterisation. Returns the written manifest.
     """
     from arinext.model.export import default_provenance, export_artifact
     from arinext.model.manifest import MODEL_FILE, read_manifest
@@ -70,10 +73,10 @@ def publish(
             net,
             fp32,
             name=name,
-            architecture=backbone.architecture,
+            architecture=backbone_manifest.architecture,
             frontend=frontend,
             labels={net.head_names[0]: classes},
-            level=backbone.reparameterized,
+            level=backbone_manifest.reparameterized,
             provenance=default_provenance("arinext train-keywords"),
             extra=extra,
         )

@@ -7,19 +7,26 @@ PyTorch rebuilds the same network from the graph's weights for the export.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from arinext.training.keywords.recipe import ProgressCallback
 
+if TYPE_CHECKING:
+    from arinext.model.manifest import Manifest
+
 __all__ = ["BATCH", "Backbone", "load_backbone"]
 
 BATCH = 64
+INPUT = "logmel"  # the exported networks' input
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,21 +38,47 @@ class Backbone:
     directory: Path
 
     @cached_property
-    def manifest(self) -> Any:
-        from arinext.model.manifest import verify_artifact
+    def _verified(self) -> tuple[Manifest, bytes]:
+        """The manifest and the graph's bytes, read once and checked as the server checks them,
+        and a graph a keyword head can be put on (its log-mel input, numbered stages)."""
+        import onnx
 
-        return verify_artifact(self.directory)
+        from arinext.model.manifest import ArtifactError, read_verified_model
+
+        manifest, graph = read_verified_model(self.directory)
+        nodes = onnx.load_from_string(graph).graph
+        if [i.name for i in nodes.input] != [INPUT] or not any(
+            "/stages.0/" in node.name for node in nodes.node
+        ):
+            raise ArtifactError(
+                f"{self.directory}: not a backbone for keywords (an exported network with a "
+                f"{INPUT!r} input and numbered stages, as the default model)"
+            )
+        return manifest, graph
+
+    @property
+    def manifest(self) -> Manifest:
+        """The verified manifest: the first use checks the artifact."""
+        return self._verified[0]
 
     def voice_seed(self) -> int:
         """The seed the backbone's espeak-ng voices were split with (``make default-model``'s,
         recorded in its manifest; 0, the recipe's default, when the manifest does not say)."""
-        extra = self.manifest.extra or {}
-        return int(extra.get("default_model", {}).get("seed", 0))
+        seed = (self.manifest.extra or {}).get("default_model", {}).get("seed")
+        if seed is None:
+            log.warning(
+                "%s does not record the seed its voices were split with (make default-model "
+                "does); assuming 0: the run's held-out voices may be ones the backbone heard",
+                self.directory,
+            )
+            return 0
+        return int(seed)
 
     def _graph(self) -> Any:
+        """A fresh copy of the verified graph (callers may change it)."""
         import onnx
 
-        return onnx.load(self.directory / "model.onnx")
+        return onnx.load_from_string(self._verified[1])
 
     def stage_input(self, index: int) -> str:
         """The tensor stage ``index`` reads ``[N, C, T', F']``; past the last stage, the last
@@ -78,7 +111,7 @@ class Backbone:
         progress(stage, 0, len(views))
         for start in range(0, len(views), BATCH):
             batch = views[start : start + BATCH, None]
-            out.append(session.run([output], {"logmel": batch})[0])
+            out.append(session.run([output], {INPUT: batch})[0])
             progress(stage, min(start + BATCH, len(views)), len(views))
         return np.concatenate(out)
 
@@ -103,11 +136,16 @@ class Backbone:
         return net
 
 
-@cache
-def load_backbone(directory: Path | None = None) -> Backbone:
+def load_backbone(directory: Path | str | None = None) -> Backbone:
     """The backbone in ``directory``, or the shipped default model (verified on first use)."""
     if directory is None:
         from arinext.service.settings import EMBEDDED_MODEL_DIR
 
         directory = EMBEDDED_MODEL_DIR
-    return Backbone(Path(directory).resolve())
+    return _backbone(Path(directory).resolve())
+
+
+@cache
+def _backbone(directory: Path) -> Backbone:
+    """One per resolved directory: its graph is verified and parsed once a process."""
+    return Backbone(directory)

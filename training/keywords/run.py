@@ -89,7 +89,7 @@ def train_keywords(
     classes = [*phrases, UNKNOWN, SILENCE]
     index = {label: i for i, label in enumerate(classes)}
 
-    base = load_backbone(Path(backbone) if backbone is not None else None)
+    base = load_backbone(backbone)
     manifest = base.manifest
     plan = plan_speech(phrases, recipe, base.voice_seed())
     spoken = map_in_processes(speak, plan, workers, "synthesis", report)
