@@ -93,6 +93,31 @@ def test_tiny_run_writes_a_served_artifact(tmp_path: Path) -> None:
     assert answer.model_dump()
 
 
+def test_a_run_is_repeatable_from_its_seed(tmp_path: Path) -> None:
+    """Two runs of one recipe in one process (whose torch generator the first run has moved on,
+    as an unseeded process starts anywhere) write the same graph."""
+    from arinext.training.keywords import KeywordRecipe, train_keywords
+
+    recipe = KeywordRecipe(
+        per_phrase=3,
+        held_out_per_phrase=1,
+        vocabulary=4,
+        near_misses=1,
+        command_words=0,
+        silence=2,
+        copies=1,
+        epochs=1,
+        int8=False,
+    )
+    written = [
+        verify_artifact(
+            train_keywords(["lights on"], tmp_path / str(k), recipe=recipe, workers=1).artifact
+        ).sha256
+        for k in range(2)
+    ]
+    assert written[0] == written[1]
+
+
 def test_a_tampered_backbone_is_refused_before_any_work(tmp_path: Path) -> None:
     import shutil
 

@@ -134,6 +134,7 @@ def train_keywords(
     torch.set_num_threads(workers)
     network = base.network()
     channels = network.num_features // 2 ** (len(network.stages) - recipe.stages)
+    torch.manual_seed(recipe.seed)  # the head's first weights: the process starts unseeded
     head = KeywordHead(recipe.head, channels, len(classes), recipe.hidden, recipe.dropout)
     net = KeywordNet(network, recipe.stages, head, head_name(name))
     fit(net, cached, y_train, recipe, report)
