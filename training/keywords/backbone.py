@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from arinext.model.manifest import INPUT_NAME
 from arinext.training.keywords.recipe import ProgressCallback
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["BATCH", "Backbone", "load_backbone"]
 
 BATCH = 64
-INPUT = "logmel"  # the exported networks' input
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,13 @@ class Backbone:
 
         manifest, graph = read_verified_model(self.directory)
         nodes = onnx.load_from_string(graph).graph
-        if [i.name for i in nodes.input] != [INPUT] or not any(
+        # Exports list no weights among the inputs (keep_initializers_as_inputs is off).
+        if [i.name for i in nodes.input] != [INPUT_NAME] or not any(
             "/stages.0/" in node.name for node in nodes.node
         ):
             raise ArtifactError(
                 f"{self.directory}: not a backbone for keywords (an exported network with a "
-                f"{INPUT!r} input and numbered stages, as the default model)"
+                f"{INPUT_NAME!r} input and numbered stages, as the default model)"
             )
         return manifest, graph
 
@@ -111,7 +112,7 @@ class Backbone:
         progress(stage, 0, len(views))
         for start in range(0, len(views), BATCH):
             batch = views[start : start + BATCH, None]
-            out.append(session.run([output], {INPUT: batch})[0])
+            out.append(session.run([output], {INPUT_NAME: batch})[0])
             progress(stage, min(start + BATCH, len(views)), len(views))
         return np.concatenate(out)
 
