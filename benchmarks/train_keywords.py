@@ -152,7 +152,7 @@ def recorded(
             }
     listed = list_recordings(root) if unheard else []
     others = [c for c in listed if c.word in phrases and c.speaker != user]
-    if unheard and others:
+    if others:
         top = _scores(model, _read(others)).argmax(axis=1)
         for i, phrase in enumerate(phrases):
             mine = np.array([c.word == phrase for c in others])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,25 +45,32 @@ def test_registering_imports_no_heavy_modules() -> None:
     assert heavy_imports(code) == []
 
 
+def _tiny_recipe(**knobs: Any) -> Any:
+    """A run of a few clips and one epoch: seconds, not minutes."""
+    from arinext.training.keywords import KeywordRecipe
+
+    tiny = {
+        "per_phrase": 3,
+        "held_out_per_phrase": 1,
+        "vocabulary": 4,
+        "near_misses": 1,
+        "command_words": 0,
+        "silence": 2,
+        "copies": 1,
+        "epochs": 1,
+        "int8": False,
+    }
+    return KeywordRecipe(**{**tiny, **knobs})
+
+
 def test_tiny_run_writes_a_served_artifact(tmp_path: Path) -> None:
     from arinext.service import teach
     from arinext.service.pipeline import Classifier
-    from arinext.training.keywords import KeywordRecipe, head_name, train_keywords
+    from arinext.training.keywords import head_name, train_keywords
 
     recording = tmp_path / "lights on.wav"
     sf.write(recording, spoken("lights on", "en-us"), 16000)
-    recipe = KeywordRecipe(
-        per_phrase=3,
-        held_out_per_phrase=1,
-        vocabulary=4,
-        near_misses=1,
-        command_words=0,
-        silence=2,
-        copies=1,
-        recording_copies=2,
-        epochs=1,
-        int8=False,
-    )
+    recipe = _tiny_recipe(recording_copies=2)
     stages: list[str] = []
     out = tmp_path / "kw"
     result = train_keywords(
@@ -98,19 +106,9 @@ def test_tiny_run_writes_a_served_artifact(tmp_path: Path) -> None:
 def test_a_run_is_repeatable_from_its_seed(tmp_path: Path) -> None:
     """Two runs of one recipe in one process (whose torch generator the first run has moved on,
     as an unseeded process starts anywhere) write the same graph."""
-    from arinext.training.keywords import KeywordRecipe, train_keywords
+    from arinext.training.keywords import train_keywords
 
-    recipe = KeywordRecipe(
-        per_phrase=3,
-        held_out_per_phrase=1,
-        vocabulary=4,
-        near_misses=1,
-        command_words=0,
-        silence=2,
-        copies=1,
-        epochs=1,
-        int8=False,
-    )
+    recipe = _tiny_recipe()
     written = [
         verify_artifact(
             train_keywords(["lights on"], tmp_path / str(k), recipe=recipe, workers=1).artifact
