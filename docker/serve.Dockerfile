@@ -52,7 +52,8 @@ RUN pip install --no-compile --require-hashes --no-deps -r requirements/${LOCK}.
 # torch. The CLI registers every package's commands, so `arinext --help` proves none of them
 # imports torch; a demo image must have Gradio. Then the server runs once on the default model
 # (docker/warm-up.py), leaving bytecode for exactly the modules it imports. The wheel's copy of
-# the default model becomes a link to the runtime stage's, so that the image holds it once.
+# the default model becomes a link to the runtime stage's, so that the image holds it once; its
+# fp32 version (the keyword trainer's backbone: training needs torch, never in this image) goes.
 COPY pyproject.toml README.md ./
 COPY arinext/ arinext/
 COPY model/ model/
@@ -60,6 +61,7 @@ COPY training/ training/
 COPY service/ service/
 COPY docker/warm-up.py docker/
 COPY artifacts/speech-commands-synth-b0/ artifacts/speech-commands-synth-b0/
+COPY artifacts/speech-commands-synth-b0-int8/ artifacts/speech-commands-synth-b0-int8/
 RUN pip install --no-compile --no-deps . \
  && pip check \
  && python -c "import importlib.util, sys; sys.exit('torch found in the serving venv' if importlib.util.find_spec('torch') else 0)" \
@@ -67,9 +69,9 @@ RUN pip install --no-compile --no-deps . \
  && arinext --help > /dev/null \
  && pip uninstall --yes --quiet pip setuptools \
  && model=$(python -I -c 'import arinext.service.settings as s; print(s.EMBEDDED_MODEL_DIR)') \
- && rm -rf "$model" && ln -s /opt/arinext/models/speech-commands-synth-b0 "$model" \
+ && rm -rf "$model" "${model}_fp32" && ln -s /opt/arinext/models/speech-commands-synth-b0 "$model" \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} + \
- && ARINEXT_DEMO=$ARINEXT_DEMO python docker/warm-up.py artifacts/speech-commands-synth-b0
+ && ARINEXT_DEMO=$ARINEXT_DEMO python docker/warm-up.py artifacts/speech-commands-synth-b0-int8
 
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -81,8 +83,9 @@ RUN groupadd --gid 10001 arinext \
         --home-dir /tmp --shell /usr/sbin/nologin arinext
 
 COPY --from=builder /opt/venv /opt/venv
-# The default model, owned by root and read-only to the service user.
-COPY artifacts/speech-commands-synth-b0/ /opt/arinext/models/speech-commands-synth-b0/
+# The default model (its int8 version, the one served), owned by root and read-only to the
+# service user.
+COPY artifacts/speech-commands-synth-b0-int8/ /opt/arinext/models/speech-commands-synth-b0/
 
 # Everything that may write goes to /tmp (a tmpfs when the root filesystem is read-only). The
 # server reads its address from ARINEXT_HOST/ARINEXT_PORT, as the healthcheck does, so

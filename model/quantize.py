@@ -38,6 +38,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,8 @@ DEFAULT_CALIBRATION_CLIPS = 256
 DEFAULT_CHECK_CLIPS = 1000
 METHOD = (
     "onnxruntime static QDQ; uint8 activations (asymmetric, MinMax calibration); "
-    "int8 weights per output channel (symmetric); the stem and the classifier heads kept fp32"
+    "int8 weights per output channel (symmetric); the stem, the band mixers and the 1x1 "
+    "convolutions that feed them, and the classifier heads kept fp32"
 )
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".mka"}
@@ -243,15 +245,20 @@ class _Reader:
         return next(self._pending, None)
 
 
-def float_ends(model_path: Path) -> list[str]:
-    """In a network of several convolutions, the names of the one that reads the graph's input
-    (the stem) and of the Gemm/MatMul nodes that write its outputs (the classifier heads): the
-    layers kept in fp32.
+def float_layers(model_path: Path) -> list[str]:
+    """In a network of several convolutions, the names of the layers kept in fp32: the one that
+    reads the graph's input (the stem), each block's mixing path (its depthwise band mixers and
+    the convolution that feeds them) and the Gemm/MatMul nodes that write its outputs (the
+    classifier heads). What goes int8 is the rest: the inverted bottlenecks' 1x1 convolutions
+    (most of the time), the shortcuts and the residual adds.
 
-    They are where int8 costs the most accuracy for the least speed: the stem sees the log-mel's
-    whole dynamic range through a single input channel, and a head's logits are the answer
-    itself. Quantising them too flipped more held-out answers of the default model than keeping
-    them in fp32, enough to fall under the agreement guard (docs/performance.md).
+    These are where int8 costs the most accuracy for the least speed: the stem sees the log-mel's
+    whole dynamic range through a single input channel; a depthwise kernel quantises each
+    channel's long band filter on its own, with no sum over channels to average the rounding
+    out; and a head's logits are the answer itself. The depthwise layers are no faster in int8
+    either: ONNX Runtime runs them in its blocked fp32 layout faster than its int8 kernels. On
+    the default model, quantising the mixing path too flipped enough held-out answers to fall
+    under the agreement guard (docs/performance.md, "Int8").
     """
     import onnx
 
@@ -261,13 +268,46 @@ def float_ends(model_path: Path) -> list[str]:
     convs = [node for node in graph.node if node.op_type == "Conv"]
     if len(convs) < 2:  # not a network with a stem: a probe graph, quantised whole
         return []
-    stems = [node.name for node in convs if inputs.intersection(node.input)]
+    weights = {t.name: list(t.dims) for t in graph.initializer}
+    depthwise = {node.name for node in convs if _is_depthwise(node, weights)}
+    # A tensor's producer, looking through activations (a conv -> ReLU -> mixer chain).
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def feeder(tensor: str) -> Any:
+        node = producer.get(tensor)
+        while node is not None and node.op_type in _ACTIVATIONS:
+            node = producer.get(node.input[0])
+        return node
+
+    feeding = {
+        fed.name
+        for node in convs
+        if node.name in depthwise
+        and (fed := feeder(node.input[0])) is not None
+        and fed.op_type == "Conv"
+        and fed.name not in depthwise
+    }
+    kept = [
+        node.name
+        for node in convs
+        if inputs.intersection(node.input) or node.name in depthwise or node.name in feeding
+    ]
     heads = [
         node.name
         for node in graph.node
         if node.op_type in ("Gemm", "MatMul") and outputs.intersection(node.output)
     ]
-    return stems + heads
+    return kept + heads
+
+
+_ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Clip", "Gelu"})
+
+
+def _is_depthwise(conv: Any, weights: dict[str, list[int]]) -> bool:
+    """A convolution of several groups, one input channel each."""
+    group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+    dims = weights.get(conv.input[1], [])
+    return group > 1 and len(dims) > 1 and dims[1] == 1
 
 
 def quantize_graph(model_path: Path, input_name: str, calibration: np.ndarray) -> bytes:
@@ -301,7 +341,7 @@ def quantize_graph(model_path: Path, input_name: str, calibration: np.ndarray) -
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
-                nodes_to_exclude=float_ends(prepared),
+                nodes_to_exclude=float_layers(prepared),
                 calibrate_method=CalibrationMethod.MinMax,
                 extra_options={"CalibStridedMinMax": 1},
             )

@@ -18,12 +18,23 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["EMBEDDED_MODEL_DIR", "MAX_TOP_K", "TEACH_COMMAND", "TEACH_FIELDS", "Settings"]
+__all__ = [
+    "EMBEDDED_FP32_MODEL_DIR",
+    "EMBEDDED_MODEL_DIR",
+    "MAX_TOP_K",
+    "TEACH_COMMAND",
+    "TEACH_FIELDS",
+    "Settings",
+]
 
-# The default model, served when no models are configured. In a checkout ``service/default_model``
-# is a link to ``artifacts/speech-commands-synth-b0`` (where ``make default-model`` writes it); the
-# wheel carries the files themselves there, so ``pip install 'arinext[serve]'`` serves it too.
+# The default model, served when no models are configured: its int8 version. In a checkout
+# ``service/default_model`` is a link to ``artifacts/speech-commands-synth-b0-int8`` (where ``make
+# default-model`` writes it); the wheel carries the files themselves there, so ``pip install
+# 'arinext[serve]'`` serves it too.
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+# The same model in fp32, as trained (``artifacts/speech-commands-synth-b0``): the source of the
+# int8 version and the backbone ``arinext train-keywords`` builds on, which needs its weights.
+EMBEDDED_FP32_MODEL_DIR = Path(__file__).resolve().parent / "default_model_fp32"
 
 # Upper bound of the ``top_k`` query parameter: enough for any UI, small enough to keep answers
 # for long clips with a timeline (one top-k per window) reasonably sized.
@@ -65,8 +76,8 @@ class Settings(BaseSettings):
         default=EMBEDDED_MODEL_DIR,
         description=(
             "served when no models are configured and it exists: the embedded model (in a "
-            "checkout a link to `artifacts/speech-commands-synth-b0`; the wheel carries the "
-            "files)"
+            "checkout a link to `artifacts/speech-commands-synth-b0-int8`; the wheel carries "
+            "the files)"
         ),
     )
     model_repository: Path | None = Field(

@@ -135,12 +135,17 @@ def test_the_wheel_carries_the_default_model_without_machine_paths(wheel: Path) 
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         shipped = {
-            "arinext/service/default_model/model.onnx",
-            "arinext/service/default_model/manifest.json",
+            f"arinext/service/{folder}/{name}"
+            for folder in ("default_model", "default_model_fp32")
+            for name in ("model.onnx", "manifest.json")
         }
         assert shipped <= names
         manifest = archive.read("arinext/service/default_model/manifest.json").decode()
+        fp32 = json.loads(archive.read("arinext/service/default_model_fp32/manifest.json"))
+    # Served: the int8 version; beside it the fp32 one it was quantised from (the keyword backbone).
     assert json.loads(manifest)["name"] == DEFAULT_MODEL
+    assert json.loads(manifest)["precision"] == "int8" and fp32["precision"] == "fp32"
+    assert json.loads(manifest)["quantization"]["source_sha256"] == fp32["sha256"]
     for shipped in [manifest, *(p.read_text() for p in REPO.glob("artifacts/*/manifest.json"))]:
         assert not _MACHINE_PATH.search(shipped), _MACHINE_PATH.search(shipped)
 

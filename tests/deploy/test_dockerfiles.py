@@ -21,7 +21,9 @@ from tests.deploy.dockerfile import (
     substitute_args,
 )
 
-DEFAULT_ARTIFACT = "artifacts/speech-commands-synth-b0"
+# The default model as served (int8); its fp32 source is copied into the build stage only.
+DEFAULT_ARTIFACT = "artifacts/speech-commands-synth-b0-int8"
+FP32_ARTIFACT = "artifacts/speech-commands-synth-b0"
 # Where a read-only root filesystem still lets the service write (a tmpfs in docker-compose.yml).
 WRITABLE_ENV = ("TMPDIR", "HOME", "MPLCONFIGDIR", "GRADIO_TEMP_DIR")
 
@@ -217,6 +219,7 @@ def test_dockerignore_keeps_out(dockerignore: DockerIgnore, path: str) -> None:
     [
         f"{DEFAULT_ARTIFACT}/model.onnx",
         f"{DEFAULT_ARTIFACT}/manifest.json",
+        f"{FP32_ARTIFACT}/model.onnx",
         "pyproject.toml",
         "arinext/cli.py",
         "model/labels/speech_commands_v2.json",
@@ -240,5 +243,5 @@ def test_copy_sources_are_in_the_build_context(dockerignore: DockerIgnore, name:
         for source in sources:
             assert not Path(source).is_absolute(), source
             assert not dockerignore.excludes(source.rstrip("/")), f"{stage}: {source} ignored"
-            if source.rstrip("/") != DEFAULT_ARTIFACT:  # built by training, not in git
+            if source.rstrip("/") not in (DEFAULT_ARTIFACT, FP32_ARTIFACT):  # made by training
                 assert (REPO / source).exists(), f"{stage}: {source} missing"

@@ -205,3 +205,35 @@ def test_openvino_session_is_safe_to_share_between_threads(band: Path) -> None:
     for i, runs in results.items():
         for got in runs:
             np.testing.assert_array_equal(got, expected[i])
+
+
+def test_an_int8_networks_pool_stays_fp32_and_its_answers_do_not_change(tmp_path: Path) -> None:
+    """ONNX Runtime's QDQ propagation would move the served int8 model's quantisation above its
+    stem pool (a uint8 pool in a slow kernel); with it left off the pool reads the fp32 stem and
+    every logit is the same."""
+    import onnx
+    import onnxruntime as ort
+
+    from arinext.model.backends import ORT_DISABLED_OPTIMIZERS
+    from arinext.service.settings import EMBEDDED_MODEL_DIR
+
+    model = str(EMBEDDED_MODEL_DIR / MODEL_FILE)
+
+    def pool_input(disabled: list[str]) -> str:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        options.log_severity_level = 3  # not its warning that the file is for this CPU only
+        ort.InferenceSession(model, options, disabled_optimizers=disabled)
+        graph = onnx.load(tmp_path / "optimized.onnx").graph
+        made_by = {out: node.op_type for node in graph.node for out in node.output}
+        pools = [node for node in graph.node if node.op_type == "MaxPool"]
+        assert len(pools) == 1
+        return made_by[pools[0].input[0]]
+
+    assert pool_input([]) == "QuantizeLinear"  # what ONNX Runtime would do on its own
+    assert pool_input(ORT_DISABLED_OPTIMIZERS) == "Conv"  # the fp32 stem, as open_session runs it
+    views = random_input(7, (1, 50, 128), seed=5)
+    plain = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    expected = plain.run(None, {"logmel": views})[0]
+    served = open_session(model, threads=1)
+    assert np.array_equal(served.run(served.output_names, {"logmel": views})[0], expected)

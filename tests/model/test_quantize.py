@@ -18,7 +18,7 @@ from arinext.model.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest, ver
 from arinext.model.quantize import (
     DEFAULT_MIN_AGREEMENT,
     QuantizeError,
-    float_ends,
+    float_layers,
     quantize_artifact,
     split_clips,
 )
@@ -254,10 +254,12 @@ def test_quantisation_and_backends_do_not_import_torch() -> None:
     assert heavy_imports(code, ("torch",)) == []
 
 
-def test_the_stem_and_the_heads_of_a_network_stay_fp32(fp32: Path) -> None:
+def test_the_stem_the_mixing_paths_and_the_heads_of_a_network_stay_fp32(fp32: Path) -> None:
     network = Path(__file__).resolve().parents[2] / "artifacts" / "speech-commands-synth-b0"
-    assert float_ends(network / MODEL_FILE) == [
-        "/model/stem/fused/Conv",  # reads the log-mel
-        "/model/speech_commands/Gemm",  # writes the logits
-    ]
-    assert float_ends(fp32 / MODEL_FILE) == []  # one convolution: a probe graph, all int8
+    kept = float_layers(network / MODEL_FILE)
+    assert kept[0] == "/model/stem/fused/Conv"  # reads the log-mel
+    assert kept[-1] == "/model/speech_commands/Gemm"  # writes the logits
+    # Each of the 16 blocks: the 1x1 conv feeding its mixers, then the time and frequency mixers.
+    body = [name.split("/")[-3] for name in kept[1:-1]]
+    assert body == ["conv_in", "time_mixer", "freq_mixer"] * 16
+    assert float_layers(fp32 / MODEL_FILE) == []  # one convolution: a probe graph, all int8

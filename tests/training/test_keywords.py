@@ -122,11 +122,11 @@ def test_a_tampered_backbone_is_refused_before_any_work(tmp_path: Path) -> None:
     import shutil
 
     from arinext.model.manifest import ArtifactError
-    from arinext.service.settings import EMBEDDED_MODEL_DIR
+    from arinext.service.settings import EMBEDDED_FP32_MODEL_DIR
     from arinext.training.keywords import train_keywords
 
     backbone = tmp_path / "backbone"
-    shutil.copytree(EMBEDDED_MODEL_DIR, backbone)
+    shutil.copytree(EMBEDDED_FP32_MODEL_DIR, backbone)
     model = backbone / "model.onnx"
     data = bytearray(model.read_bytes())
     data[-100] ^= 1
@@ -149,11 +149,11 @@ def test_an_artifact_without_the_networks_input_is_refused_as_a_backbone(tmp_pat
     import onnx
 
     from arinext.model.manifest import ArtifactError, read_manifest, write_manifest
-    from arinext.service.settings import EMBEDDED_MODEL_DIR
+    from arinext.service.settings import EMBEDDED_FP32_MODEL_DIR
     from arinext.training.keywords.backbone import load_backbone
 
     other = tmp_path / "other"
-    shutil.copytree(EMBEDDED_MODEL_DIR, other)
+    shutil.copytree(EMBEDDED_FP32_MODEL_DIR, other)
     graph = onnx.load(other / "model.onnx")
     graph.graph.input[0].name = "audio"  # a properly signed artifact, but not of this network
     for node in graph.graph.node:
@@ -164,7 +164,16 @@ def test_an_artifact_without_the_networks_input_is_refused_as_a_backbone(tmp_pat
     write_manifest(other, manifest.model_copy(update={"sha256": hashlib.sha256(data).hexdigest()}))
     with pytest.raises(ArtifactError, match="not a backbone for keywords"):
         load_backbone(other).voice_seed()
-    assert load_backbone(str(EMBEDDED_MODEL_DIR)) is load_backbone()  # one per directory
+    assert load_backbone(str(EMBEDDED_FP32_MODEL_DIR)) is load_backbone()  # one per directory
+
+
+def test_the_served_int8_model_is_refused_as_a_backbone_with_its_fp32_named() -> None:
+    from arinext.model.manifest import ArtifactError
+    from arinext.service.settings import EMBEDDED_MODEL_DIR
+    from arinext.training.keywords.backbone import load_backbone
+
+    with pytest.raises(ArtifactError, match=r"int8 artifact cannot be a backbone.*fp32 artifact"):
+        load_backbone(EMBEDDED_MODEL_DIR).voice_seed()
 
 
 def test_cli_parses_and_refuses_unknown_recordings(tmp_path: Path) -> None:

@@ -46,6 +46,12 @@ class Backbone:
         from arinext.model.manifest import ArtifactError, read_verified_model
 
         manifest, graph = read_verified_model(self.directory)
+        if manifest.precision != "fp32":
+            raise ArtifactError(
+                f"{self.directory}: a {manifest.precision} artifact cannot be a backbone for "
+                f"keywords (a head is fine-tuned on its fp32 weights): give the fp32 artifact it "
+                f"was quantised from"
+            )
         nodes = onnx.load_from_string(graph).graph
         # Exports list no weights among the inputs (keep_initializers_as_inputs is off).
         if [i.name for i in nodes.input] != [INPUT_NAME] or not any(
@@ -140,9 +146,9 @@ class Backbone:
 def load_backbone(directory: Path | str | None = None) -> Backbone:
     """The backbone in ``directory``, or the shipped default model (verified on first use)."""
     if directory is None:
-        from arinext.service.settings import EMBEDDED_MODEL_DIR
+        from arinext.service.settings import EMBEDDED_FP32_MODEL_DIR
 
-        directory = EMBEDDED_MODEL_DIR
+        directory = EMBEDDED_FP32_MODEL_DIR
     return _backbone(Path(directory).resolve())
 
 
