@@ -1,7 +1,8 @@
 """Where ONNX Runtime spends an artifact's inference time: its own profiler, by layer kind.
 
 Runs the artifact as the service does (one session, the given threads; ONNX Runtime's default
-graph optimisations, which on x86 rewrite convolutions to its blocked NCHWc layout) on random
+graph optimisations, which on x86 rewrite convolutions to its blocked NCHWc layout, less the ones
+``arinext.model.backends`` leaves off; ``--all-optimizers`` keeps those too) on random
 log-mel windows, and sums ONNX Runtime's per-node kernel times over the runs. Nodes are grouped
 by their name with stage and block numbers taken out (``stages.N/blocks.N/mlp/fc2``), so each
 line is one kind of layer across the network.
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 
 from machine import cpu_model
 
+from arinext.model.backends import ORT_DISABLED_OPTIMIZERS
 from arinext.model.bench import random_input
 from arinext.model.manifest import MODEL_FILE, verify_artifact
 
@@ -34,7 +36,9 @@ def layer_kind(node: str) -> str:
     return _NUMBERED.sub(r"\1.N", node).removesuffix("_nchwc")
 
 
-def profile(model: Path, shape: tuple[int, ...], batch: int, runs: int, threads: int) -> dict:
+def profile(
+    model: Path, shape: tuple[int, ...], batch: int, runs: int, threads: int, disabled: list[str]
+) -> dict:
     """Kernel microseconds a run, by operator type and by layer kind (warm-up runs left out)."""
     import onnxruntime as ort
 
@@ -45,7 +49,9 @@ def profile(model: Path, shape: tuple[int, ...], batch: int, runs: int, threads:
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(model), options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled
+        )
         feed = {session.get_inputs()[0].name: random_input(batch, shape)}
         for _ in range(warmup + runs):
             session.run(None, feed)
@@ -75,15 +81,25 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--top", type=int, default=12, help="layer kinds to list")
+    parser.add_argument(
+        "--all-optimizers",
+        action="store_true",
+        help=f"ONNX Runtime's rewrites as it ships them (the service leaves off "
+        f"{', '.join(ORT_DISABLED_OPTIMIZERS)})",
+    )
     args = parser.parse_args()
 
     manifest = verify_artifact(args.artifact)
     shape = (1, manifest.frontend.num_frames, manifest.frontend.n_mels)
-    result = profile(args.artifact / MODEL_FILE, shape, args.batch, args.runs, args.threads)
+    disabled = [] if args.all_optimizers else ORT_DISABLED_OPTIMIZERS
+    result = profile(
+        args.artifact / MODEL_FILE, shape, args.batch, args.runs, args.threads, disabled
+    )
     total = sum(result["by_op"].values())
     print(
         f"{cpu_model()}; {manifest.name} ({manifest.precision}), batch {args.batch}, "
-        f"{args.threads} thread(s), {args.runs} runs: {total / 1000:.3f} ms a run, "
+        f"{args.threads} thread(s), {args.runs} runs"
+        f"{', all optimizers' if args.all_optimizers else ''}: {total / 1000:.3f} ms a run, "
         f"{total / 1000 / args.batch:.3f} ms a window (kernel time)\n"
     )
     print("| operator | ms a run | share |\n|---|---:|---:|")
