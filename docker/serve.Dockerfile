@@ -69,7 +69,8 @@ RUN pip install --no-compile --no-deps . \
  && arinext --help > /dev/null \
  && pip uninstall --yes --quiet pip setuptools \
  && model=$(python -I -c 'import arinext.service.settings as s; print(s.EMBEDDED_MODEL_DIR)') \
- && rm -rf "$model" "${model}_fp32" && ln -s /opt/arinext/models/speech-commands-synth-b0 "$model" \
+ && fp32=$(python -I -c 'import arinext.service.settings as s; print(s.EMBEDDED_FP32_MODEL_DIR)') \
+ && rm -rf "$model" "$fp32" && ln -s /opt/arinext/models/speech-commands-synth-b0 "$model" \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} + \
  && ARINEXT_DEMO=$ARINEXT_DEMO python docker/warm-up.py artifacts/speech-commands-synth-b0-int8
 

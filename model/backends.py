@@ -41,10 +41,9 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 PRECISION_HINTS: tuple[str, ...] = get_args(PrecisionHint)
 CPU_PROVIDER = "CPUExecutionProvider"
 # ONNX Runtime graph rewrites left off. QDQ propagation moves an int8 graph's quantisation up
-# through max pooling, so the stem's pool runs on uint8 in ONNX Runtime's plain NCHW kernel:
-# 4.7 ms of the default model's 15.6 at batch 16 (the fp32 pool in its blocked layout: 0.16 ms).
-# Without the move the pool stays fp32 and the graph is the same otherwise (docs/performance.md,
-# "Int8"); fp32 graphs have nothing it applies to.
+# through max pooling, so the stem's pool runs on uint8 in ONNX Runtime's plain NCHW kernel, many
+# times slower than the fp32 pool in its blocked layout. Without the move the answers are the
+# same (docs/performance.md, "Int8"); fp32 graphs have nothing it applies to.
 ORT_DISABLED_OPTIMIZERS = ["QDQPropagationTransformer"]
 
 
