@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from arinext.model.backends import available_backends
+from arinext.training.synth_speech import espeak_available, synthesize_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,3 +97,27 @@ def test_artifact_speed_times_each_artifact_on_every_backend(tmp_path: Path) -> 
         ("int8", "int8")
     ] * (2 if openvino else 1)
     assert rows[0][4] == "1.00x" and all(float(r[3]) > 0 and float(r[5]) > 0 for r in rows)
+
+
+@pytest.mark.system
+@pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
+def test_unknown_false_accepts_splits_the_rate_by_what_was_said(tmp_path: Path) -> None:
+    from arinext.service.settings import EMBEDDED_MODEL_DIR
+
+    variants = ["plain", "f1", "f2", "f3", "m1", "m2", "m3", "m4", "Storm", "croak"]
+    synthesize_dataset(
+        tmp_path, seed=5, per_voice=1, words=["yes"], variants=variants, unknown_per_voice=6
+    )
+    out = _run(
+        "unknown_false_accepts.py",
+        "--model",
+        str(EMBEDDED_MODEL_DIR),
+        "--data-root",
+        str(tmp_path),
+        timeout=120,
+    )
+    rows = {r[0]: r for r in _rows(out) if len(r) == 4}
+    assert set(rows) == {"what was said", "near miss", "other word", "phrase", "all"}
+    kinds = [rows[k] for k in ("near miss", "other word", "phrase")]
+    assert sum(int(r[1]) for r in kinds) == int(rows["all"][1]) == 6  # one test voice, 6 clips
+    assert sum(int(r[2]) for r in kinds) == int(rows["all"][2])

@@ -34,8 +34,9 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,10 +57,12 @@ __all__ = [
     "espeak_version",
     "list_variants",
     "plan_items",
+    "read_recipe",
     "record_in_manifest",
     "render_item",
     "split_variants",
     "spoken",
+    "spoken_text",
     "synthesize",
     "synthesize_dataset",
     "trim",
@@ -294,13 +297,35 @@ def _text_and_accents(
     return text, recipe.accents
 
 
+def _item_rng(item: Item, recipe: Recipe) -> np.random.Generator:
+    """The generator every random choice of one utterance comes from, in a fixed order."""
+    return np.random.default_rng(derive_seed(recipe.seed, item.word, item.variant, item.k))
+
+
+def spoken_text(item: Item, recipe: Recipe) -> str:
+    """What ``item`` says (for ``_unknown_``, the words drawn for it), without synthesising:
+    the first draw :func:`render_item` makes, so a dataset's clips can be told apart by what
+    was said (near misses, other words, phrases) after the fact."""
+    return _text_and_accents(item, recipe, _item_rng(item, recipe))[0]
+
+
+def read_recipe(data_root: Path | str) -> Recipe:
+    """The :class:`Recipe` a dataset was made with, from its ``recipe.json``."""
+    data = json.loads((Path(data_root) / "recipe.json").read_text(encoding="utf-8"))
+    names = {f.name for f in fields(Recipe)}
+    knobs: dict[str, Any] = {  # JSON lists back to the recipe's tuples
+        k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names
+    }
+    return Recipe(**knobs)
+
+
 def render_item(item: Item, recipe: Recipe) -> np.ndarray:
     """One second of float32 audio in [-1, 1]: the word at a random offset, noise, random gain.
 
     Public so tests can make fresh utterances through exactly the dataset's pipeline (with a
     different recipe seed).
     """
-    rng = np.random.default_rng(derive_seed(recipe.seed, item.word, item.variant, item.k))
+    rng = _item_rng(item, recipe)
     if item.word == SILENCE:
         from arinext.training.waveform_augment import non_speech
 

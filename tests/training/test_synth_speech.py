@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 
 from arinext.training.synth_speech import (
+    UNKNOWN,
+    Item,
+    Recipe,
     espeak_available,
     list_variants,
+    read_recipe,
+    render_item,
     split_variants,
+    spoken_text,
     synthesize_dataset,
     voice_hash,
 )
@@ -125,3 +131,37 @@ def test_split_depends_on_seed_only() -> None:
     held_out = set(split["validation"]) | set(split["test"])
     assert not held_out & set(split["train"])
     assert len(split["test"]) >= 0.08 * len(variants)
+
+
+def test_spoken_text_is_what_render_item_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    from arinext.training import synth_speech
+    from arinext.training.vocabulary import TRAIN_WORDS
+
+    said: list[str] = []
+
+    def fake_espeak(text: str, *args: object) -> np.ndarray:
+        said.append(text)
+        return np.full(4000, 0.1, dtype=np.float32)
+
+    monkeypatch.setattr(synth_speech, "synthesize", fake_espeak)
+    recipe = Recipe(seed=3, words=("yes",), voices={"test": ["plain"]}, unknown_per_voice=40)
+    items = [Item(UNKNOWN, "plain", k, "test") for k in range(40)] + [
+        Item("yes", "plain", 0, "test")
+    ]
+    texts = [spoken_text(item, recipe) for item in items]
+    for item in items:
+        render_item(item, recipe)
+    assert said == texts
+    assert texts[-1] == "yes"
+    # Single vocabulary entries and runs of two or three of them.
+    assert any(text in TRAIN_WORDS for text in texts[:-1])
+    assert any(text not in TRAIN_WORDS and " " in text for text in texts[:-1])
+
+
+@pytest.mark.system
+@needs_espeak
+def test_read_recipe_gives_back_the_recipe_a_dataset_was_made_with(tmp_path: Path) -> None:
+    made = synthesize_dataset(
+        tmp_path, seed=5, per_voice=1, words=["yes"], variants=VARIANTS, unknown_per_voice=1
+    )
+    assert read_recipe(tmp_path) == made
