@@ -91,7 +91,7 @@ def main() -> None:
 
     manifest = verify_artifact(args.artifact)
     shape = (1, manifest.frontend.num_frames, manifest.frontend.n_mels)
-    disabled = [] if args.all_optimizers else ORT_DISABLED_OPTIMIZERS
+    disabled = [] if args.all_optimizers else list(ORT_DISABLED_OPTIMIZERS)
     result = profile(
         args.artifact / MODEL_FILE, shape, args.batch, args.runs, args.threads, disabled
     )

@@ -30,7 +30,12 @@ from arinext.model.frontend import log_mel_views  # noqa: E402
 from arinext.model.labels import UNKNOWN, is_keyword  # noqa: E402
 from arinext.model.manifest import MODEL_FILE, verify_artifact  # noqa: E402
 from arinext.model.scores import softmax  # noqa: E402
-from arinext.training.synth_speech import Item, read_recipe, spoken_text  # noqa: E402
+from arinext.training.synth_speech import (  # noqa: E402
+    Item,
+    read_recipe,
+    spoken_text,
+    voice_hash,
+)
 from arinext.training.vocabulary import NEAR_MISSES  # noqa: E402
 
 LISTS = {"test": "testing_list.txt", "validation": "validation_list.txt"}
@@ -56,7 +61,8 @@ def main() -> int:
     session = open_session(args.model / MODEL_FILE, threads=1)
     head = manifest.heads[0]
     recipe = read_recipe(args.data_root)
-    variant_of = {h: v for v, h in read_voice_hashes(args.data_root).items()}
+    split_variants = recipe.voices.get(args.split, [])
+    variant_of = {voice_hash(v): v for v in split_variants}
     listed = (args.data_root / LISTS[args.split]).read_text(encoding="utf-8").split()
     clips = [p for p in listed if p.startswith(f"{UNKNOWN}/")]
     if not clips:
@@ -64,8 +70,10 @@ def main() -> int:
     counts: collections.defaultdict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     pairs: collections.Counter[tuple[str, str, str]] = collections.Counter()
     for relpath in clips:
-        voice_hash, _, k = Path(relpath).stem.partition("_nohash_")
-        item = Item(UNKNOWN, variant_of[voice_hash], int(k), args.split)
+        named, _, k = Path(relpath).stem.partition("_nohash_")
+        if named not in variant_of:
+            raise SystemExit(f"{relpath}: not a voice of the recipe's {args.split} split")
+        item = Item(UNKNOWN, variant_of[named], int(k), args.split)
         text = spoken_text(item, recipe)
         samples, _ = read_file(args.data_root / relpath)
         views = log_mel_views(samples, manifest.frontend)
@@ -94,13 +102,6 @@ def main() -> int:
     for (kind, text, label), n in pairs.most_common(args.top):
         print(f"| {text} ({kind}) | {label} | {n} |")
     return 0
-
-
-def read_voice_hashes(data_root: Path) -> dict[str, str]:
-    """Voice variant -> the hash its clips are named by (``recipe.json``)."""
-    import json
-
-    return dict(json.loads((data_root / "recipe.json").read_text(encoding="utf-8"))["voice_hashes"])
 
 
 if __name__ == "__main__":

@@ -41,10 +41,10 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 PRECISION_HINTS: tuple[str, ...] = get_args(PrecisionHint)
 CPU_PROVIDER = "CPUExecutionProvider"
 # ONNX Runtime graph rewrites left off. QDQ propagation moves an int8 graph's quantisation up
-# through max pooling, so the stem's pool runs on uint8 in ONNX Runtime's plain NCHW kernel, many
-# times slower than the fp32 pool in its blocked layout. Without the move the answers are the
-# same (docs/performance.md, "Int8"); fp32 graphs have nothing it applies to.
-ORT_DISABLED_OPTIMIZERS = ["QDQPropagationTransformer"]
+# through max pooling, so the stem's pool runs on uint8 in ONNX Runtime's plain NCHW kernel
+# instead of in fp32 in its blocked layout (what that costs: docs/performance.md, "Int8"). Without
+# the move the answers are the same; fp32 graphs have nothing it applies to.
+ORT_DISABLED_OPTIMIZERS: tuple[str, ...] = ("QDQPropagationTransformer",)
 
 
 class BackendError(RuntimeError):
@@ -108,7 +108,7 @@ class _OrtSession:
                 source,
                 options,
                 providers=list(providers),
-                disabled_optimizers=ORT_DISABLED_OPTIMIZERS,
+                disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
             )
         except Exception as exc:  # ORT raises its own exception types for unloadable graphs
             raise BackendError(f"ONNX Runtime cannot load the model: {exc}") from exc

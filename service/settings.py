@@ -210,7 +210,7 @@ class Settings(BaseSettings):
         default="auto",
         description=(
             "OpenVINO precision for fp32 artifacts: `auto` (bf16 where the CPU has it), "
-            "`f32`, `bf16`"
+            "`f32`, `bf16` (int8 artifacts, the embedded model among them, run as int8)"
         ),
     )
     drain_seconds: float = Field(

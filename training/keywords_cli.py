@@ -175,8 +175,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="the speech artifact to build on (default: the shipped default model), e.g. one "
-        "trained by `make default-model` on a full Speech Commands download",
+        help="the fp32 speech artifact to build on (default: the shipped default model's fp32 "
+        "export), e.g. one trained by `make default-model` on a full Speech Commands download",
     )
     p.add_argument("--fp32", action="store_true", help="do not try int8")
     p.add_argument(

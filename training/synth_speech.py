@@ -305,7 +305,9 @@ def _item_rng(item: Item, recipe: Recipe) -> np.random.Generator:
 def spoken_text(item: Item, recipe: Recipe) -> str:
     """What ``item`` says (for ``_unknown_``, the words drawn for it), without synthesising:
     the first draw :func:`render_item` makes, so a dataset's clips can be told apart by what
-    was said (near misses, other words, phrases) after the fact."""
+    was said (near misses, other words, phrases) after the fact. ``_silence_`` says nothing."""
+    if item.word == SILENCE:
+        raise ValueError(f"{item.relpath}: a {SILENCE} clip says nothing")
     return _text_and_accents(item, recipe, _item_rng(item, recipe))[0]
 
 

@@ -1,9 +1,10 @@
 """Your own keywords in minutes: a new head on the default model's speech backbone.
 
 People who want keyword spotting want *their* words ("lights on", "next slide"). The shipped
-default model (``service/default_model``) is a speech backbone trained on many voices; a new
-head on top of it, trained on synthesised speech of the new phrases (plus a few recordings of the
-user, when given), learns them on two CPU cores in minutes. The run, one module per job:
+default model (its fp32 export, ``service/default_model_fp32``) is a speech backbone trained on
+many voices; a new head on top of it, trained on synthesised speech of the new phrases (plus a
+few recordings of the user, when given), learns them on two CPU cores in minutes. The run, one
+module per job:
 
 - :mod:`.recipe`: every knob (:class:`KeywordRecipe`) and what a run returns;
 - :mod:`.speech`: what to say and by which espeak-ng voice (phrases, near misses, ordinary

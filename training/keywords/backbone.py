@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Backbone:
-    """A verified speech artifact whose network a keyword run builds on: the shipped default
-    model unless ``arinext train-keywords --backbone`` names another (one of the same recipe
-    trained on other data, say)."""
+    """A verified fp32 speech artifact whose network a keyword run builds on: the shipped default
+    model's fp32 export unless ``arinext train-keywords --backbone`` names another (one of the
+    same recipe trained on other data, say)."""
 
     directory: Path
 
