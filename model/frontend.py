@@ -176,6 +176,19 @@ class IncrementalViews:
         self._frames: dict[int, np.ndarray] = {}  # stream position of a frame's segment -> row
         self.computed = 0  # frames computed so far
         self.reused = 0  # frames taken from earlier windows
+        # Where a whole view's frames lie, the same for every view: each frame's segment start
+        # in the padded view, and which frames lie on real samples only (shareable).
+        hop, win, half = cfg.hop_length, cfg.win_length, cfg.n_fft // 2
+        samples = cfg.clip_samples - 1  # as clip_view cuts a long clip
+        self._count = min(1 + samples // hop, cfg.num_frames)
+        begins = np.arange(self._count) * hop + (cfg.n_fft - win) // 2
+        take = min(samples, (self._count - 1) * hop + cfg.n_fft - half)
+        shared = (half <= begins) & (begins + win <= half + take)
+        self._begins = begins
+        self._shared_list = np.flatnonzero(shared).tolist()
+        self._edges = np.flatnonzero(~shared)
+        self._offsets = (begins[shared] - half).tolist()  # in the stream, from the view's start
+        self._take = take
 
     def view(self, window: np.ndarray, start: int) -> np.ndarray:
         """The view of ``window`` (the stream's samples from position ``start``), shape
@@ -183,38 +196,31 @@ class IncrementalViews:
         cfg = self.cfg
         if len(window) < cfg.clip_samples:  # a stream shorter than one view: a padded clip
             return clip_view(window, 0, cfg)
-        samples = np.asarray(window[: cfg.clip_samples - 1], dtype=np.float32)
-        hop, win, half = cfg.hop_length, cfg.win_length, cfg.n_fft // 2
-        offset = (cfg.n_fft - win) // 2
-        frames = min(1 + len(samples) // hop, cfg.num_frames)
         # As log_mel pads: frame t's segment is padded[t * hop + offset :][:win], and the
         # window's samples sit at padded[half : half + len(samples)].
-        padded = np.zeros((frames - 1) * hop + cfg.n_fft, dtype=np.float32)
-        take = min(len(samples), len(padded) - half)
-        padded[half : half + take] = samples[:take]
-        rows: dict[int, np.ndarray] = {}
-        todo: list[int] = []
-        for t in range(frames):
-            begin = t * hop + offset
-            if half <= begin and begin + win <= half + take:  # real samples only: shareable
-                row = self._frames.get(start + begin - half)
-                if row is not None:
-                    rows[t] = row
-                    continue
-            todo.append(t)
-        self.reused += len(rows)
-        if todo:
-            at = np.asarray(todo) * hop + offset
-            fresh = _log_mel_frames(padded[at[:, None] + np.arange(win)], cfg)
-            for t, row in zip(todo, fresh, strict=True):
-                rows[t] = row
-                begin = t * hop + offset
-                if half <= begin and begin + win <= half + take:
-                    self._frames[start + begin - half] = row
-            self.computed += len(todo)
+        half, take = cfg.n_fft // 2, self._take
+        padded = np.zeros((self._count - 1) * cfg.hop_length + cfg.n_fft, dtype=np.float32)
+        padded[half : half + take] = window[:take]
+        out = np.empty((self._count, cfg.n_mels), dtype=np.float32)
+        missing = []
+        for t, offset in zip(self._shared_list, self._offsets, strict=True):
+            row = self._frames.get(start + offset)
+            if row is None:
+                missing.append(t)
+            else:
+                out[t] = row
+        self.reused += len(self._offsets) - len(missing)
+        todo = np.concatenate([self._edges, np.asarray(missing, dtype=np.int64)])
+        at = self._begins[todo]
+        fresh = _log_mel_frames(padded[at[:, None] + np.arange(cfg.win_length)], cfg)
+        out[todo] = fresh
+        # Kept rows are the computed array's own (the view returned is a copy's caller's).
+        for t, row in zip(missing, fresh[len(self._edges) :], strict=True):
+            self._frames[start + int(self._begins[t]) - half] = row
+        self.computed += len(todo)
         for position in [p for p in self._frames if p < start]:  # behind every later window
             del self._frames[position]
-        return fit_frames(np.stack([rows[t] for t in range(frames)]), cfg.num_frames)
+        return fit_frames(out, cfg.num_frames)
 
 
 def log_mel_views(samples: np.ndarray, cfg: AudioConfig, views: int | None = None) -> np.ndarray:
