@@ -35,7 +35,7 @@ import hashlib
 import logging
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,11 +63,15 @@ __all__ = [
     "DEFAULT_MAX_TOP1_DROP",
     "DEFAULT_MIN_AGREEMENT",
     "METHOD",
+    "SCHEMES",
     "Agreement",
     "ClipViews",
     "QuantizeError",
+    "Scheme",
     "agreement",
     "clip_views",
+    "float_ends",
+    "float_mixing_paths",
     "quantize_artifact",
     "quantize_graph",
     "split_clips",
@@ -82,8 +86,7 @@ DEFAULT_CALIBRATION_CLIPS = 256
 DEFAULT_CHECK_CLIPS = 1000
 METHOD = (
     "onnxruntime static QDQ; uint8 activations (asymmetric, MinMax calibration); "
-    "int8 weights per output channel (symmetric); the stem, the band mixers and the 1x1 "
-    "convolutions that feed them, and the classifier heads kept fp32"
+    "int8 weights per output channel (symmetric)"
 )
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".webm", ".mka"}
@@ -245,20 +248,14 @@ class _Reader:
         return next(self._pending, None)
 
 
-def float_layers(model_path: Path) -> list[str]:
-    """In a network of several convolutions, the names of the layers kept in fp32: the one that
-    reads the graph's input (the stem), each block's mixing path (its depthwise band mixers and
-    the convolution that feeds them) and the Gemm/MatMul nodes that write its outputs (the
-    classifier heads). What goes int8 is the rest: the inverted bottlenecks' 1x1 convolutions
-    (most of the time), the shortcuts and the residual adds.
+def float_ends(model_path: Path) -> list[str]:
+    """In a network of several convolutions, the names of the one that reads the graph's input
+    (the stem) and of the Gemm/MatMul nodes that write its outputs (the classifier heads).
 
-    These are where int8 costs the most accuracy for the least speed: the stem sees the log-mel's
-    whole dynamic range through a single input channel; a depthwise kernel quantises each
-    channel's long band filter on its own, with no sum over channels to average the rounding
-    out; and a head's logits are the answer itself. The depthwise layers are no faster in int8
-    either: ONNX Runtime runs them in its blocked fp32 layout faster than its int8 kernels. On
-    the default model, quantising the mixing path too flipped enough held-out answers to fall
-    under the agreement guard (docs/performance.md, "Int8").
+    They are where int8 costs the most accuracy for the least speed: the stem sees the log-mel's
+    whole dynamic range through a single input channel, and a head's logits are the answer
+    itself. Quantising them too flipped more held-out answers of the default model than keeping
+    them in fp32, enough to fall under the agreement guard (docs/performance.md).
     """
     import onnx
 
@@ -268,6 +265,32 @@ def float_layers(model_path: Path) -> list[str]:
     convs = [node for node in graph.node if node.op_type == "Conv"]
     if len(convs) < 2:  # not a network with a stem: a probe graph, quantised whole
         return []
+    stems = [node.name for node in convs if inputs.intersection(node.input)]
+    heads = [
+        node.name
+        for node in graph.node
+        if node.op_type in ("Gemm", "MatMul") and outputs.intersection(node.output)
+    ]
+    return stems + heads
+
+
+def float_mixing_paths(model_path: Path) -> list[str]:
+    """:func:`float_ends` and each block's mixing path: its depthwise band mixers and the
+    convolution that feeds them. What goes int8 is the rest: the inverted bottlenecks' 1x1
+    convolutions (most of the time), the shortcuts and the residual adds.
+
+    A depthwise kernel quantises each channel's long band filter on its own, with no sum over
+    channels to average the rounding out: on the default model, quantising the mixing paths too
+    flipped enough held-out answers to fall under the agreement guard (docs/performance.md,
+    "Int8").
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    if len(convs) < 2:  # not a network with a stem: a probe graph, quantised whole
+        return []
+    ends = float_ends(model_path)
     weights = {t.name: list(t.dims) for t in graph.initializer}
     depthwise = {node.name for node in convs if _is_depthwise(node, weights)}
     # A tensor's producer, looking through activations (a conv -> ReLU -> mixer chain).
@@ -290,14 +313,9 @@ def float_layers(model_path: Path) -> list[str]:
     kept = [
         node.name
         for node in convs
-        if inputs.intersection(node.input) or node.name in depthwise or node.name in feeding
+        if node.name in ends or node.name in depthwise or node.name in feeding
     ]
-    heads = [
-        node.name
-        for node in graph.node
-        if node.op_type in ("Gemm", "MatMul") and outputs.intersection(node.output)
-    ]
-    return kept + heads
+    return kept + [name for name in ends if name not in kept]
 
 
 _ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Clip", "Gelu"})
@@ -310,8 +328,33 @@ def _is_depthwise(conv: Any, weights: dict[str, list[int]]) -> bool:
     return group > 1 and len(dims) > 1 and dims[1] == 1
 
 
-def quantize_graph(model_path: Path, input_name: str, calibration: np.ndarray) -> bytes:
-    """The int8 QDQ graph of the fp32 ONNX file ``model_path``, calibrated on ``calibration``."""
+@dataclass(frozen=True)
+class Scheme:
+    """Which layers of a network stay fp32 when the rest goes int8."""
+
+    kept_fp32: str  # in words, recorded in the artifact's quantization method
+    float_layers: Callable[[Path], list[str]]
+
+
+# Tried in order by quantize_artifact; the first whose graph passes both guards is written. The
+# whole body in int8 is the faster on ONNX Runtime at long inputs (fp32 depthwise layers inside
+# an int8 graph run outside its blocked layout there); keeping the mixing paths fp32 holds
+# accuracy where the first does not, as on the default model (docs/performance.md, "Int8").
+SCHEMES: tuple[Scheme, ...] = (
+    Scheme("the stem and the classifier heads kept fp32", float_ends),
+    Scheme(
+        "the stem, the band mixers and the 1x1 convolutions that feed them, and the classifier "
+        "heads kept fp32",
+        float_mixing_paths,
+    ),
+)
+
+
+def quantize_graph(
+    model_path: Path, input_name: str, calibration: np.ndarray, scheme: Scheme = SCHEMES[0]
+) -> bytes:
+    """The int8 QDQ graph of the fp32 ONNX file ``model_path``, calibrated on ``calibration``,
+    with ``scheme``'s layers kept fp32."""
     try:
         from onnxruntime.quantization import (
             CalibrationDataReader,
@@ -341,7 +384,7 @@ def quantize_graph(model_path: Path, input_name: str, calibration: np.ndarray) -
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
-                nodes_to_exclude=float_layers(prepared),
+                nodes_to_exclude=scheme.float_layers(prepared),
                 calibrate_method=CalibrationMethod.MinMax,
                 extra_options={"CalibStridedMinMax": 1},
             )
@@ -484,33 +527,35 @@ def quantize_artifact(
         len(check.views),
         check.clips,
     )
-    data = quantize_graph(source / MODEL_FILE, manifest.input, calibrate.views)
-    try:
-        candidate = open_session(data, threads=1)
-    except BackendError as exc:
-        raise QuantizeError(f"the int8 graph does not load: {exc}") from exc
-    found = agreement(reference, candidate, manifest, check)
-    accuracy = (
-        ""
-        if found.top1_fp32 is None
-        else f"; top-1 fp32 {found.top1_fp32:.2%}, int8 {found.top1_int8:.2%}"
-    )
-    summary = (
-        f"int8 top-1 agrees with fp32 on {found.top1_agreement:.2%} of {len(check.views)} "
-        f"held-out views (max |p diff| {found.max_prob_diff:.3f}){accuracy}"
-    )
-    logger.info("%s", summary)
-    if found.top1_agreement < min_agreement:
-        raise QuantizeError(
-            f"{summary}: agreement is below the threshold {min_agreement:.2%}; nothing written"
+    refusals = []
+    for scheme in SCHEMES:
+        data = quantize_graph(source / MODEL_FILE, manifest.input, calibrate.views, scheme)
+        try:
+            candidate = open_session(data, threads=1)
+        except BackendError as exc:
+            raise QuantizeError(f"the int8 graph does not load: {exc}") from exc
+        found = agreement(reference, candidate, manifest, check)
+        accuracy = (
+            ""
+            if found.top1_fp32 is None
+            else f"; top-1 fp32 {found.top1_fp32:.2%}, int8 {found.top1_int8:.2%}"
         )
-    fp32, int8 = found.top1_fp32, found.top1_int8
-    if fp32 is not None and int8 is not None and fp32 - int8 > max_top1_drop:
-        raise QuantizeError(
-            f"{summary}: top-1 drops by more than {max_top1_drop:.2%}; nothing written"
+        summary = (
+            f"int8 ({scheme.kept_fp32}) top-1 agrees with fp32 on {found.top1_agreement:.2%} of "
+            f"{len(check.views)} held-out views (max |p diff| {found.max_prob_diff:.3f}){accuracy}"
         )
+        logger.info("%s", summary)
+        fp32, int8 = found.top1_fp32, found.top1_int8
+        if found.top1_agreement < min_agreement:
+            refusals.append(f"{summary}: agreement is below the threshold {min_agreement:.2%}")
+        elif fp32 is not None and int8 is not None and fp32 - int8 > max_top1_drop:
+            refusals.append(f"{summary}: top-1 drops by more than {max_top1_drop:.2%}")
+        else:
+            break
+    else:
+        raise QuantizeError("; ".join(refusals) + "; nothing written")
     record = Quantization(
-        method=METHOD,
+        method=f"{METHOD}; {scheme.kept_fp32}",
         source_sha256=manifest.sha256,
         calibration=calibrate.source if calibration is None else str(calibration),
         calibration_clips=calibrate.clips,

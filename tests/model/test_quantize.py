@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,11 @@ from arinext.model.frontend import log_mel_views
 from arinext.model.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest, verify_artifact
 from arinext.model.quantize import (
     DEFAULT_MIN_AGREEMENT,
+    SCHEMES,
+    Agreement,
     QuantizeError,
-    float_layers,
+    float_ends,
+    float_mixing_paths,
     quantize_artifact,
     split_clips,
 )
@@ -254,12 +258,46 @@ def test_quantisation_and_backends_do_not_import_torch() -> None:
     assert heavy_imports(code, ("torch",)) == []
 
 
-def test_the_stem_the_mixing_paths_and_the_heads_of_a_network_stay_fp32(fp32: Path) -> None:
+def test_what_each_scheme_keeps_fp32_in_a_network(fp32: Path) -> None:
     network = Path(__file__).resolve().parents[2] / "artifacts" / "speech-commands-synth-b0"
-    kept = float_layers(network / MODEL_FILE)
-    assert kept[0] == "/model/stem/fused/Conv"  # reads the log-mel
-    assert kept[-1] == "/model/speech_commands/Gemm"  # writes the logits
+    ends = float_ends(network / MODEL_FILE)
+    assert ends == [
+        "/model/stem/fused/Conv",  # reads the log-mel
+        "/model/speech_commands/Gemm",  # writes the logits
+    ]
+    kept = float_mixing_paths(network / MODEL_FILE)
+    assert kept[0] == ends[0] and kept[-1] == ends[1]
     # Each of the 16 blocks: the 1x1 conv feeding its mixers, then the time and frequency mixers.
     body = [name.split("/")[-3] for name in kept[1:-1]]
     assert body == ["conv_in", "time_mixer", "freq_mixer"] * 16
-    assert float_layers(fp32 / MODEL_FILE) == []  # one convolution: a probe graph, all int8
+    for rule in (float_ends, float_mixing_paths):
+        assert rule(fp32 / MODEL_FILE) == []  # one convolution: a probe graph, all int8
+
+
+def test_the_next_scheme_is_tried_when_one_fails_the_guard(
+    fp32: Path, clips: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from arinext.model import quantize
+
+    real = quantize.agreement
+    tried = []
+
+    def first_fails(*args: object, **kwargs: object) -> Agreement:
+        found = real(*args, **kwargs)  # type: ignore[arg-type]
+        tried.append(found)
+        return replace(found, top1_agreement=0.5) if len(tried) == 1 else found
+
+    monkeypatch.setattr(quantize, "agreement", first_fails)
+    manifest = quantize_artifact(fp32, tmp_path / "int8", calibration=clips, min_agreement=0.9)
+    assert len(tried) == 2
+    assert manifest.quantization is not None
+    assert manifest.quantization.method.endswith(SCHEMES[1].kept_fp32)
+    # Every scheme refused: nothing written, and the message gives each one's figures.
+    monkeypatch.setattr(
+        quantize, "agreement", lambda *a, **k: replace(real(*a, **k), top1_agreement=0.5)
+    )
+    with pytest.raises(
+        QuantizeError, match=r"stem and the classifier heads kept fp32.*band mixers"
+    ):
+        quantize_artifact(fp32, tmp_path / "refused", calibration=clips, min_agreement=0.9)
+    assert not (tmp_path / "refused").exists()
