@@ -140,7 +140,7 @@ DEFAULT_MODEL_OOD ?= data/synth-ood
 DEFAULT_MODEL_RUN ?= runs/default-model-b0
 DEFAULT_MODEL_DIR ?= artifacts/speech-commands-synth-b0
 # The int8 version of it (quantize-default); the shipped one is the model the service embeds.
-DEFAULT_MODEL_INT8_DIR ?= $(DEFAULT_MODEL_DIR)-int8
+DEFAULT_MODEL_INT8_DIR ?= $(patsubst %/,%,$(DEFAULT_MODEL_DIR))-int8
 DEFAULT_MODEL_THREADS ?= 1
 # Recorded speech: the subset beside this checkout, or a full Speech Commands download.
 DEFAULT_MODEL_RECORDINGS ?= ../shared/speech_commands_subset

@@ -10,7 +10,8 @@ on the weights' values), and times each on ONNX Runtime and OpenVINO (``arinext.
 - the same export on OpenVINO with its default hints is the best a user of the authors' model
   could do without this project;
 - the full fold in fp32 (ONNX Runtime; OpenVINO f32 and its default, bf16 where the CPU has it) and
-  in int8 (both runtimes) are what ``arinext`` serves.
+  in int8 (both runtimes; the whole-body scheme, the first ``arinext quantize`` tries) are what
+  ``arinext`` serves.
 
 Batch 1 on one thread is the latency a lone request sees; batch 32 on ``--threads`` threads (the
 CPUs this process may use) is throughput. All sessions take turns run by run

@@ -36,16 +36,17 @@ from arinext.training.synth_speech import (  # noqa: E402
     spoken_text,
     voice_hash,
 )
-from arinext.training.vocabulary import NEAR_MISSES  # noqa: E402
+from arinext.training.vocabulary import HOMOPHONES, NEAR_MISSES  # noqa: E402
 
 LISTS = {"test": "testing_list.txt", "validation": "validation_list.txt"}
 
 
 def kind_of(text: str) -> str:
-    """``phrase``, ``near miss`` or ``other word``."""
+    """``phrase``, ``near miss`` or ``other word``. Homophones count as near misses: a dataset
+    made before one was moved out of the near misses (as "foreword" was) still says it."""
     if " " in text:
         return "phrase"
-    return "near miss" if text in NEAR_MISSES else "other word"
+    return "near miss" if text in NEAR_MISSES or text in HOMOPHONES else "other word"
 
 
 def main() -> int:
@@ -75,7 +76,11 @@ def main() -> int:
             raise SystemExit(f"{relpath}: not a voice of the recipe's {args.split} split")
         item = Item(UNKNOWN, variant_of[named], int(k), args.split)
         text = spoken_text(item, recipe)
-        samples, _ = read_file(args.data_root / relpath)
+        samples, rate = read_file(args.data_root / relpath)
+        if rate != manifest.frontend.sample_rate:
+            raise SystemExit(
+                f"{relpath}: {rate} Hz, the model hears {manifest.frontend.sample_rate}"
+            )
         views = log_mel_views(samples, manifest.frontend)
         logits = session.run([head.output], {manifest.input: views})[0]
         probs = softmax(np.asarray(logits)).mean(axis=0)

@@ -196,8 +196,8 @@ class IncrementalViews:
         cfg = self.cfg
         if len(window) < cfg.clip_samples:  # a stream shorter than one view: a padded clip
             return clip_view(window, 0, cfg)
-        # As log_mel pads: frame t's segment is padded[t * hop + offset :][:win], and the
-        # window's samples sit at padded[half : half + len(samples)].
+        # As log_mel pads: frame t's segment is padded[self._begins[t] :][:win_length], and the
+        # window's first `take` samples sit at padded[half : half + take].
         half, take = cfg.n_fft // 2, self._take
         padded = np.zeros((self._count - 1) * cfg.hop_length + cfg.n_fft, dtype=np.float32)
         padded[half : half + take] = window[:take]
@@ -214,7 +214,8 @@ class IncrementalViews:
         at = self._begins[todo]
         fresh = _log_mel_frames(padded[at[:, None] + np.arange(cfg.win_length)], cfg)
         out[todo] = fresh
-        # Kept rows are the computed array's own (the view returned is a copy's caller's).
+        # The cache keeps rows of `fresh`, not of `out`: a caller writing into the view it gets
+        # back cannot change what later windows reuse.
         for t, row in zip(missing, fresh[len(self._edges) :], strict=True):
             self._frames[start + int(self._begins[t]) - half] = row
         self.computed += len(todo)

@@ -9,7 +9,8 @@ Activation ranges are calibrated on real clips turned into log-mels by the artif
 front-end (the manifest's settings, ``arinext.model.frontend``), so the ranges are those the served
 model will see. The result is then run against the fp32 artifact on held-out clips; top-1 agreement,
 the largest probability difference and (for labelled clips) both top-1 accuracies go into the
-manifest. Two guards refuse to write an artifact:
+manifest. Each scheme of layers kept fp32 (``SCHEMES``) is tried in turn, and the first graph
+that passes two guards is written; when every scheme fails one, nothing is:
 
 - top-1 agreement below ``min_agreement`` (0.99). Where the two graphs agree on top-1 they are
   equally right, so int8 accuracy can differ from fp32's by at most the disagreement rate: 0.99
@@ -254,8 +255,9 @@ def float_ends(model_path: Path) -> list[str]:
 
     They are where int8 costs the most accuracy for the least speed: the stem sees the log-mel's
     whole dynamic range through a single input channel, and a head's logits are the answer
-    itself. Quantising them too flipped more held-out answers of the default model than keeping
-    them in fp32, enough to fall under the agreement guard (docs/performance.md).
+    itself. Quantising them too flipped more held-out answers of the default model of commit
+    3b83404 than keeping them in fp32, enough to fall under the agreement guard
+    (docs/performance.md).
     """
     import onnx
 
@@ -483,9 +485,10 @@ def quantize_artifact(
 
     ``calibration`` is a folder of clips (see the module docstring), or None for synthetic
     sounds. Raises :class:`QuantizeError`, writing nothing, when ``source`` is not a verified
-    fp32 artifact, ``out`` is something other than an artifact, there are no usable clips, the
-    held-out top-1 agreement is below ``min_agreement``, or labelled held-out clips lose more than
-    ``max_top1_drop`` top-1 accuracy.
+    fp32 artifact, ``out`` is something other than an artifact, there are no usable clips, or
+    the graph of every scheme in ``SCHEMES`` fails a guard: held-out top-1 agreement below
+    ``min_agreement``, or labelled held-out clips losing more than ``max_top1_drop`` top-1
+    accuracy.
     """
     source, out = Path(source), Path(out)
     if name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -528,7 +531,12 @@ def quantize_artifact(
         check.clips,
     )
     refusals = []
+    tried: list[list[str]] = []
     for scheme in SCHEMES:
+        kept = scheme.float_layers(source / MODEL_FILE)
+        if kept in tried:  # the same graph as a scheme already refused (a probe graph, say)
+            continue
+        tried.append(kept)
         data = quantize_graph(source / MODEL_FILE, manifest.input, calibrate.views, scheme)
         try:
             candidate = open_session(data, threads=1)

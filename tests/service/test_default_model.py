@@ -182,7 +182,7 @@ def test_fresh_held_out_voices_are_recognised_over_http(server: ServerProcess) -
             for label, wav in _fresh_utterances()
         ]
     correct = [label == predicted for label, predicted in answers]
-    # Measured 25 of 32 (docs/default-model.md); the bar guards against regressions.
+    # The measured count is in docs/default-model.md; the bar guards against regressions.
     assert sum(correct) / len(correct) >= FRESH_TOP1, answers
     # Non-speech never comes back as a keyword. (Other words still do at times: the README's
     # false-alarm figures.)
