@@ -259,21 +259,10 @@ def float_ends(model_path: Path) -> list[str]:
     3b83404 than keeping them in fp32, enough to fall under the agreement guard
     (docs/performance.md).
     """
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    inputs = {i.name for i in graph.input}
-    outputs = {o.name for o in graph.output}
-    convs = [node for node in graph.node if node.op_type == "Conv"]
-    if len(convs) < 2:  # not a network with a stem: a probe graph, quantised whole
+    graph = _network(model_path)
+    if graph is None:
         return []
-    stems = [node.name for node in convs if inputs.intersection(node.input)]
-    heads = [
-        node.name
-        for node in graph.node
-        if node.op_type in ("Gemm", "MatMul") and outputs.intersection(node.output)
-    ]
-    return stems + heads
+    return _stems(graph) + _heads(graph)
 
 
 def float_mixing_paths(model_path: Path) -> list[str]:
@@ -286,13 +275,10 @@ def float_mixing_paths(model_path: Path) -> list[str]:
     flipped enough held-out answers to fall under the agreement guard (docs/performance.md,
     "Int8").
     """
-    import onnx
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    convs = [node for node in graph.node if node.op_type == "Conv"]
-    if len(convs) < 2:  # not a network with a stem: a probe graph, quantised whole
+    graph = _network(model_path)
+    if graph is None:
         return []
-    ends = float_ends(model_path)
+    convs = [node for node in graph.node if node.op_type == "Conv"]
     weights = {t.name: list(t.dims) for t in graph.initializer}
     depthwise = {node.name for node in convs if _is_depthwise(node, weights)}
     # A tensor's producer, looking through activations (a conv -> ReLU -> mixer chain).
@@ -312,12 +298,33 @@ def float_mixing_paths(model_path: Path) -> list[str]:
         and fed.op_type == "Conv"
         and fed.name not in depthwise
     }
-    kept = [
+    kept = set(_stems(graph)) | depthwise | feeding
+    return [node.name for node in convs if node.name in kept] + _heads(graph)
+
+
+def _network(model_path: Path) -> Any:
+    """The graph of ``model_path``, or None for a graph of fewer than two convolutions (a probe
+    graph, quantised whole)."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return graph if sum(node.op_type == "Conv" for node in graph.node) >= 2 else None
+
+
+def _stems(graph: Any) -> list[str]:
+    """The convolutions that read the graph's input."""
+    inputs = {i.name for i in graph.input}
+    return [n.name for n in graph.node if n.op_type == "Conv" and inputs.intersection(n.input)]
+
+
+def _heads(graph: Any) -> list[str]:
+    """The Gemm/MatMul nodes that write the graph's outputs."""
+    outputs = {o.name for o in graph.output}
+    return [
         node.name
-        for node in convs
-        if node.name in ends or node.name in depthwise or node.name in feeding
+        for node in graph.node
+        if node.op_type in ("Gemm", "MatMul") and outputs.intersection(node.output)
     ]
-    return kept + [name for name in ends if name not in kept]
 
 
 _ACTIVATIONS = frozenset({"Relu", "LeakyRelu", "Clip", "Gelu"})
