@@ -30,6 +30,7 @@ __all__ = [
     "Precision",
     "Provenance",
     "Quantization",
+    "RefusedScheme",
     "ReparamLevel",
     "Verification",
     "arinext_version",
@@ -119,6 +120,18 @@ class Verification(BaseModel):
     frames: int = Field(ge=1)
 
 
+class RefusedScheme(BaseModel):
+    """A quantisation scheme tried before the one written and refused by a guard, with what it
+    measured on the same held-out clips (why the written scheme keeps more layers in fp32)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field(description="quantiser and scheme, as ``Quantization.method``")
+    top1_agreement: float = Field(ge=0, le=1)
+    check_top1_int8: float | None = Field(default=None, ge=0, le=1)
+    reason: str = Field(description="the guard it failed")
+
+
 class Quantization(BaseModel):
     """How an int8 artifact was made from its fp32 source, and how closely it agrees with it.
 
@@ -143,6 +156,9 @@ class Quantization(BaseModel):
     check_top1_int8: float | None = Field(default=None, ge=0, le=1)
     min_agreement: float = Field(ge=0, le=1, description="the agreement it had to reach")
     max_top1_drop: float = Field(ge=0, le=1, description="the top-1 loss it had to stay within")
+    refused: list[RefusedScheme] = Field(
+        default_factory=list, description="schemes tried first and refused, in order"
+    )
 
 
 class Manifest(BaseModel):

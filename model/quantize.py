@@ -52,6 +52,8 @@ from arinext.model.manifest import (
     Manifest,
     Provenance,
     Quantization,
+    RefusedScheme,
+    arinext_version,
     verify_artifact,
 )
 from arinext.model.publish import destination_problem, publish_artifact
@@ -537,7 +539,8 @@ def quantize_artifact(
         len(check.views),
         check.clips,
     )
-    refusals = []
+    refusals: list[str] = []
+    refused: list[RefusedScheme] = []
     tried: list[list[str]] = []
     for scheme in SCHEMES:
         kept = scheme.float_layers(source / MODEL_FILE)
@@ -562,11 +565,21 @@ def quantize_artifact(
         logger.info("%s", summary)
         fp32, int8 = found.top1_fp32, found.top1_int8
         if found.top1_agreement < min_agreement:
-            refusals.append(f"{summary}: agreement is below the threshold {min_agreement:.2%}")
+            reason = f"agreement is below the threshold {min_agreement:.2%}"
         elif fp32 is not None and int8 is not None and fp32 - int8 > max_top1_drop:
-            refusals.append(f"{summary}: top-1 drops by more than {max_top1_drop:.2%}")
+            reason = f"top-1 drops by more than {max_top1_drop:.2%}"
         else:
             break
+        logger.info("refused: %s", reason)
+        refused.append(
+            RefusedScheme(
+                method=f"{METHOD}; {scheme.kept_fp32}",
+                top1_agreement=round(found.top1_agreement, 6),
+                check_top1_int8=int8,
+                reason=reason,
+            )
+        )
+        refusals.append(f"{summary}: {reason}")
     else:
         raise QuantizeError("; ".join(refusals) + "; nothing written")
     record = Quantization(
@@ -582,6 +595,7 @@ def quantize_artifact(
         check_top1_int8=found.top1_int8,
         min_agreement=min_agreement,
         max_top1_drop=max_top1_drop,
+        refused=refused,
     )
     quantized = manifest.model_copy(
         update={
@@ -589,7 +603,8 @@ def quantize_artifact(
             "precision": "int8",
             "quantization": record,
             "sha256": hashlib.sha256(data).hexdigest(),
-            "provenance": provenance or Provenance(source=str(source)),
+            "provenance": provenance
+            or Provenance(source=str(source), arinext_version=arinext_version()),
             # Measured metrics belong to the fp32 graph they were measured on.
             "metrics": {"fp32": manifest.metrics} if manifest.metrics else {},
         }

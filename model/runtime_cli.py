@@ -137,7 +137,7 @@ def _error(message: object) -> int:
 
 def run_quantize(args: argparse.Namespace) -> int:
     """Quantise one artifact; exit 2 with ``error: ...`` when it is refused."""
-    from arinext.model.manifest import Provenance
+    from arinext.model.manifest import Provenance, arinext_version
     from arinext.model.quantize import QuantizeError, quantize_artifact
 
     try:
@@ -153,7 +153,9 @@ def run_quantize(args: argparse.Namespace) -> int:
             seed=args.seed,
             # As arinext.model.export records it: sys.argv[0] is a path on this machine.
             provenance=Provenance(
-                source=str(args.artifact), command=shlex.join(["arinext", *sys.argv[1:]])
+                source=str(args.artifact),
+                command=shlex.join(["arinext", *sys.argv[1:]]),
+                arinext_version=arinext_version(),
             ),
             overwrite=args.overwrite,
         )

@@ -15,7 +15,13 @@ import soundfile as sf
 from arinext.cli import main
 from arinext.model.backends import open_session
 from arinext.model.frontend import log_mel_views
-from arinext.model.manifest import MANIFEST_FILE, MODEL_FILE, read_manifest, verify_artifact
+from arinext.model.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    arinext_version,
+    read_manifest,
+    verify_artifact,
+)
 from arinext.model.quantize import (
     DEFAULT_MIN_AGREEMENT,
     SCHEMES,
@@ -111,6 +117,7 @@ def test_quantized_artifact_agrees_with_fp32_and_records_how(
     assert 0 <= record.max_prob_diff < 0.05 and record.mean_prob_diff <= record.max_prob_diff
     # The clips' folders are the head's labels, so both accuracies were measured too.
     assert record.check_top1_fp32 == record.check_top1_int8 == 1.0
+    assert record.refused == []  # the first scheme held
     assert manifest.metrics == {"fp32": source.metrics}  # fp32 numbers are not claimed as int8's
     assert (manifest.name, manifest.heads, manifest.frontend) == (
         source.name,
@@ -153,6 +160,7 @@ def test_cli_writes_the_artifact_and_says_how_well_it_agrees(
     written = json.loads((out / MANIFEST_FILE).read_text())
     assert written["precision"] == "int8"
     assert written["provenance"]["source"] == str(fp32)
+    assert written["provenance"]["arinext_version"] == arinext_version()
 
 
 def _corrupt_bytes(artifact: Path) -> None:
@@ -294,6 +302,10 @@ def test_the_next_scheme_is_tried_when_one_fails_the_guard(
     assert len(tried) == 2
     assert manifest.quantization is not None
     assert manifest.quantization.method.endswith(SCHEMES[1].kept_fp32)
+    # The refused scheme's figures stay in the record, beside the written one's.
+    (refused,) = manifest.quantization.refused
+    assert refused.method.endswith(SCHEMES[0].kept_fp32)
+    assert refused.top1_agreement == 0.5 and "below the threshold 60.00%" in refused.reason
     # Every scheme refused: nothing written, and the message gives each one's figures.
     monkeypatch.setattr(
         quantize, "agreement", lambda *a, **k: replace(real(*a, **k), top1_agreement=0.5)

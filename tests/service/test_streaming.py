@@ -52,6 +52,24 @@ def test_windows_every_hop_are_the_one_shot_resampled_slices(input_rate: int) ->
         np.testing.assert_allclose(window.samples, reference[window.start : window.end], atol=1e-6)
 
 
+@pytest.mark.parametrize("hop_seconds", [0.1, 0.25, 2.0])
+def test_windows_hold_the_stream_whatever_the_message_sizes(hop_seconds: float) -> None:
+    # Messages of one sample, of a few hundred, and of several views at once (past the
+    # windower's buffer, which must grow and compact without losing a sample).
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(16000 * 9).astype(np.float32)
+    sizes = [1, 3, 700, 1600, 50_000, 2, 1600, 40_000, 333]
+    cuts = np.cumsum(sizes * 3)
+    chunks = np.split(x, cuts[cuts < len(x)])
+    windower = Windower(SPEECH, 16000, hop_seconds=hop_seconds)
+    windows = [w for c in chunks[:-1] for w in windower.push(c)]
+    windows += windower.push(chunks[-1], last=True)
+    assert windows[-1].end == len(x)
+    assert len({w.end for w in windows}) == len(windows)
+    for window in windows:
+        np.testing.assert_array_equal(window.samples, x[window.start : window.end])
+
+
 def test_a_stream_shorter_than_a_view_is_one_whole_window() -> None:
     windower = Windower(SPEECH, 16000, hop_seconds=0.25)
     assert windower.push(np.ones(4000, np.float32)) == []
