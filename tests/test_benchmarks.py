@@ -121,3 +121,32 @@ def test_unknown_false_accepts_splits_the_rate_by_what_was_said(tmp_path: Path) 
     kinds = [rows[k] for k in ("near miss", "other word", "phrase")]
     assert sum(int(r[1]) for r in kinds) == int(rows["all"][1]) == 6  # one test voice, 6 clips
     assert sum(int(r[2]) for r in kinds) == int(rows["all"][2])
+
+
+def test_window_offsets_prints_a_row_per_distance_and_the_clean_clips(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from arinext.service.settings import EMBEDDED_MODEL_DIR
+    from arinext.training.datasets.recordings import list_recordings
+    from tests.training.test_recordings import make_recordings
+
+    folder = make_recordings(tmp_path / "recordings")
+    # Scenes need ten seconds of held-out room noise: the last fifth of a long background.
+    noise = np.random.default_rng(1).normal(0, 0.02, 60 * 16000)
+    sf.write(folder / "_background_noise_" / "room.flac", noise, 16000, format="FLAC")
+    out = _run(
+        "window_offsets.py",
+        *("--recordings", str(folder), "--model", str(EMBEDDED_MODEL_DIR)),
+        *("--split", "test", "--scenes", "3"),
+        timeout=120,
+    )
+    rows = [r for r in _rows(out) if len(r) == 5][1:]  # after the header
+    assert [r[0] for r in rows][-1] == "the clips alone, clean"
+    assert [r[0] for r in rows][:2] == ["0.00-0.05", "0.05-0.10"] and len(rows) == 11
+    said = [c for c in list_recordings(folder, "test") if c.word != "_silence_"]
+    assert int(rows[-1][1]) == len(said)
+    # Nine words said, each heard by the windows within 0.6 s of it (4 a second at hop 0.25).
+    assert 9 * 4 <= sum(int(r[1]) for r in rows[:-1]) <= 9 * 5
+    # The tones are no words of the default model: never right.
+    assert all(r[2] == "0.0%" for r in rows)
