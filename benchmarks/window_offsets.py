@@ -33,6 +33,7 @@ from arinext.model.frontend import clip_view  # noqa: E402
 from arinext.model.labels import SILENCE  # noqa: E402
 from arinext.model.manifest import MODEL_FILE, verify_artifact  # noqa: E402
 from arinext.model.scores import softmax  # noqa: E402
+from arinext.service.detection import DEFAULT_THRESHOLD  # noqa: E402
 from arinext.training.datasets.recordings import list_recordings  # noqa: E402
 from arinext.training.scenes import build_scenes  # noqa: E402
 
@@ -53,7 +54,7 @@ def main() -> int:
     parser.add_argument("--scenes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--hop", type=float, default=0.25)
-    parser.add_argument("--threshold", type=float, default=0.67)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     args = parser.parse_args()
 
     manifest = verify_artifact(args.model)

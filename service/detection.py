@@ -33,7 +33,7 @@ DEFAULT_HOP_SECONDS = 0.25
 DEFAULT_VOTES = 2
 # Score a window's top keyword needs to count as heard: tuned on held-out speakers for at most
 # one wrong detection per minute (docs/default-model.md, "Live detection").
-DEFAULT_THRESHOLD = 0.67
+DEFAULT_THRESHOLD = 0.73
 
 
 class KeywordEvent(BaseModel):

@@ -125,10 +125,12 @@ def build_scenes(
             voice = audio[begin:end]
             level = rms(noise)
             gain = level * 10 ** (snr / 20) / max(rms(voice), 1e-9) if level > 1e-6 else 1.0
-            scene[at : at + audio.size] += audio * min(gain, 1.0 / (np.abs(audio).max() + 1e-9))
+            # Not capped to keep the word's own peak under 1: over a loud background that would
+            # lower its SNR far below the draw. The whole scene is scaled into range below.
+            scene[at : at + audio.size] += audio * gain
             words.append(Word(clip.word, (at + begin) / RATE, (at + min(end, audio.size)) / RATE))
         peak = np.abs(scene).max()
-        if peak > 1.0:
+        if peak > 1.0:  # every part alike, so each word keeps its SNR
             scene /= peak
         scenes.append(Scene(scene.astype(np.float32), tuple(words)))
     return scenes
