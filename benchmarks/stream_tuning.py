@@ -1,13 +1,13 @@
-"""Tune the stream's detection defaults (hop, threshold, debounce) on held-out speakers.
+"""Tune the stream's detection defaults (hop, votes, threshold, debounce) on held-out speakers.
 
 Builds ten-second scenes of three recorded keywords over held-out room noise
 (:mod:`arinext.training.scenes`, 15-30 dB SNR) from a recordings folder, scores every window a
 stream would score at each hop (the service's own front-end, ``arinext.service.prepare.features``,
 and the artifact through ONNX Runtime), runs the stream's
-:class:`~arinext.service.streams.detection.Debouncer` over them for each threshold and debounce, and
-prints one row per setting: keywords detected, wrong detections per minute of audio. Windows are
-scored once per hop and reused for every threshold and debounce, so the grid costs little more than
-one pass.
+:class:`~arinext.service.detection.Debouncer` over them for each number of votes, threshold and
+debounce, and prints one row per setting: keywords detected, wrong detections per minute of audio.
+Windows are scored once per hop and reused for every other setting, so the grid costs little more
+than one pass.
 
     python benchmarks/stream_tuning.py --recordings ../shared/speech_commands_subset \\
         --model artifacts/speech-commands-synth-b0 --scenes 60
@@ -16,6 +16,7 @@ one pass.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from arinext.model.backends import open_session  # noqa: E402
 from arinext.model.manifest import MODEL_FILE, verify_artifact  # noqa: E402
 from arinext.model.scores import softmax  # noqa: E402
-from arinext.service.detection import Debouncer  # noqa: E402
+from arinext.service.detection import DEFAULT_VOTES, Debouncer  # noqa: E402
 from arinext.service.prepare import features, window_starts  # noqa: E402
 from arinext.training.scenes import build_scenes, match_detections  # noqa: E402
 
@@ -58,6 +59,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--split", default="test", help="speakers' split (test or validation)")
     parser.add_argument("--hops", default="0.1,0.25,0.5")
+    parser.add_argument("--votes", default=str(DEFAULT_VOTES), help="e.g. 2,3")
     parser.add_argument("--thresholds", default="0.5,0.6,0.7,0.8,0.9")
     parser.add_argument("--debounces", default="0.5,1.0,1.5")
     args = parser.parse_args()
@@ -68,26 +70,30 @@ def main() -> int:
     minutes = sum(s.seconds for s in scenes) / 60
     said = sum(len(s.words) for s in scenes)
     print(f"{len(scenes)} scenes ({minutes:.1f} min, {said} keywords) of {args.split} speakers")
-    print("| hop s | threshold | debounce s | detected | wrong / min |")
-    print("|---|---|---|---|---|")
+    print("| hop s | votes | threshold | debounce s | detected | wrong / min |")
+    print("|---|---|---|---|---|---|")
     for hop in (float(h) for h in args.hops.split(",")):
         scored = [window_scores(session, manifest, s.samples, hop) for s in scenes]
-        for threshold in (float(t) for t in args.thresholds.split(",")):
-            for debounce in (float(d) for d in args.debounces.split(",")):
-                found = wrong = 0
-                for scene, windows in zip(scenes, scored, strict=True):
-                    gate = Debouncer(head="", hop=hop, threshold=threshold, debounce=debounce)
-                    hits = [
-                        (d.label, d.start, d.end)
-                        for d in (gate.update(lab, sc, st, en) for st, en, lab, sc in windows)
-                        if d is not None
-                    ]
-                    f, w = match_detections(scene.words, hits)
-                    found, wrong = found + f, wrong + w
-                print(
-                    f"| {hop} | {threshold} | {debounce} | {found / said:.1%} "
-                    f"| {wrong / minutes:.2f} |"
-                )
+        settings = itertools.product(
+            (int(v) for v in args.votes.split(",")),
+            (float(t) for t in args.thresholds.split(",")),
+            (float(d) for d in args.debounces.split(",")),
+        )
+        for votes, threshold, debounce in settings:
+            found = wrong = 0
+            for scene, windows in zip(scenes, scored, strict=True):
+                gate = Debouncer("", hop, threshold, debounce, votes=votes)
+                hits = [
+                    (d.label, d.start, d.end)
+                    for d in (gate.update(lab, sc, st, en) for st, en, lab, sc in windows)
+                    if d is not None
+                ]
+                f, w = match_detections(scene.words, hits)
+                found, wrong = found + f, wrong + w
+            print(
+                f"| {hop} | {votes} | {threshold} | {debounce} | {found / said:.1%} "
+                f"| {wrong / minutes:.2f} |"
+            )
     return 0
 
 

@@ -29,11 +29,12 @@ __all__ = [
 # Window step of a stream, and of a recording longer than one window: a word is then whole in
 # at least one window wherever it falls.
 DEFAULT_HOP_SECONDS = 0.25
-# Consecutive windows that must agree on a word (see Debouncer).
-DEFAULT_VOTES = 2
-# Score a window's top keyword needs to count as heard: tuned on held-out speakers for at most
-# one wrong detection per minute (docs/default-model.md, "Live detection").
-DEFAULT_THRESHOLD = 0.73
+# Consecutive windows that must agree on a word (see Debouncer), and the score one of them needs:
+# tuned together on held-out speakers, the most words found with at most one wrong detection a
+# minute, the score no lower than 0.5, the line below which a keyword is no answer
+# (docs/default-model.md, "Live detection").
+DEFAULT_VOTES = 3
+DEFAULT_THRESHOLD = 0.5
 
 
 class KeywordEvent(BaseModel):
@@ -66,8 +67,8 @@ class Debouncer:
     Consecutive windows whose top label is the same keyword are one run of votes; the run
     detects the word once it has ``votes`` windows and one of them scored at least
     ``threshold``. A word said is heard by several overlapping windows, while the tail of other
-    speech at the start of a single window (a window hears it as a short word) makes a run of
-    one, so two votes keep those out. The detection is the run's first window, with the run's
+    speech at the start of a single window (a window hears it as a short word) makes a short
+    run, so more votes keep those out. The detection is the run's first window, with the run's
     best score. A run that begins less than ``debounce`` seconds of windows after the last vote
     of a run that detected the same word is that utterance, heard again.
     """
