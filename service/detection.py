@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_HOP_SECONDS",
     "DEFAULT_THRESHOLD",
     "DEFAULT_VOTES",
+    "MAX_VOTES",
     "Debouncer",
     "Detection",
     "KeywordEvent",
@@ -35,6 +36,8 @@ DEFAULT_HOP_SECONDS = 0.25
 # (docs/default-model.md, "Live detection").
 DEFAULT_VOTES = 3
 DEFAULT_THRESHOLD = 0.5
+# The most votes a client may ask: ten seconds of windows at the default hop.
+MAX_VOTES = 40
 
 
 class KeywordEvent(BaseModel):
@@ -122,10 +125,11 @@ def detect(
     hop: float,
     threshold: float,
     debounce: float,
+    votes: int = DEFAULT_VOTES,
 ) -> list[Detection]:
     """The detections of a recording's windows (``probs``: windows x classes, in time order)."""
     # A recording of one window (a clip no longer than the model's input) has one vote to give.
-    gate = Debouncer(head, hop, threshold, debounce, votes=min(DEFAULT_VOTES, len(spans)))
+    gate = Debouncer(head, hop, threshold, debounce, votes=min(votes, len(spans)))
     top = probs.argmax(axis=1)
     found = (
         gate.update(labels[int(t)], float(p[t]), start, end)

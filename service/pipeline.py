@@ -29,7 +29,7 @@ import numpy as np
 
 from arinext.model.audio_config import AudioConfig
 from arinext.service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, resample
-from arinext.service.detection import DEFAULT_THRESHOLD
+from arinext.service.detection import DEFAULT_THRESHOLD, DEFAULT_VOTES
 from arinext.service.errors import ApiError
 from arinext.service.loading import LoadedModel, ModelRegistry, load_models
 from arinext.service.predict import ClassifyResponse, HeadPrediction, predict_head, resolve_heads
@@ -218,12 +218,13 @@ class Classifier:
         hop: float | None = None,
         threshold: float = DEFAULT_THRESHOLD,
         debounce: float | None = None,
+        votes: int = DEFAULT_VOTES,
     ) -> ClassifyResponse:
         """Classify one clip: a path, the encoded bytes, or a waveform with its ``sample_rate``.
 
         ``hop``: seconds between window starts of a clip longer than one window (default
         :data:`~arinext.service.detection.DEFAULT_HOP_SECONDS`, as the server places them);
-        ``threshold`` and ``debounce`` tune the detections (as a stream's). Refused input
+        ``threshold``, ``debounce`` and ``votes`` tune the detections (as a stream's). Refused input
         raises :class:`~arinext.service.errors.ApiError`.
         """
         began = time.perf_counter()
@@ -244,6 +245,7 @@ class Classifier:
             began=began,
             threshold=threshold,
             debounce=debounce,
+            votes=votes,
         )[0]
 
     def prepare(
@@ -269,6 +271,7 @@ class Classifier:
         began: float | None = None,
         threshold: float = DEFAULT_THRESHOLD,
         debounce: float | None = None,
+        votes: int = DEFAULT_VOTES,
     ) -> list[ClassifyResponse]:
         """Run the windows of ``clips`` through the models in shared batches; one answer each."""
         selected = self._select(heads, top_k)
@@ -297,6 +300,7 @@ class Classifier:
                         windows,
                         threshold=threshold,
                         debounce=debounce,
+                        votes=votes,
                     )
                 )
             total = time.perf_counter() - began if began is not None else sum(clip.seconds.values())

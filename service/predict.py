@@ -20,7 +20,7 @@ from arinext.model.manifest import HeadSpec
 from arinext.model.scores import probabilities
 from arinext.service.batching import Admission, Batcher, BatchResult
 from arinext.service.decoding import DecodedAudio
-from arinext.service.detection import DEFAULT_THRESHOLD, KeywordEvent, detect
+from arinext.service.detection import DEFAULT_THRESHOLD, DEFAULT_VOTES, KeywordEvent, detect
 from arinext.service.errors import ApiError
 from arinext.service.inference import ModelService
 from arinext.service.loading import LoadedModel, ModelRegistry
@@ -195,6 +195,7 @@ def predict_head(
     *,
     threshold: float = DEFAULT_THRESHOLD,
     debounce: float | None = None,
+    votes: int = DEFAULT_VOTES,
 ) -> HeadPrediction:
     """One head's answer from its windows' logits: detections
     (:func:`arinext.service.detection.detect`, ``debounce`` defaulting to the window length as for
@@ -214,6 +215,7 @@ def predict_head(
         hop=(starts[1] - starts[0]) / rate if len(starts) > 1 else cfg.clip_seconds,
         threshold=threshold,
         debounce=cfg.clip_seconds if debounce is None else debounce,
+        votes=votes,
     )
     prediction = HeadPrediction(
         head=head.name,
@@ -255,6 +257,7 @@ async def classify(
     received: float | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     debounce: float | None = None,
+    votes: int = DEFAULT_VOTES,
 ) -> Outcome:
     """Run the whole pipeline on an upload; raises :class:`ApiError` for anything refused.
 
@@ -352,6 +355,7 @@ async def classify(
                 windows,
                 threshold=threshold,
                 debounce=debounce,
+                votes=votes,
             )
         )
     elapsed = time.perf_counter() - began

@@ -64,6 +64,15 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _votes(text: str) -> int:
+    from arinext.service.detection import MAX_VOTES
+
+    value = int(text)
+    if not 1 <= value <= MAX_VOTES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not within 1..{MAX_VOTES}")
+    return value
+
+
 def _default_jobs() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -98,6 +107,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_positive(float),
         default=None,
         help="score a window's keyword needs to be detected (default: the stream's)",
+    )
+    parser.add_argument(
+        "--votes",
+        type=_votes,
+        default=None,
+        help="consecutive windows that must agree on a word (default: the stream's)",
     )
     parser.add_argument(
         "--debounce",
@@ -336,6 +351,8 @@ def _predict(args: argparse.Namespace) -> int:
         score["threshold"] = args.threshold
     if args.debounce is not None:
         score["debounce"] = args.debounce
+    if args.votes is not None:
+        score["votes"] = args.votes
     try:
         classifier.score([], **score)  # unknown heads or top_k are refused before any decoding
     except ApiError as exc:

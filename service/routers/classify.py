@@ -16,7 +16,12 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from arinext.service.dependencies import get_model_service, get_settings
-from arinext.service.detection import DEFAULT_HOP_SECONDS, DEFAULT_THRESHOLD
+from arinext.service.detection import (
+    DEFAULT_HOP_SECONDS,
+    DEFAULT_THRESHOLD,
+    DEFAULT_VOTES,
+    MAX_VOTES,
+)
 from arinext.service.errors import ApiError, insufficient_storage
 from arinext.service.http_limits import received_at
 from arinext.service.inference import ModelService
@@ -163,6 +168,13 @@ class ClassifyQuery(BaseModel):
     threshold: float = Field(
         DEFAULT_THRESHOLD, gt=0, le=1, description="score a window's keyword needs to be detected"
     )
+    votes: int = Field(
+        DEFAULT_VOTES,
+        ge=1,
+        le=MAX_VOTES,
+        description="consecutive windows that must agree on a word (a recording of fewer "
+        "windows needs as many as it has)",
+    )
     debounce: float | None = Field(
         None,
         ge=0,
@@ -231,6 +243,7 @@ async def classify_clip(
         max_windows=settings.max_windows,
         received=received_at(request.scope),
         threshold=query.threshold,
+        votes=query.votes,
         debounce=query.debounce,
     )
     # Serialised here, once: returned as a model, FastAPI would validate it again first.

@@ -13,7 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from arinext.model.labels import is_keyword
 from arinext.service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from arinext.service.detection import DEFAULT_HOP_SECONDS, DEFAULT_THRESHOLD
+from arinext.service.detection import (
+    DEFAULT_HOP_SECONDS,
+    DEFAULT_THRESHOLD,
+    DEFAULT_VOTES,
+    MAX_VOTES,
+)
 from arinext.service.errors import ApiError
 from arinext.service.settings import MAX_TOP_K
 
@@ -111,6 +116,13 @@ class StartMessage(BaseModel):
         description="detection score (a word a window holds whole scores about 0.9 with the "
         "default model, trained with label smoothing 0.1; near misses and partly heard words "
         "lower)",
+    )
+    votes: int = Field(
+        default=DEFAULT_VOTES,
+        ge=1,
+        le=MAX_VOTES,
+        description="consecutive windows that must agree on a word, one of them scoring at least "
+        "the threshold",
     )
     debounce: float | None = Field(
         default=None,

@@ -421,7 +421,9 @@ class StreamSession:
             debounce = start.debounce
             if debounce is None:
                 debounce = model.manifest.frontend.clip_seconds
-            track.debouncers[head.name] = Debouncer(head.name, start.hop, start.threshold, debounce)
+            track.debouncers[head.name] = Debouncer(
+                head.name, start.hop, start.threshold, debounce, votes=start.votes
+            )
         return list(by_model.values())
 
     def describe(self) -> dict[str, Any]:
@@ -433,6 +435,7 @@ class StreamSession:
             "format": self.start.format,
             "hop": self.start.hop,
             "threshold": self.start.threshold,
+            "votes": self.start.votes,
             "heads": names,
             "models": [
                 {

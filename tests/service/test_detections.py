@@ -47,7 +47,12 @@ def recording() -> Recording:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    with serve_in_process(isolated_settings(models=[EMBEDDED_MODEL_DIR])) as client:
+    settings = isolated_settings(
+        models=[EMBEDDED_MODEL_DIR],
+        stream_max_speed=1000.0,  # the test client streams faster than real time
+        stream_burst_seconds=1000.0,
+    )
+    with serve_in_process(settings) as client:
         yield client
 
 
@@ -132,3 +137,59 @@ def test_silence_and_noise_report_nothing_and_one_yes_reports_one(client: TestCl
     one[offset : offset + len(word)] = word
     (event,) = _classify(client, _wav(one))
     assert event["label"] == "yes" and (event["start"], event["end"]) == (0.0, 1.0)
+
+
+def test_every_entry_point_takes_the_vote_count(
+    client: TestClient, recording: Recording, tmp_path: Path
+) -> None:
+    # Forty votes are ten seconds of windows agreeing: no word of this recording gets them.
+    data = recording.wav_bytes()
+    answer = client.post("/classify?votes=40", content=data, headers={"content-type": "audio/wav"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"][0]["detections"] == []
+    _assert_heard_as_said(
+        client.post(
+            "/classify?votes=2", content=data, headers={"content-type": "audio/wav"}
+        ).json()["predictions"][0]["detections"],
+        recording,
+    )
+    for bad in ("0", "41", "two"):
+        refused = client.post(
+            f"/classify?votes={bad}", content=data, headers={"content-type": "audio/wav"}
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "invalid_parameter"
+    classifier = Classifier.from_artifacts(intra_op_threads=1)
+    answer = classifier(recording.samples, sample_rate=SAMPLE_RATE, votes=40)
+    assert answer.predictions[0].detections == []
+
+    path = tmp_path / "yes-stop-go.wav"
+    path.write_bytes(data)
+    command = [sys.executable, "-m", "arinext", "predict", str(path), "--jobs", "1"]
+    run = subprocess.run([*command, "--votes", "40"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["predictions"][0]["detections"] == []
+    run = subprocess.run([*command, "--votes", "0"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2 and "not within 1..40" in run.stderr
+
+
+def test_a_stream_takes_the_vote_count_and_says_so(
+    client: TestClient, recording: Recording
+) -> None:
+    pcm = (np.clip(recording.samples, -1, 1) * 32767).astype("<i2").tobytes()
+    heard = {}
+    for votes in (2, 40):
+        with client.websocket_connect("/stream") as ws:
+            start = {"type": "start", "format": "s16le", "sample_rate": SAMPLE_RATE, "votes": votes}
+            ws.send_text(json.dumps(start))
+            ready = ws.receive_json()
+            assert ready["type"] == "ready" and ready["votes"] == votes
+            for i in range(0, len(pcm), 3200):
+                ws.send_bytes(pcm[i : i + 3200])
+            ws.send_text(json.dumps({"type": "end"}))
+            events = []
+            while (event := ws.receive_json())["type"] != "end":
+                events.append(event)
+        heard[votes] = [e for e in events if e["type"] == "detection"]
+    _assert_heard_as_said(heard[2], recording)
+    assert heard[40] == []
