@@ -45,12 +45,19 @@ from pydantic import ValidationError
 from arinext.model.manifest import HeadSpec
 from arinext.model.scores import probabilities
 from arinext.service.dependencies import get_model_service, get_settings
+from arinext.service.detection import DEFAULT_THRESHOLD, DEFAULT_VOTES
 from arinext.service.errors import ApiError, model_gone
 from arinext.service.inference import ModelService
 from arinext.service.loading import LoadedModel
 from arinext.service.predict import classify, top_labels
 from arinext.service.settings import Settings
-from arinext.service.v2_schema import InferenceRequest, RequestInput, RequestOutput, openapi_body
+from arinext.service.v2_schema import (
+    InferenceRequest,
+    RequestInput,
+    RequestOutput,
+    RequestParameters,
+    openapi_body,
+)
 
 __all__ = ["router"]
 
@@ -258,7 +265,7 @@ async def _clip_probabilities(
     settings: Settings,
     model: LoadedModel,
     clips: Sequence[bytes],
-    hop: float | None,
+    parameters: RequestParameters,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Per head, ``[batch, classes]`` clip probabilities (each clip is a ``/classify`` request)
     and the clips' detections, as a JSON list (one list of events per clip)."""
@@ -273,8 +280,13 @@ async def _clip_probabilities(
                 top_k=most,
                 windows=False,
                 max_duration=settings.max_duration_seconds,
-                hop=hop,
+                hop=parameters.hop,
                 max_windows=settings.max_windows,
+                threshold=(
+                    DEFAULT_THRESHOLD if parameters.threshold is None else parameters.threshold
+                ),
+                votes=DEFAULT_VOTES if parameters.votes is None else parameters.votes,
+                debounce=parameters.debounce,
             )
         )
         for data in clips
@@ -466,6 +478,7 @@ async def infer(
     parameter).
 
     Request parameters: ``hop`` (seconds between windows, audio and waveform inputs),
+    ``threshold``, ``votes`` and ``debounce`` (the detections', as for ``/classify``),
     ``binary_data_output``; output parameters: ``classification`` (k), ``binary_data``.
     """
     service.ensure_serving()
@@ -473,7 +486,7 @@ async def infer(
     parsed, binary = _split_body(request, await request.body())
     spec, value = _the_input(parsed, binary, settings)
     outputs = _requested(parsed, model)
-    hop = parsed.parameters.hop if parsed.parameters else None
+    parameters = parsed.parameters or RequestParameters()
     detections: dict[str, str] = {}
     if spec.name == "logmel":
         probs = await _window_probabilities(service, model, value)
@@ -483,5 +496,5 @@ async def infer(
                 raise _bad(f"waveform must be [batch>0, samples>0], got {list(value.shape)}")
             rate = _sample_rate(spec, parsed)
             value = [_as_wav(row, rate) for row in value]
-        probs, detections = await _clip_probabilities(service, settings, model, value, hop)
+        probs, detections = await _clip_probabilities(service, settings, model, value, parameters)
     return _response(parsed, model, probs, outputs, detections)

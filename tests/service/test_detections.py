@@ -77,8 +77,8 @@ def _classify(client: TestClient, data: bytes) -> list[dict]:
     return answer.json()["predictions"][0]["detections"]
 
 
-def _v2(client: TestClient, data: bytes) -> list[dict]:
-    body = {
+def _v2(client: TestClient, data: bytes, **parameters: object) -> list[dict]:
+    body: dict = {
         "inputs": [
             {
                 "name": "audio",
@@ -86,7 +86,8 @@ def _v2(client: TestClient, data: bytes) -> list[dict]:
                 "datatype": "BYTES",
                 "data": [base64.b64encode(data).decode()],
             }
-        ]
+        ],
+        "parameters": parameters,
     }
     answer = client.post(f"/v2/models/{MODEL}/infer", json=body)
     assert answer.status_code == 200, answer.text
@@ -159,6 +160,16 @@ def test_every_entry_point_takes_the_vote_count(
         )
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"]["code"] == "invalid_parameter"
+    assert _v2(client, data, votes=40) == []
+    _assert_heard_as_said(_v2(client, data, votes=2), recording)
+    refused = client.post(
+        f"/v2/models/{MODEL}/infer",
+        json={
+            "inputs": [{"name": "audio", "shape": [1], "datatype": "BYTES", "data": ["AA=="]}],
+            "parameters": {"votes": 0},
+        },
+    )
+    assert refused.status_code == 400 and "votes" in refused.text
     classifier = Classifier.from_artifacts(intra_op_threads=1)
     answer = classifier(recording.samples, sample_rate=SAMPLE_RATE, votes=40)
     assert answer.predictions[0].detections == []
