@@ -4,7 +4,8 @@ Builds the same scenes as ``stream_tuning.py`` (three recorded keywords of held-
 held-out room noise, 15-30 dB SNR), scores every window a stream at ``--hop`` would, and for each
 window near a word said prints, by the distance between the word's voice centre and the window's
 centre: how often the window's top-1 is the word, how often it is the word with a score at or
-above ``--threshold`` (what the detector needs, twice in a row), and the mean score when right.
+above ``--threshold`` (what a detection needs of one window of its run), and the mean score when
+right.
 Then the same for the words' clips alone (clean, one window each). It tells a model's accuracy in
 noise from its confidence, and both from where the windows fall.
 

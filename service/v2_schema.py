@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 
 from arinext.model.audio_io import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from arinext.service.detection import MAX_VOTES
+from arinext.service.detection import DEFAULT_THRESHOLD, DEFAULT_VOTES, MAX_VOTES
 
 __all__ = [
     "MAX_DIMENSION",
@@ -61,11 +61,11 @@ class RequestParameters(_Parameters):
     )
     sample_rate: SampleRate | None = Field(default=None, description="of a waveform input")
     # The detections' settings, as /classify's query parameters (default: the service's).
-    threshold: Annotated[float, BeforeValidator(_number), Field(gt=0, le=1)] | None = Field(
-        default=None, description="score a window's keyword needs to be detected"
+    threshold: Annotated[float, BeforeValidator(_number), Field(gt=0, le=1)] = Field(
+        default=DEFAULT_THRESHOLD, description="score a window's keyword needs to be detected"
     )
-    votes: Annotated[StrictInt, Field(ge=1, le=MAX_VOTES)] | None = Field(
-        default=None, description="consecutive windows that must agree on a word"
+    votes: Annotated[StrictInt, Field(ge=1, le=MAX_VOTES)] = Field(
+        default=DEFAULT_VOTES, description="consecutive windows that must agree on a word"
     )
     debounce: Annotated[float, BeforeValidator(_number), Field(ge=0, le=60)] | None = Field(
         default=None, description="seconds within which a word heard again is one utterance"

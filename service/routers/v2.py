@@ -45,7 +45,6 @@ from pydantic import ValidationError
 from arinext.model.manifest import HeadSpec
 from arinext.model.scores import probabilities
 from arinext.service.dependencies import get_model_service, get_settings
-from arinext.service.detection import DEFAULT_THRESHOLD, DEFAULT_VOTES
 from arinext.service.errors import ApiError, model_gone
 from arinext.service.inference import ModelService
 from arinext.service.loading import LoadedModel
@@ -282,10 +281,8 @@ async def _clip_probabilities(
                 max_duration=settings.max_duration_seconds,
                 hop=parameters.hop,
                 max_windows=settings.max_windows,
-                threshold=(
-                    DEFAULT_THRESHOLD if parameters.threshold is None else parameters.threshold
-                ),
-                votes=DEFAULT_VOTES if parameters.votes is None else parameters.votes,
+                threshold=parameters.threshold,
+                votes=parameters.votes,
                 debounce=parameters.debounce,
             )
         )
