@@ -70,7 +70,9 @@ class MultiScaleMixer(nn.Module):
         self.kernel_sizes = sizes
         self.axis = axis
         self.identity_folded = False
-        # Training-graph speed switch (see _branches_transposed); off only for benchmarks.
+        # Training-graph speed switches (see forward and _branches_transposed); off only for
+        # benchmarks.
+        self.float32_on_cpu = True
         self.transpose_freq = True
         for k in sizes:
             shape = self._kernel_shape(k)
@@ -95,6 +97,15 @@ class MultiScaleMixer(nn.Module):
         return torch.stack(weights).sum(0), torch.stack(biases).sum(0)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.float32_on_cpu and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # PyTorch's CPU depthwise kernels, backward above all, are slower in bf16 than in
+            # float32; the 1 x 1 convs after the mixer take autocast's bf16 again
+            # (benchmarks/train_speed.py).
+            with torch.autocast("cpu", enabled=False):
+                return self._mix(x.float())
+        return self._mix(x)
+
+    def _mix(self, x: Tensor) -> Tensor:
         if hasattr(self, "fused"):
             y = self.fused(x)
             if not self.identity_folded:

@@ -69,3 +69,25 @@ def test_freq_mixer_uses_the_trick_only_outside_export() -> None:
     torch.onnx.export(mixer, (torch.randn(1, 8, 20, 32),), buffer, dynamo=False)
     ops = {node.op_type for node in onnx.load_from_string(buffer.getvalue()).graph.node}
     assert "Transpose" not in ops and "Conv" in ops
+
+
+@pytest.mark.parametrize("axis", ["time", "freq"])
+@pytest.mark.parametrize("merged", [False, True])
+def test_mixers_compute_in_float32_under_cpu_bf16_autocast(axis: str, merged: bool) -> None:
+    """Under ``amp: bf16`` the mixers run exactly their float32 forward (faster on CPU), and
+    gradients reach every weight; with the switch off their convs run in bf16."""
+    torch.manual_seed(0)
+    mixer = MultiScaleMixer(8, axis=axis).train()  # type: ignore[arg-type]
+    if merged:
+        mixer.eval().merge_branches()
+    x = torch.randn(2, 8, 12, 16, requires_grad=True)
+    exact = mixer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = mixer(x)
+        fast.sum().backward()
+        mixer.float32_on_cpu = False
+        slow = mixer(x)
+    torch.testing.assert_close(fast, exact, rtol=0, atol=0)
+    assert (slow.float() - exact).abs().max() > 1e-4  # the bf16 convs' rounding
+    assert x.grad is not None and x.grad.dtype == torch.float32
+    assert all(p.grad is not None for p in mixer.parameters())
