@@ -23,8 +23,10 @@ __all__ = [
     "FORMAT_VERSION",
     "INPUT_NAME",
     "MANIFEST_FILE",
+    "MAX_VOTES",
     "MODEL_FILE",
     "ArtifactError",
+    "DetectionSettings",
     "HeadSpec",
     "Manifest",
     "Precision",
@@ -45,6 +47,8 @@ FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 INPUT_NAME = "logmel"
+# The most consecutive windows a detection may need: ten seconds of windows at a 0.25 s hop.
+MAX_VOTES = 40
 
 
 class ReparamLevel(StrEnum):
@@ -161,6 +165,24 @@ class Quantization(BaseModel):
     )
 
 
+class DetectionSettings(BaseModel):
+    """The detector's operating point chosen for this model, on audio it was not trained on.
+
+    Recordings and streams use it unless a request sets its own; an artifact without one gets
+    the service's defaults (``arinext.service.detection``). Written by
+    ``benchmarks/stream_tuning.py --record``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(gt=0, le=1, description="score one of a run's windows needs")
+    votes: int = Field(ge=1, le=MAX_VOTES, description="consecutive windows agreeing on a word")
+    tuned_on: str = Field(min_length=1, description="the audio and the rule it was chosen by")
+    measured: dict[str, Any] = Field(
+        default_factory=dict, description="what it scored there, and the command"
+    )
+
+
 class Manifest(BaseModel):
     """Everything needed to serve ``model.onnx``."""
 
@@ -185,6 +207,9 @@ class Manifest(BaseModel):
     precision: Precision = "fp32"
     quantization: Quantization | None = Field(
         default=None, description="for int8 artifacts: calibration and agreement with fp32"
+    )
+    detection: DetectionSettings | None = Field(
+        default=None, description="tuned detection settings (default: the service's)"
     )
     provenance: Provenance = Field(default_factory=Provenance)
     metrics: dict[str, Any] = Field(default_factory=dict)

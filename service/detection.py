@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from arinext.model.labels import is_keyword
+from arinext.model.manifest import MAX_VOTES, Manifest
 
 __all__ = [
     "DEFAULT_HOP_SECONDS",
@@ -25,19 +26,19 @@ __all__ = [
     "KeywordEvent",
     "detect",
     "heard",
+    "operating_point",
 ]
 
 # Window step of a stream, and of a recording longer than one window: a word is then whole in
 # at least one window wherever it falls.
 DEFAULT_HOP_SECONDS = 0.25
-# Consecutive windows that must agree on a word (see Debouncer), and the score one of them needs:
+# Consecutive windows that must agree on a word (see Debouncer), and the score one of them needs,
+# for a model whose manifest has no tuned operating point (``detection``): the default model's,
 # tuned together on held-out speakers, the most words found with at most one wrong detection a
 # minute, the score no lower than 0.5, the line below which a keyword is no answer
 # (docs/default-model.md, "Live detection").
 DEFAULT_VOTES = 3
 DEFAULT_THRESHOLD = 0.5
-# The most votes a client may ask: ten seconds of windows at the default hop.
-MAX_VOTES = 40
 
 
 class KeywordEvent(BaseModel):
@@ -114,6 +115,19 @@ class Debouncer:
         self._run_detected = True
         self._last_vote[label] = end
         return Detection(self.head, label, self._run_best, *self._run_first)
+
+
+def operating_point(
+    manifest: Manifest, threshold: float | None, votes: int | None
+) -> tuple[float, int]:
+    """The threshold and votes a request gets: its own, else the model's tuned ones, else the
+    service's defaults."""
+    tuned = manifest.detection
+    if threshold is None:
+        threshold = tuned.threshold if tuned is not None else DEFAULT_THRESHOLD
+    if votes is None:
+        votes = tuned.votes if tuned is not None else DEFAULT_VOTES
+    return threshold, votes
 
 
 def detect(

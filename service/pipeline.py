@@ -29,7 +29,6 @@ import numpy as np
 
 from arinext.model.audio_config import AudioConfig
 from arinext.service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, resample
-from arinext.service.detection import DEFAULT_THRESHOLD, DEFAULT_VOTES
 from arinext.service.errors import ApiError
 from arinext.service.loading import LoadedModel, ModelRegistry, load_models
 from arinext.service.predict import ClassifyResponse, HeadPrediction, predict_head, resolve_heads
@@ -216,15 +215,16 @@ class Classifier:
         top_k: int = 5,
         windows: bool = False,
         hop: float | None = None,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | None = None,
         debounce: float | None = None,
-        votes: int = DEFAULT_VOTES,
+        votes: int | None = None,
     ) -> ClassifyResponse:
         """Classify one clip: a path, the encoded bytes, or a waveform with its ``sample_rate``.
 
         ``hop``: seconds between window starts of a clip longer than one window (default
         :data:`~arinext.service.detection.DEFAULT_HOP_SECONDS`, as the server places them);
-        ``threshold``, ``debounce`` and ``votes`` tune the detections (as a stream's). Refused input
+        ``threshold``, ``debounce`` and ``votes`` tune the detections (as a stream's; default: each
+        model's tuned operating point, else the service's defaults). Refused input
         raises :class:`~arinext.service.errors.ApiError`.
         """
         began = time.perf_counter()
@@ -269,9 +269,9 @@ class Classifier:
         top_k: int = 5,
         windows: bool = False,
         began: float | None = None,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | None = None,
         debounce: float | None = None,
-        votes: int = DEFAULT_VOTES,
+        votes: int | None = None,
     ) -> list[ClassifyResponse]:
         """Run the windows of ``clips`` through the models in shared batches; one answer each."""
         selected = self._select(heads, top_k)

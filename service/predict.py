@@ -20,7 +20,7 @@ from arinext.model.manifest import HeadSpec
 from arinext.model.scores import probabilities
 from arinext.service.batching import Admission, Batcher, BatchResult
 from arinext.service.decoding import DecodedAudio
-from arinext.service.detection import DEFAULT_THRESHOLD, DEFAULT_VOTES, KeywordEvent, detect
+from arinext.service.detection import KeywordEvent, detect, operating_point
 from arinext.service.errors import ApiError
 from arinext.service.inference import ModelService
 from arinext.service.loading import LoadedModel, ModelRegistry
@@ -193,20 +193,22 @@ def predict_head(
     top_k: int,
     windows: bool,
     *,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     debounce: float | None = None,
-    votes: int = DEFAULT_VOTES,
+    votes: int | None = None,
 ) -> HeadPrediction:
     """One head's answer from its windows' logits: detections
-    (:func:`arinext.service.detection.detect`, ``debounce`` defaulting to the window length as for
-    streams), clip scores (the windows' mean
-    probabilities) and, with ``windows``, each window's top-k (also used by the Python API)."""
+    (:func:`arinext.service.detection.detect`, ``threshold`` and ``votes`` defaulting to the
+    model's operating point and ``debounce`` to the window length, as for streams), clip scores
+    (the windows' mean probabilities) and, with ``windows``, each window's top-k (also used by
+    the Python API)."""
     probs = probabilities(logits, head.activation)
     k = min(top_k, len(head.labels))
     cfg = model.manifest.frontend
     rate = cfg.sample_rate
     span = min(cfg.clip_samples, num_samples)
     spans = [(round(s / rate, 6), round(min(s + span, num_samples) / rate, 6)) for s in starts]
+    threshold, votes = operating_point(model.manifest, threshold, votes)
     found = detect(
         head.name,
         head.labels,
@@ -255,9 +257,9 @@ async def classify(
     hop: float | None = None,
     max_windows: int | None = None,
     received: float | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     debounce: float | None = None,
-    votes: int = DEFAULT_VOTES,
+    votes: int | None = None,
 ) -> Outcome:
     """Run the whole pipeline on an upload; raises :class:`ApiError` for anything refused.
 

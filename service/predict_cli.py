@@ -106,13 +106,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--threshold",
         type=_positive(float),
         default=None,
-        help="score a window's keyword needs to be detected (default: the stream's)",
+        help="score a window's keyword needs to be detected (default: the model's, as a stream's)",
     )
     parser.add_argument(
         "--votes",
         type=_votes,
         default=None,
-        help="consecutive windows that must agree on a word (default: the stream's)",
+        help="consecutive windows that must agree on a word (default: the model's, as a stream's)",
     )
     parser.add_argument(
         "--debounce",

@@ -60,12 +60,17 @@ class RequestParameters(_Parameters):
         default=False, description="all outputs as raw bytes after the JSON header"
     )
     sample_rate: SampleRate | None = Field(default=None, description="of a waveform input")
-    # The detections' settings, as /classify's query parameters (default: the service's).
-    threshold: Annotated[float, BeforeValidator(_number), Field(gt=0, le=1)] = Field(
-        default=DEFAULT_THRESHOLD, description="score a window's keyword needs to be detected"
+    # The detections' settings, as /classify's query parameters (default: the model's tuned
+    # operating point, else the service's).
+    threshold: Annotated[float, BeforeValidator(_number), Field(gt=0, le=1)] | None = Field(
+        default=None,
+        description="score a window's keyword needs "
+        f"(default: the model's, else {DEFAULT_THRESHOLD})",
     )
-    votes: Annotated[StrictInt, Field(ge=1, le=MAX_VOTES)] = Field(
-        default=DEFAULT_VOTES, description="consecutive windows that must agree on a word"
+    votes: Annotated[StrictInt, Field(ge=1, le=MAX_VOTES)] | None = Field(
+        default=None,
+        description="consecutive windows agreeing on a word "
+        f"(default: the model's, else {DEFAULT_VOTES})",
     )
     debounce: Annotated[float, BeforeValidator(_number), Field(ge=0, le=60)] | None = Field(
         default=None, description="seconds within which a word heard again is one utterance"

@@ -150,3 +150,63 @@ def test_window_offsets_prints_a_row_per_distance_and_the_clean_clips(tmp_path: 
     assert 9 * 4 <= sum(int(r[1]) for r in rows[:-1]) <= 9 * 5
     # The tones are no words of the default model: never right.
     assert all(r[2] == "0.0%" for r in rows)
+
+
+def test_stream_tuning_records_the_chosen_setting_in_the_manifest(tmp_path: Path) -> None:
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+
+    from arinext.model.manifest import read_manifest, verify_artifact
+    from arinext.service.settings import EMBEDDED_MODEL_DIR
+    from tests.training.test_recordings import make_recordings
+
+    folder = make_recordings(tmp_path / "recordings")
+    noise = np.random.default_rng(1).normal(0, 0.02, 60 * 16000)
+    sf.write(folder / "_background_noise_" / "room.flac", noise, 16000, format="FLAC")
+    model = tmp_path / "model"
+    shutil.copytree(EMBEDDED_MODEL_DIR, model)
+    grid = ("--hops", "0.25", "--votes", "1,2", "--thresholds", "0.5,0.9", "--debounces", "1.0")
+    common = ("--recordings", str(folder), "--model", str(model), "--split", "test")
+    out = _run(
+        "stream_tuning.py",
+        *common,
+        "--scenes",
+        "2",
+        "--seed",
+        "1,2",
+        *grid,
+        "--record",
+        "--max-wrong",
+        "1000",
+        timeout=120,
+    )
+    rows = {(r[1], r[2]): r for r in _rows(out) if len(r) == 6 and r[0] == "0.25"}
+    assert set(rows) == {("1", "0.5"), ("1", "0.9"), ("2", "0.5"), ("2", "0.9")}
+    tuned = verify_artifact(model).detection
+    assert tuned is not None and (str(tuned.votes), str(tuned.threshold)) in rows
+    # The tones are no words: nothing detected, so the fewest wrong detections decide.
+    fewest = min(float(r[5]) for r in rows.values())
+    assert tuned.measured["detected"] == 0 and tuned.measured["wrong_per_minute"] <= fewest + 5e-3
+    assert tuned.measured["keywords"] == 2 * 2 * 3 and "--record" in tuned.measured["command"]
+    # Nothing within the bound: nothing written, and the exit status says so.
+    refused = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "stream_tuning.py"),
+            *common,
+            "--scenes",
+            "1",
+            *grid,
+            "--record",
+            "--max-wrong",
+            "-1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 1 and "nothing recorded" in refused.stdout
+    assert read_manifest(model).detection == tuned

@@ -165,15 +165,19 @@ class ClassifyQuery(BaseModel):
         description="window step in seconds for a clip longer than one window (default "
         f"{DEFAULT_HOP_SECONDS}, as a live stream)",
     )
-    threshold: float = Field(
-        DEFAULT_THRESHOLD, gt=0, le=1, description="score a window's keyword needs to be detected"
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="score a window's keyword needs to be detected (default: the model's tuned "
+        f"value, else {DEFAULT_THRESHOLD})",
     )
-    votes: int = Field(
-        DEFAULT_VOTES,
+    votes: int | None = Field(
+        None,
         ge=1,
         le=MAX_VOTES,
         description="consecutive windows that must agree on a word (a recording of fewer "
-        "windows needs as many as it has)",
+        f"windows needs as many as it has; default: the model's tuned value, else {DEFAULT_VOTES})",
     )
     debounce: float | None = Field(
         None,

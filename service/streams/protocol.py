@@ -109,20 +109,19 @@ class StartMessage(BaseModel):
     )
     heads: list[str] | None = Field(default=None, description="default: every head")
     top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
-    threshold: float = Field(
-        default=DEFAULT_THRESHOLD,
+    threshold: float | None = Field(
+        default=None,
         gt=0,
         le=1,
-        description="detection score (a word a window holds whole scores about 0.9 with the "
-        "default model, trained with label smoothing 0.1; near misses and partly heard words "
-        "lower)",
+        description="detection score one of a word's windows needs (default: each model's tuned "
+        f"value, else {DEFAULT_THRESHOLD})",
     )
-    votes: int = Field(
-        default=DEFAULT_VOTES,
+    votes: int | None = Field(
+        default=None,
         ge=1,
         le=MAX_VOTES,
         description="consecutive windows that must agree on a word, one of them scoring at least "
-        "the threshold",
+        f"the threshold (default: each model's tuned value, else {DEFAULT_VOTES})",
     )
     debounce: float | None = Field(
         default=None,

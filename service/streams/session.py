@@ -34,7 +34,7 @@ from arinext.model.frontend import IncrementalViews
 from arinext.model.manifest import HeadSpec
 from arinext.model.scores import probabilities
 from arinext.service.batching import shutting_down
-from arinext.service.detection import Debouncer
+from arinext.service.detection import Debouncer, operating_point
 from arinext.service.errors import ApiError
 from arinext.service.inference import ModelService
 from arinext.service.loading import LoadedModel
@@ -421,8 +421,9 @@ class StreamSession:
             debounce = start.debounce
             if debounce is None:
                 debounce = model.manifest.frontend.clip_seconds
+            threshold, votes = operating_point(model.manifest, start.threshold, start.votes)
             track.debouncers[head.name] = Debouncer(
-                head.name, start.hop, start.threshold, debounce, votes=start.votes
+                head.name, start.hop, threshold, debounce, votes=votes
             )
         return list(by_model.values())
 
@@ -430,12 +431,20 @@ class StreamSession:
         """The ``ready`` event: what will be scored and how."""
         names = self.head_names
         models = {model.name: model for model, _ in self.selected}
+        points = {
+            name: operating_point(m.manifest, self.start.threshold, self.start.votes)
+            for name, m in models.items()
+        }
+        # One threshold and vote count when the stream's models share them (null otherwise:
+        # each model's entry has its own).
+        shared = set(points.values())
+        threshold, votes = shared.pop() if len(shared) == 1 else (None, None)
         return {
             "type": "ready",
             "format": self.start.format,
             "hop": self.start.hop,
-            "threshold": self.start.threshold,
-            "votes": self.start.votes,
+            "threshold": threshold,
+            "votes": votes,
             "heads": names,
             "models": [
                 {
@@ -443,6 +452,8 @@ class StreamSession:
                     "sha256": m.manifest.sha256,
                     "window": m.manifest.frontend.clip_seconds,
                     "sample_rate": m.manifest.frontend.sample_rate,
+                    "threshold": points[m.name][0],
+                    "votes": points[m.name][1],
                 }
                 for m in models.values()
             ],

@@ -204,3 +204,59 @@ def test_a_stream_takes_the_vote_count_and_says_so(
         heard[votes] = [e for e in events if e["type"] == "detection"]
     _assert_heard_as_said(heard[2], recording)
     assert heard[40] == []
+
+
+@pytest.fixture(scope="module")
+def tuned_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model with an operating point of forty votes in its manifest."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("tuned") / MODEL
+    shutil.copytree(EMBEDDED_MODEL_DIR, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["detection"] = {"threshold": 0.5, "votes": 40, "tuned_on": "this test"}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_a_models_tuned_operating_point_is_every_entry_points_default(
+    tuned_copy: Path, recording: Recording, tmp_path: Path
+) -> None:
+    """Forty votes from the manifest hear nothing; a request's own votes still win."""
+    data = recording.wav_bytes()
+    settings = isolated_settings(
+        models=[tuned_copy], stream_max_speed=1000.0, stream_burst_seconds=1000.0
+    )
+    with serve_in_process(settings) as client:
+        assert _classify(client, data) == []
+        answer = client.post(
+            "/classify?votes=2", content=data, headers={"content-type": "audio/wav"}
+        )
+        _assert_heard_as_said(answer.json()["predictions"][0]["detections"], recording)
+        assert _v2(client, data) == []
+        _assert_heard_as_said(_v2(client, data, votes=2), recording)
+        pcm = (np.clip(recording.samples, -1, 1) * 32767).astype("<i2").tobytes()
+        with client.websocket_connect("/stream") as ws:
+            ws.send_text(
+                json.dumps({"type": "start", "format": "s16le", "sample_rate": SAMPLE_RATE})
+            )
+            ready = ws.receive_json()
+            assert (ready["votes"], ready["threshold"]) == (40, 0.5)
+            assert (ready["models"][0]["votes"], ready["models"][0]["threshold"]) == (40, 0.5)
+            for i in range(0, len(pcm), 3200):
+                ws.send_bytes(pcm[i : i + 3200])
+            ws.send_text(json.dumps({"type": "end"}))
+            events = []
+            while (event := ws.receive_json())["type"] != "end":
+                events.append(event)
+        assert [e for e in events if e["type"] == "detection"] == []
+    classifier = Classifier.from_artifacts([tuned_copy], intra_op_threads=1)
+    assert classifier(recording.samples, sample_rate=SAMPLE_RATE).predictions[0].detections == []
+    path = tmp_path / "yes-stop-go.wav"
+    path.write_bytes(data)
+    command = [sys.executable, "-m", "arinext", "predict", str(path), "--jobs", "1"]
+    run = subprocess.run(
+        [*command, "--models", str(tuned_copy)], capture_output=True, text=True, cwd=REPO
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["predictions"][0]["detections"] == []
