@@ -605,8 +605,10 @@ def quantize_artifact(
             "sha256": hashlib.sha256(data).hexdigest(),
             "provenance": provenance
             or Provenance(source=str(source), arinext_version=arinext_version()),
-            # Measured metrics belong to the fp32 graph they were measured on.
+            # Measured metrics belong to the fp32 graph they were measured on, and so does a
+            # tuned detection operating point: the int8 graph is tuned on its own.
             "metrics": {"fp32": manifest.metrics} if manifest.metrics else {},
+            "detection": None,
         }
     )
     quantized = Manifest.model_validate(quantized.model_dump())

@@ -18,9 +18,11 @@ from arinext.model.frontend import log_mel_views
 from arinext.model.manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
+    DetectionSettings,
     arinext_version,
     read_manifest,
     verify_artifact,
+    write_manifest,
 )
 from arinext.model.quantize import (
     DEFAULT_MIN_AGREEMENT,
@@ -315,3 +317,16 @@ def test_the_next_scheme_is_tried_when_one_fails_the_guard(
     ):
         quantize_artifact(network, tmp_path / "refused", **small)  # type: ignore[arg-type]
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_fp32_operating_point_is_not_carried_into_int8(
+    fp32: Path, clips: Path, tmp_path: Path
+) -> None:
+    """A tuned detection setting was measured on the fp32 graph: int8 is tuned on its own."""
+    source = tmp_path / "tuned"
+    shutil.copytree(fp32, source)
+    manifest = read_manifest(source)
+    manifest.detection = DetectionSettings(threshold=0.6, votes=2, tuned_on="fp32 scenes")
+    write_manifest(source, manifest)
+    quantized = quantize_artifact(source, tmp_path / "int8", calibration=clips)
+    assert quantized.detection is None and read_manifest(source).detection is not None
