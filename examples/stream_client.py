@@ -105,7 +105,9 @@ async def run(args: argparse.Namespace) -> int:
     else:
         rate, chunks = await file_chunks(Path(args.source), args.speed)
     start = {"type": "start", "format": "f32le", "sample_rate": rate, "hop": args.hop}
-    start |= {"threshold": args.threshold, "top_k": args.top_k}
+    start |= {"top_k": args.top_k}
+    if args.threshold is not None:
+        start["threshold"] = args.threshold
     if args.heads:
         start["heads"] = args.heads.split(",")
     async with websockets.connect(args.url, max_size=2**22) as ws:
@@ -139,7 +141,9 @@ def main() -> int:
     parser.add_argument("source", help="an audio file, or 'mic' for the default microphone")
     parser.add_argument("--url", default="ws://127.0.0.1:8000/stream")
     parser.add_argument("--hop", type=float, default=0.25, help="seconds between windows")
-    parser.add_argument("--threshold", type=float, default=0.7, help="detection score")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="detection score (default: the model's)"
+    )
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--heads", help="comma-separated heads (default: all)")
     parser.add_argument("--windows", action="store_true", help="print every window's top label")

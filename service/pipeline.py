@@ -29,6 +29,7 @@ import numpy as np
 
 from arinext.model.audio_config import AudioConfig
 from arinext.service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, resample
+from arinext.service.detection import MAX_VOTES
 from arinext.service.errors import ApiError
 from arinext.service.loading import LoadedModel, ModelRegistry, load_models
 from arinext.service.predict import ClassifyResponse, HeadPrediction, predict_head, resolve_heads
@@ -275,6 +276,7 @@ class Classifier:
     ) -> list[ClassifyResponse]:
         """Run the windows of ``clips`` through the models in shared batches; one answer each."""
         selected = self._select(heads, top_k)
+        _check_detection(threshold, votes, debounce)
         if not clips:
             return []
         models = list({model.name: model for model, _ in selected}.values())
@@ -348,3 +350,13 @@ class Classifier:
             {name: values[bounds[i] : bounds[i + 1]] for name, values in joined.items()}
             for i in range(len(clips))
         ]
+
+
+def _check_detection(threshold: float | None, votes: int | None, debounce: float | None) -> None:
+    """The bounds ``/classify`` holds its query to, for the Python API."""
+    if threshold is not None and not 0 < threshold <= 1:
+        raise ApiError(422, "invalid_parameter", f"threshold must be in (0, 1], got {threshold}")
+    if votes is not None and not 1 <= votes <= MAX_VOTES:
+        raise ApiError(422, "invalid_parameter", f"votes must be 1..{MAX_VOTES}, got {votes}")
+    if debounce is not None and not 0 <= debounce <= 60:
+        raise ApiError(422, "invalid_parameter", f"debounce must be 0..60 s, got {debounce}")

@@ -64,6 +64,13 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a score in (0, 1]")
+    return value
+
+
 def _votes(text: str) -> int:
     from arinext.service.detection import MAX_VOTES
 
@@ -104,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threshold",
-        type=_positive(float),
+        type=_threshold,
         default=None,
         help="score a window's keyword needs to be detected (default: the model's, as a stream's)",
     )

@@ -435,10 +435,12 @@ class StreamSession:
             name: operating_point(m.manifest, self.start.threshold, self.start.votes)
             for name, m in models.items()
         }
-        # One threshold and vote count when the stream's models share them (null otherwise:
-        # each model's entry has its own).
-        shared = set(points.values())
-        threshold, votes = shared.pop() if len(shared) == 1 else (None, None)
+        # The threshold, and the vote count, that the stream's models share (null where they
+        # differ: each model's entry has its own).
+        thresholds = {threshold for threshold, _ in points.values()}
+        counts = {votes for _, votes in points.values()}
+        threshold = thresholds.pop() if len(thresholds) == 1 else None
+        votes = counts.pop() if len(counts) == 1 else None
         return {
             "type": "ready",
             "format": self.start.format,

@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
+from arinext.service.errors import ApiError
 from arinext.service.pipeline import Classifier
 from arinext.service.settings import EMBEDDED_MODEL_DIR
 from tests.service.conftest import REPO, isolated_settings, serve_in_process
@@ -173,6 +174,10 @@ def test_every_entry_point_takes_the_vote_count(
     classifier = Classifier.from_artifacts(intra_op_threads=1)
     answer = classifier(recording.samples, sample_rate=SAMPLE_RATE, votes=40)
     assert answer.predictions[0].detections == []
+    for bad in ({"votes": 0}, {"votes": 41}, {"threshold": 0.0}, {"threshold": 1.5}):
+        with pytest.raises(ApiError) as refused_call:
+            classifier(recording.samples, sample_rate=SAMPLE_RATE, **bad)  # type: ignore[arg-type]
+        assert (refused_call.value.status, refused_call.value.code) == (422, "invalid_parameter")
 
     path = tmp_path / "yes-stop-go.wav"
     path.write_bytes(data)
@@ -182,6 +187,8 @@ def test_every_entry_point_takes_the_vote_count(
     assert json.loads(run.stdout)["predictions"][0]["detections"] == []
     run = subprocess.run([*command, "--votes", "0"], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 2 and "not within 1..40" in run.stderr
+    run = subprocess.run([*command, "--threshold", "1.5"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2 and "not a score in (0, 1]" in run.stderr
 
 
 def test_a_stream_takes_the_vote_count_and_says_so(
