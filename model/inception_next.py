@@ -47,6 +47,13 @@ def _same(kernel_shape: tuple[int, int]) -> tuple[int, int]:
     return kernel_shape[0] // 2, kernel_shape[1] // 2
 
 
+def _cpu_autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch 2.3 takes no device (its spelling is deprecated later)
+        return torch.is_autocast_cpu_enabled()
+
+
 class MultiScaleMixer(nn.Module):
     """``ReLU(x + sum_k BN(DWConv_k(x)))`` with depthwise kernels along one axis (or both).
 
@@ -97,7 +104,7 @@ class MultiScaleMixer(nn.Module):
         return torch.stack(weights).sum(0), torch.stack(biases).sum(0)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.float32_on_cpu and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if self.float32_on_cpu and x.device.type == "cpu" and _cpu_autocast():
             # PyTorch's CPU depthwise kernels, backward above all, are slower in bf16 than in
             # float32; the 1 x 1 convs after the mixer take autocast's bf16 again
             # (benchmarks/train_speed.py).
