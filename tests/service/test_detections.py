@@ -97,6 +97,23 @@ def _v2(client: TestClient, data: bytes, **parameters: object) -> list[dict]:
     return clip
 
 
+def _stream(client: TestClient, recording: Recording, **start: object) -> tuple[dict, list[dict]]:
+    """The ``ready`` event and the detections of the recording streamed in 100 ms messages."""
+    pcm = (np.clip(recording.samples, -1, 1) * 32767).astype("<i2").tobytes()
+    with client.websocket_connect("/stream") as ws:
+        message = {"type": "start", "format": "s16le", "sample_rate": SAMPLE_RATE, **start}
+        ws.send_text(json.dumps(message))
+        ready = ws.receive_json()
+        assert ready["type"] == "ready", ready
+        for i in range(0, len(pcm), 3200):
+            ws.send_bytes(pcm[i : i + 3200])
+        ws.send_text(json.dumps({"type": "end"}))
+        events = []
+        while (event := ws.receive_json())["type"] != "end":
+            events.append(event)
+    return ready, [e for e in events if e["type"] == "detection"]
+
+
 def test_every_entry_point_reports_the_three_words_where_they_were_said(
     client: TestClient, recording: Recording, tmp_path: Path
 ) -> None:
@@ -194,21 +211,10 @@ def test_every_entry_point_takes_the_vote_count(
 def test_a_stream_takes_the_vote_count_and_says_so(
     client: TestClient, recording: Recording
 ) -> None:
-    pcm = (np.clip(recording.samples, -1, 1) * 32767).astype("<i2").tobytes()
     heard = {}
     for votes in (2, 40):
-        with client.websocket_connect("/stream") as ws:
-            start = {"type": "start", "format": "s16le", "sample_rate": SAMPLE_RATE, "votes": votes}
-            ws.send_text(json.dumps(start))
-            ready = ws.receive_json()
-            assert ready["type"] == "ready" and ready["votes"] == votes
-            for i in range(0, len(pcm), 3200):
-                ws.send_bytes(pcm[i : i + 3200])
-            ws.send_text(json.dumps({"type": "end"}))
-            events = []
-            while (event := ws.receive_json())["type"] != "end":
-                events.append(event)
-        heard[votes] = [e for e in events if e["type"] == "detection"]
+        ready, heard[votes] = _stream(client, recording, votes=votes)
+        assert ready["votes"] == votes
     _assert_heard_as_said(heard[2], recording)
     assert heard[40] == []
 
@@ -242,21 +248,10 @@ def test_a_models_tuned_operating_point_is_every_entry_points_default(
         _assert_heard_as_said(answer.json()["predictions"][0]["detections"], recording)
         assert _v2(client, data) == []
         _assert_heard_as_said(_v2(client, data, votes=2), recording)
-        pcm = (np.clip(recording.samples, -1, 1) * 32767).astype("<i2").tobytes()
-        with client.websocket_connect("/stream") as ws:
-            ws.send_text(
-                json.dumps({"type": "start", "format": "s16le", "sample_rate": SAMPLE_RATE})
-            )
-            ready = ws.receive_json()
-            assert (ready["votes"], ready["threshold"]) == (40, 0.5)
-            assert (ready["models"][0]["votes"], ready["models"][0]["threshold"]) == (40, 0.5)
-            for i in range(0, len(pcm), 3200):
-                ws.send_bytes(pcm[i : i + 3200])
-            ws.send_text(json.dumps({"type": "end"}))
-            events = []
-            while (event := ws.receive_json())["type"] != "end":
-                events.append(event)
-        assert [e for e in events if e["type"] == "detection"] == []
+        ready, detections = _stream(client, recording)
+        assert (ready["votes"], ready["threshold"]) == (40, 0.5)
+        assert (ready["models"][0]["votes"], ready["models"][0]["threshold"]) == (40, 0.5)
+        assert detections == []
     classifier = Classifier.from_artifacts([tuned_copy], intra_op_threads=1)
     assert classifier(recording.samples, sample_rate=SAMPLE_RATE).predictions[0].detections == []
     path = tmp_path / "yes-stop-go.wav"
