@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -34,7 +34,9 @@ __all__ = [
     "Quantization",
     "RefusedScheme",
     "ReparamLevel",
+    "Threshold",
     "Verification",
+    "Votes",
     "arinext_version",
     "read_manifest",
     "read_verified_model",
@@ -47,8 +49,12 @@ FORMAT_VERSION = 1
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
 INPUT_NAME = "logmel"
+# The bounds of a detector's operating point, held once: the manifest's tuned values and every
+# request's own (``/classify``, ``/v2``, the stream's start, the Python API, ``arinext predict``).
 # The most consecutive windows a detection may need: ten seconds of windows at a 0.25 s hop.
 MAX_VOTES = 40
+Threshold = Annotated[float, Field(gt=0, le=1)]
+Votes = Annotated[int, Field(ge=1, le=MAX_VOTES)]
 
 
 class ReparamLevel(StrEnum):
@@ -175,8 +181,8 @@ class DetectionSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    threshold: float = Field(gt=0, le=1, description="score one of a run's windows needs")
-    votes: int = Field(ge=1, le=MAX_VOTES, description="consecutive windows agreeing on a word")
+    threshold: Threshold = Field(description="score one of a run's windows needs")
+    votes: Votes = Field(description="consecutive windows agreeing on a word")
     tuned_on: str = Field(min_length=1, description="the audio and the rule it was chosen by")
     measured: dict[str, Any] = Field(
         default_factory=dict, description="what it scored there, and the command"

@@ -9,21 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from arinext.model.labels import is_keyword
-from arinext.model.manifest import MAX_VOTES, Manifest
+from arinext.model.manifest import MAX_VOTES, Manifest, Threshold, Votes
 
 __all__ = [
     "DEFAULT_HOP_SECONDS",
     "DEFAULT_THRESHOLD",
     "DEFAULT_VOTES",
+    "MAX_DEBOUNCE_SECONDS",
     "MAX_VOTES",
+    "Debounce",
     "Debouncer",
     "Detection",
+    "DetectionParameters",
     "KeywordEvent",
+    "Threshold",
+    "Votes",
     "detect",
     "heard",
     "operating_point",
@@ -39,6 +45,18 @@ DEFAULT_HOP_SECONDS = 0.25
 # (docs/default-model.md, "Live detection").
 DEFAULT_VOTES = 3
 DEFAULT_THRESHOLD = 0.5
+# A word heard again within this many seconds is one utterance; a request may set up to a minute.
+MAX_DEBOUNCE_SECONDS = 60.0
+Debounce = Annotated[float, Field(ge=0, le=MAX_DEBOUNCE_SECONDS)]
+
+
+class DetectionParameters(BaseModel):
+    """A request's own detection settings, within the bounds every entry point holds them to;
+    ``None`` takes the model's (:func:`operating_point`) or, for ``debounce``, the window's."""
+
+    threshold: Threshold | None = None
+    votes: Votes | None = None
+    debounce: Debounce | None = None
 
 
 class KeywordEvent(BaseModel):

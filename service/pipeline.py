@@ -26,10 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from arinext.model.audio_config import AudioConfig
 from arinext.service.decoding import MAX_CHANNELS, MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, resample
-from arinext.service.detection import MAX_VOTES
+from arinext.service.detection import DetectionParameters
 from arinext.service.errors import ApiError
 from arinext.service.loading import LoadedModel, ModelRegistry, load_models
 from arinext.service.predict import ClassifyResponse, HeadPrediction, predict_head, resolve_heads
@@ -354,9 +355,9 @@ class Classifier:
 
 def _check_detection(threshold: float | None, votes: int | None, debounce: float | None) -> None:
     """The bounds ``/classify`` holds its query to, for the Python API."""
-    if threshold is not None and not 0 < threshold <= 1:
-        raise ApiError(422, "invalid_parameter", f"threshold must be in (0, 1], got {threshold}")
-    if votes is not None and not 1 <= votes <= MAX_VOTES:
-        raise ApiError(422, "invalid_parameter", f"votes must be 1..{MAX_VOTES}, got {votes}")
-    if debounce is not None and not 0 <= debounce <= 60:
-        raise ApiError(422, "invalid_parameter", f"debounce must be 0..60 s, got {debounce}")
+    try:
+        DetectionParameters(threshold=threshold, votes=votes, debounce=debounce)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        message = f"{error['loc'][0]}: {error['msg']}, got {error['input']!r}"
+        raise ApiError(422, "invalid_parameter", message) from None

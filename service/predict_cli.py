@@ -64,20 +64,22 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def _threshold(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a score in (0, 1]")
-    return value
+def _detection(name: str, kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Parse one detection setting within the bounds every entry point holds it to."""
 
+    def parse(text: str) -> Any:
+        from pydantic import ValidationError
 
-def _votes(text: str) -> int:
-    from arinext.service.detection import MAX_VOTES
+        from arinext.service.detection import DetectionParameters
 
-    value = int(text)
-    if not 1 <= value <= MAX_VOTES:
-        raise argparse.ArgumentTypeError(f"{text!r} is not within 1..{MAX_VOTES}")
-    return value
+        value = kind(text)
+        try:
+            DetectionParameters.model_validate({name: value})
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc.errors()[0]['msg']}") from None
+        return value
+
+    return parse
 
 
 def _default_jobs() -> int:
@@ -111,19 +113,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--threshold",
-        type=_threshold,
+        type=_detection("threshold", float),
         default=None,
         help="score a window's keyword needs to be detected (default: the model's, as a stream's)",
     )
     parser.add_argument(
         "--votes",
-        type=_votes,
+        type=_detection("votes", int),
         default=None,
         help="consecutive windows that must agree on a word (default: the model's, as a stream's)",
     )
     parser.add_argument(
         "--debounce",
-        type=float,
+        type=_detection("debounce", float),
         default=None,
         help="seconds within which a word heard again is one utterance (default: the window)",
     )

@@ -11,10 +11,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+)
 
 from arinext.model.audio_io import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
-from arinext.service.detection import DEFAULT_THRESHOLD, DEFAULT_VOTES, MAX_VOTES
+from arinext.service.detection import (
+    DEFAULT_THRESHOLD,
+    DEFAULT_VOTES,
+    Debounce,
+    Threshold,
+    Votes,
+)
 
 __all__ = [
     "MAX_DIMENSION",
@@ -62,17 +76,17 @@ class RequestParameters(_Parameters):
     sample_rate: SampleRate | None = Field(default=None, description="of a waveform input")
     # The detections' settings, as /classify's query parameters (default: the model's tuned
     # operating point, else the service's).
-    threshold: Annotated[float, BeforeValidator(_number), Field(gt=0, le=1)] | None = Field(
+    threshold: Annotated[Threshold, BeforeValidator(_number)] | None = Field(
         default=None,
         description="score a window's keyword needs "
         f"(default: the model's, else {DEFAULT_THRESHOLD})",
     )
-    votes: Annotated[StrictInt, Field(ge=1, le=MAX_VOTES)] | None = Field(
+    votes: Annotated[Votes, Strict()] | None = Field(
         default=None,
         description="consecutive windows agreeing on a word "
         f"(default: the model's, else {DEFAULT_VOTES})",
     )
-    debounce: Annotated[float, BeforeValidator(_number), Field(ge=0, le=60)] | None = Field(
+    debounce: Annotated[Debounce, BeforeValidator(_number)] | None = Field(
         default=None, description="seconds within which a word heard again is one utterance"
     )
 

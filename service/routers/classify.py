@@ -20,7 +20,9 @@ from arinext.service.detection import (
     DEFAULT_HOP_SECONDS,
     DEFAULT_THRESHOLD,
     DEFAULT_VOTES,
-    MAX_VOTES,
+    Debounce,
+    Threshold,
+    Votes,
 )
 from arinext.service.errors import ApiError, insufficient_storage
 from arinext.service.http_limits import received_at
@@ -165,24 +167,18 @@ class ClassifyQuery(BaseModel):
         description="window step in seconds for a clip longer than one window (default "
         f"{DEFAULT_HOP_SECONDS}, as a live stream)",
     )
-    threshold: float | None = Field(
+    threshold: Threshold | None = Field(
         None,
-        gt=0,
-        le=1,
         description="score a window's keyword needs to be detected (default: the model's tuned "
         f"value, else {DEFAULT_THRESHOLD})",
     )
-    votes: int | None = Field(
+    votes: Votes | None = Field(
         None,
-        ge=1,
-        le=MAX_VOTES,
         description="consecutive windows that must agree on a word (a recording of fewer "
         f"windows needs as many as it has; default: the model's tuned value, else {DEFAULT_VOTES})",
     )
-    debounce: float | None = Field(
+    debounce: Debounce | None = Field(
         None,
-        ge=0,
-        le=60,
         description="a word heard again within this many seconds is one utterance "
         "(default: the model's window length)",
     )

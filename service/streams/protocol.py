@@ -17,7 +17,9 @@ from arinext.service.detection import (
     DEFAULT_HOP_SECONDS,
     DEFAULT_THRESHOLD,
     DEFAULT_VOTES,
-    MAX_VOTES,
+    Debounce,
+    Threshold,
+    Votes,
 )
 from arinext.service.errors import ApiError
 from arinext.service.settings import MAX_TOP_K
@@ -109,24 +111,18 @@ class StartMessage(BaseModel):
     )
     heads: list[str] | None = Field(default=None, description="default: every head")
     top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
-    threshold: float | None = Field(
+    threshold: Threshold | None = Field(
         default=None,
-        gt=0,
-        le=1,
         description="detection score one of a word's windows needs (default: each model's tuned "
         f"value, else {DEFAULT_THRESHOLD})",
     )
-    votes: int | None = Field(
+    votes: Votes | None = Field(
         default=None,
-        ge=1,
-        le=MAX_VOTES,
         description="consecutive windows that must agree on a word, one of them scoring at least "
         f"the threshold (default: each model's tuned value, else {DEFAULT_VOTES})",
     )
-    debounce: float | None = Field(
+    debounce: Debounce | None = Field(
         default=None,
-        ge=0,
-        le=60,
         description="a word voted again within this many seconds is one utterance "
         "(default: the model's window length, the span over which windows share audio)",
     )

@@ -172,26 +172,34 @@ def test_every_entry_point_takes_the_vote_count(
         ).json()["predictions"][0]["detections"],
         recording,
     )
-    for bad in ("0", "41", "two"):
+    for bad in ("votes=0", "votes=41", "votes=two", "debounce=61", "threshold=0"):
         refused = client.post(
-            f"/classify?votes={bad}", content=data, headers={"content-type": "audio/wav"}
+            f"/classify?{bad}", content=data, headers={"content-type": "audio/wav"}
         )
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"]["code"] == "invalid_parameter"
     assert _v2(client, data, votes=40) == []
     _assert_heard_as_said(_v2(client, data, votes=2), recording)
-    refused = client.post(
-        f"/v2/models/{MODEL}/infer",
-        json={
-            "inputs": [{"name": "audio", "shape": [1], "datatype": "BYTES", "data": ["AA=="]}],
-            "parameters": {"votes": 0},
-        },
-    )
-    assert refused.status_code == 400 and "votes" in refused.text
+    for bad_votes in (0, 41, True, "2", 2.5):
+        refused = client.post(
+            f"/v2/models/{MODEL}/infer",
+            json={
+                "inputs": [{"name": "audio", "shape": [1], "datatype": "BYTES", "data": ["AA=="]}],
+                "parameters": {"votes": bad_votes},
+            },
+        )
+        assert refused.status_code == 400 and "votes" in refused.text, bad_votes
     classifier = Classifier.from_artifacts(intra_op_threads=1)
     answer = classifier(recording.samples, sample_rate=SAMPLE_RATE, votes=40)
     assert answer.predictions[0].detections == []
-    for bad in ({"votes": 0}, {"votes": 41}, {"threshold": 0.0}, {"threshold": 1.5}):
+    for bad in (
+        {"votes": 0},
+        {"votes": 41},
+        {"threshold": 0.0},
+        {"threshold": 1.5},
+        {"debounce": -1.0},
+        {"debounce": 61.0},
+    ):
         with pytest.raises(ApiError) as refused_call:
             classifier(recording.samples, sample_rate=SAMPLE_RATE, **bad)  # type: ignore[arg-type]
         assert (refused_call.value.status, refused_call.value.code) == (422, "invalid_parameter")
@@ -203,9 +211,11 @@ def test_every_entry_point_takes_the_vote_count(
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["predictions"][0]["detections"] == []
     run = subprocess.run([*command, "--votes", "0"], capture_output=True, text=True, cwd=REPO)
-    assert run.returncode == 2 and "not within 1..40" in run.stderr
+    assert run.returncode == 2 and "greater than or equal to 1" in run.stderr
     run = subprocess.run([*command, "--threshold", "1.5"], capture_output=True, text=True, cwd=REPO)
-    assert run.returncode == 2 and "not a score in (0, 1]" in run.stderr
+    assert run.returncode == 2 and "Input should be less than or equal to 1" in run.stderr
+    run = subprocess.run([*command, "--debounce", "61"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 2 and "less than or equal to 60" in run.stderr
 
 
 def test_a_stream_takes_the_vote_count_and_says_so(
