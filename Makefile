@@ -194,7 +194,7 @@ default-model: setup
 # why single conditions are not judged); the int8 numbers go into its manifest. It is written
 # into the run directory first and replaces DEFAULT_MODEL_INT8_DIR only when every check holds:
 # a refused int8 leaves the old one, which tests/service/test_default_model.py then reports as
-# not the int8 of the fp32 export. Needs the data of default-model, which runs it last.
+# not the int8 of the fp32 export. Needs the data of default-model, which runs it after the export.
 INT8_CANDIDATE = $(DEFAULT_MODEL_RUN)/artifact-int8
 QUANTIZE_ARGS = quantize $(DEFAULT_MODEL_DIR) --out $(INT8_CANDIDATE) --overwrite \
 	--calibration $(DEFAULT_MODEL_DATA)

@@ -60,7 +60,8 @@ class DetectionParameters(BaseModel):
 
 
 class KeywordEvent(BaseModel):
-    """A keyword heard in a recording: the first window that crossed the threshold."""
+    """A keyword heard in a recording: the first window of the run of votes that detected it,
+    with the run's best score."""
 
     label: str
     score: float
@@ -70,7 +71,8 @@ class KeywordEvent(BaseModel):
 
 @dataclass
 class Detection:
-    """A keyword heard: the window that first crossed the threshold."""
+    """A keyword heard: the first window of the run of votes that detected it, with the run's
+    best score (:class:`Debouncer`)."""
 
     head: str
     label: str

@@ -28,8 +28,8 @@ RECORDINGS = REPO.parent / "shared" / "speech_commands_subset"
 RATE = 16000
 CHUNK_SECONDS = 0.1
 SCENES = 24
-# Under what the shipped model measured on these scenes (61 of 72 words, 3 wrong in 4 minutes;
-# docs/default-model.md, "Live detection", compares the issue's targets, 90 % and 1 a minute).
+# A little under what the shipped model measured on these scenes (docs/default-model.md, "Live
+# detection", which also compares the issue's targets, 90 % and 1 a minute).
 DETECTED = 0.8
 WRONG_PER_MINUTE = 1.0
 
