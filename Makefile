@@ -139,7 +139,7 @@ DEFAULT_MODEL_SEED ?= 0
 DEFAULT_MODEL_DATA ?= data/synth-sc
 DEFAULT_MODEL_OOD ?= data/synth-ood
 DEFAULT_MODEL_RUN ?= runs/default-model-b0
-DEFAULT_MODEL_DIR ?= artifacts/speech-commands-synth-b0
+DEFAULT_MODEL_DIR ?= artifacts/speech-commands-b0
 # The int8 version of it (quantize-default); the shipped one is the model the service embeds.
 DEFAULT_MODEL_INT8_DIR ?= $(patsubst %/,%,$(DEFAULT_MODEL_DIR))-int8
 DEFAULT_MODEL_THREADS ?= 1
@@ -155,7 +155,7 @@ TRAIN_ARGS = train --preset default-model --data-root $(DEFAULT_MODEL_DATA) \
 	--set data.recordings=$(DEFAULT_MODEL_RECORDINGS)
 EVAL_ARGS = evaluate $(DEFAULT_MODEL_RUN) --split test
 EXPORT_ARGS = export $(DEFAULT_MODEL_RUN) --out $(DEFAULT_MODEL_DIR) \
-	--name speech-commands-synth-b0 --overwrite
+	--name speech-commands-b0 --overwrite
 ARTIFACT_EVAL_ARGS = evaluate $(DEFAULT_MODEL_DIR) --split test \
 	--data-root $(DEFAULT_MODEL_DATA) --output $(DEFAULT_MODEL_RUN)/artifact_eval_test.json
 OOD_EVAL_ARGS = evaluate $(DEFAULT_MODEL_DIR) --ood $(DEFAULT_MODEL_OOD) \

@@ -6,8 +6,8 @@ request) and at ``--batch`` on ``--threads`` threads (the service's batches; 16 
 ``ARINEXT_MAX_BATCH``). Inputs have the shape of each artifact's own front-end. Ratios are
 against the first artifact on ONNX Runtime.
 
-    taskset -c 1 python benchmarks/artifact_speed.py artifacts/speech-commands-synth-b0 \\
-        artifacts/speech-commands-synth-b0-int8
+    taskset -c 1 python benchmarks/artifact_speed.py artifacts/speech-commands-b0 \\
+        artifacts/speech-commands-b0-int8
 """
 
 from __future__ import annotations

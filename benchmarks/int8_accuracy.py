@@ -17,8 +17,8 @@ condition changed with the variant), while the pooled split moved -0.07 to -0.18
 manifest (``arinext.training.synth_speech.record_in_manifest``), as ``make default-model`` does for
 fp32.
 
-    python benchmarks/int8_accuracy.py --fp32 artifacts/speech-commands-synth-b0 \\
-        --int8 artifacts/speech-commands-synth-b0-int8 --data data/synth-sc --ood data/synth-ood
+    python benchmarks/int8_accuracy.py --fp32 artifacts/speech-commands-b0 \\
+        --int8 artifacts/speech-commands-b0-int8 --data data/synth-sc --ood data/synth-ood
 """
 
 from __future__ import annotations

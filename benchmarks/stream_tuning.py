@@ -16,7 +16,7 @@ entry point of the service takes it as the model's default: the most words detec
 among the settings searched at one hop and one debounce. Choose on validation speakers.
 
     python benchmarks/stream_tuning.py --recordings ../shared/speech_commands_subset \\
-        --model artifacts/speech-commands-synth-b0 --scenes 60
+        --model artifacts/speech-commands-b0 --scenes 60
 """
 
 from __future__ import annotations

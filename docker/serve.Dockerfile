@@ -8,7 +8,7 @@
 #
 # Other models: mount artifact directories and list them (comma-separated) in ARINEXT_MODELS:
 #   docker run ... -v "$PWD/artifacts/my-model:/models/my-model:ro" \
-#       -e ARINEXT_MODELS=/models/my-model,/opt/arinext/models/speech-commands-synth-b0 arinext-api
+#       -e ARINEXT_MODELS=/models/my-model,/opt/arinext/models/speech-commands-b0 arinext-api
 #
 # Builder and runtime must share the base image: the venv's interpreter is a link into it. Where
 # no registry is reachable, `docker/make-base` makes a Debian base locally (PYTHON_IMAGE).
@@ -60,8 +60,8 @@ COPY model/ model/
 COPY training/ training/
 COPY service/ service/
 COPY docker/warm-up.py docker/
-COPY artifacts/speech-commands-synth-b0/ artifacts/speech-commands-synth-b0/
-COPY artifacts/speech-commands-synth-b0-int8/ artifacts/speech-commands-synth-b0-int8/
+COPY artifacts/speech-commands-b0/ artifacts/speech-commands-b0/
+COPY artifacts/speech-commands-b0-int8/ artifacts/speech-commands-b0-int8/
 RUN pip install --no-compile --no-deps . \
  && pip check \
  && python -c "import importlib.util, sys; sys.exit('torch found in the serving venv' if importlib.util.find_spec('torch') else 0)" \
@@ -70,9 +70,9 @@ RUN pip install --no-compile --no-deps . \
  && pip uninstall --yes --quiet pip setuptools \
  && model=$(python -I -c 'import arinext.service.settings as s; print(s.EMBEDDED_MODEL_DIR)') \
  && fp32=$(python -I -c 'import arinext.service.settings as s; print(s.EMBEDDED_FP32_MODEL_DIR)') \
- && rm -rf "$model" "$fp32" && ln -s /opt/arinext/models/speech-commands-synth-b0 "$model" \
+ && rm -rf "$model" "$fp32" && ln -s /opt/arinext/models/speech-commands-b0 "$model" \
  && find /opt/venv -name __pycache__ -prune -exec rm -rf {} + \
- && ARINEXT_DEMO=$ARINEXT_DEMO python docker/warm-up.py artifacts/speech-commands-synth-b0-int8
+ && ARINEXT_DEMO=$ARINEXT_DEMO python docker/warm-up.py artifacts/speech-commands-b0-int8
 
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -86,7 +86,7 @@ RUN groupadd --gid 10001 arinext \
 COPY --from=builder /opt/venv /opt/venv
 # The default model (its int8 version, the one served), owned by root and read-only to the
 # service user.
-COPY artifacts/speech-commands-synth-b0-int8/ /opt/arinext/models/speech-commands-synth-b0/
+COPY artifacts/speech-commands-b0-int8/ /opt/arinext/models/speech-commands-b0/
 
 # Everything that may write goes to /tmp (a tmpfs when the root filesystem is read-only). The
 # server reads its address from ARINEXT_HOST/ARINEXT_PORT, as the healthcheck does, so
@@ -102,8 +102,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     GRADIO_TEMP_DIR=/tmp/gradio \
     GRADIO_ANALYTICS_ENABLED=False \
     HF_HOME=/tmp/huggingface \
-    ARINEXT_MODELS=/opt/arinext/models/speech-commands-synth-b0 \
-    ARINEXT_DEFAULT_MODEL_DIR=/opt/arinext/models/speech-commands-synth-b0 \
+    ARINEXT_MODELS=/opt/arinext/models/speech-commands-b0 \
+    ARINEXT_DEFAULT_MODEL_DIR=/opt/arinext/models/speech-commands-b0 \
     ARINEXT_DEMO=${ARINEXT_DEMO} \
     ARINEXT_HOST=0.0.0.0 \
     ARINEXT_PORT=8000

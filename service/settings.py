@@ -28,11 +28,11 @@ __all__ = [
 ]
 
 # The default model, served when no models are configured: its int8 version. In a checkout
-# ``service/default_model`` is a link to ``artifacts/speech-commands-synth-b0-int8`` (where ``make
+# ``service/default_model`` is a link to ``artifacts/speech-commands-b0-int8`` (where ``make
 # default-model`` writes it); the wheel carries the files themselves there, so ``pip install
 # 'arinext[serve]'`` serves it too.
 EMBEDDED_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
-# The same model in fp32, as trained (``artifacts/speech-commands-synth-b0``): the source of the
+# The same model in fp32, as trained (``artifacts/speech-commands-b0``): the source of the
 # int8 version and the backbone ``arinext train-keywords`` builds on, which needs its weights.
 EMBEDDED_FP32_MODEL_DIR = Path(__file__).resolve().parent / "default_model_fp32"
 
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         default=EMBEDDED_MODEL_DIR,
         description=(
             "served when no models are configured and it exists: the embedded model (in a "
-            "checkout a link to `artifacts/speech-commands-synth-b0-int8`; the wheel carries "
+            "checkout a link to `artifacts/speech-commands-b0-int8`; the wheel carries "
             "the files)"
         ),
     )

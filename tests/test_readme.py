@@ -124,7 +124,7 @@ def test_documented_defaults_are_the_real_defaults(monkeypatch: pytest.MonkeyPat
             assert value == [] and documented == "(empty)"
         elif variable == "ARINEXT_DEFAULT_MODEL_DIR":
             assert value == ROOT / "service" / "default_model"
-            assert value.resolve() == ROOT / "artifacts" / "speech-commands-synth-b0-int8"
+            assert value.resolve() == ROOT / "artifacts" / "speech-commands-b0-int8"
         elif value is None:  # ARINEXT_DEMO, ARINEXT_MODEL_REPOSITORY, ARINEXT_REPOSITORY_TOKEN
             assert documented == "(unset)", variable
         elif isinstance(value, list):

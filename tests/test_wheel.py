@@ -33,7 +33,7 @@ from tests.service.conftest import free_port, stop_process
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = "speech-commands-synth-b0"
+DEFAULT_MODEL = "speech-commands-b0"
 _PIP = (sys.executable, "-m", "pip")
 # What a path on the machine that built an artifact looks like.
 _MACHINE_PATH = re.compile(r"(^|[\s'\"=])(/(home|root|work|tmp|Users|opt|srv|mnt)/|[A-Z]:\\)")

@@ -22,8 +22,8 @@ from tests.deploy.dockerfile import (
 )
 
 # The default model as served (int8); its fp32 source is copied into the build stage only.
-DEFAULT_ARTIFACT = "artifacts/speech-commands-synth-b0-int8"
-FP32_ARTIFACT = "artifacts/speech-commands-synth-b0"
+DEFAULT_ARTIFACT = "artifacts/speech-commands-b0-int8"
+FP32_ARTIFACT = "artifacts/speech-commands-b0"
 # Where a read-only root filesystem still lets the service write (a tmpfs in docker-compose.yml).
 WRITABLE_ENV = ("TMPDIR", "HOME", "MPLCONFIGDIR", "GRADIO_TEMP_DIR")
 

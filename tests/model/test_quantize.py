@@ -269,7 +269,7 @@ def test_quantisation_and_backends_do_not_import_torch() -> None:
 
 
 def test_what_each_scheme_keeps_fp32_in_a_network(fp32: Path) -> None:
-    network = Path(__file__).resolve().parents[2] / "artifacts" / "speech-commands-synth-b0"
+    network = Path(__file__).resolve().parents[2] / "artifacts" / "speech-commands-b0"
     ends = float_ends(network / MODEL_FILE)
     assert ends == [
         "/model/stem/fused/Conv",  # reads the log-mel
@@ -289,7 +289,7 @@ def test_the_next_scheme_is_tried_when_one_fails_the_guard(
 ) -> None:
     from arinext.model import quantize
 
-    network = Path(__file__).resolve().parents[2] / "artifacts" / "speech-commands-synth-b0"
+    network = Path(__file__).resolve().parents[2] / "artifacts" / "speech-commands-b0"
     real = quantize.agreement
     tried = []
 

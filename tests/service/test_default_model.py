@@ -32,8 +32,8 @@ from tests.service.conftest import REPO, ServerProcess, run_server
 from tests.service.speech import keyword_recording
 
 # The model served by default (int8) and the fp32 export it was quantised from.
-ARTIFACT = REPO / "artifacts" / "speech-commands-synth-b0-int8"
-FP32_ARTIFACT = REPO / "artifacts" / "speech-commands-synth-b0"
+ARTIFACT = REPO / "artifacts" / "speech-commands-b0-int8"
+FP32_ARTIFACT = REPO / "artifacts" / "speech-commands-b0"
 MAX_BYTES = 15 * 1024 * 1024
 FRESH_SEED = 20_260_101  # not the dataset's seed: these exact utterances were never rendered
 FRESH_WORDS = 24

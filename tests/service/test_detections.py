@@ -37,7 +37,7 @@ pytestmark = [
     pytest.mark.system,
     pytest.mark.skipif(not espeak_available(), reason="espeak-ng (Debian) missing"),
 ]
-MODEL = "speech-commands-synth-b0"
+MODEL = "speech-commands-b0"
 HEAD = "speech_commands"
 
 
