@@ -398,6 +398,8 @@ class Batcher:
         hold shortens it). A hold takes at most half of a job's time to its deadline, so that
         a held batch still starts in time."""
         while True:
+            if self._closed is not None:  # nothing is admitted any more: no company can come
+                return
             # A job whose caller gave up will be skipped: it is no company, and has no hold.
             queued = [j for j in (*self._urgent, *self._bulk) if not j.future.cancelled()]
             waiting = sum(len(job.views) for job in queued)
@@ -410,8 +412,9 @@ class Batcher:
             if left <= 0:
                 return
             self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), left)
+            try:  # not wait_for: before Python 3.12 it can swallow close()'s cancellation
+                async with asyncio.timeout(left):
+                    await self._arrived.wait()
             except TimeoutError:
                 return
 
@@ -474,6 +477,7 @@ class Batcher:
         ``timeout`` seconds; a long clip keeps its admission between chunks), then stop the
         loop: at shutdown, and when the model is unloaded or replaced."""
         self.stop_admitting(refusal)
+        self._arrived.set()  # a held batch stops waiting for company (see _fill_window)
         deadline = time.perf_counter() + timeout
         while (self.admitted or self._open) and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)

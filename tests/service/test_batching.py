@@ -161,6 +161,26 @@ def test_a_window_whose_stream_gave_up_is_no_company() -> None:
     asyncio.run(scenario())
 
 
+def test_closing_ends_every_hold_at_once() -> None:
+    async def scenario() -> None:
+        model = EchoModel()
+        batcher = _batcher(model, max_batch=8)
+        batcher.reserve()
+        held = await batcher.submit(_views(1), reserved=True, hold=60.0, company=2)
+        batcher.reserve()
+        gone = await batcher.submit(_views(2), reserved=True, hold=60.0, company=3)
+        gone.cancel()  # a window its stream gave up on (late) still counts until it is dropped
+        done, _ = await asyncio.wait([held], timeout=0.3)
+        assert not done and model.batches == []
+        began = time.perf_counter()
+        await batcher.close(30)  # nothing admitted from now on: no company can come
+        assert time.perf_counter() - began < 5
+        assert float((await held).logits["head"][0, 0]) == 1  # run, not waited out or refused
+        assert model.batches == [[1.0]] and batcher.admitted == 0
+
+    asyncio.run(scenario())
+
+
 def test_a_hold_takes_at_most_half_the_time_to_the_queue_deadline() -> None:
     async def scenario() -> None:
         model = EchoModel()
